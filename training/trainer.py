@@ -1,0 +1,266 @@
+"""The training loop: mixed precision, exact gradient accumulation, atomic resumable checkpoints.
+
+Accumulation is exact: each micro-batch's loss is its *sum* over samples divided by the number of
+samples in the whole optimizer step, so K micro-batches of b give the same gradient as one batch
+of K*b with a mean loss, the last partial step of an epoch included.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import resource
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+
+from training.checkpoint import atomic_write_json, load_checkpoint, restore_rng_state, rng_state, save_checkpoint
+from training.config import TrainerConfig
+from training.data import BatchSource, epoch_plan, fits_on_device, load_splits
+from training.energy import EnergyMeter, utc_now_iso
+from training.model import build_model
+from training.summary import build_summary, validate_summary
+
+log = logging.getLogger("training")
+
+NONFINITE_CHECK_EVERY = 50  # optimizer steps between host syncs that look for a NaN/inf loss
+PTDTYPE = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+class TrainingError(RuntimeError):
+    pass
+
+
+class NonFiniteLossError(TrainingError):
+    pass
+
+
+class TrainingInterrupted(TrainingError):
+    """SIGTERM arrived; a checkpoint was written and ``resume: true`` continues from it."""
+
+
+class RunExistsError(TrainingError):
+    pass
+
+
+def resolve_device(requested: str) -> torch.device:
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise TrainingError("training.device: 'cuda' requested but no CUDA device is available")
+    if requested == "auto":
+        requested = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(requested)
+
+
+def resolve_precision(requested: str, device: torch.device) -> str:
+    if requested != "auto":
+        return requested
+    if device.type != "cuda":
+        return "fp32"
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
+def _optimizer(model: torch.nn.Module, config: TrainerConfig, device: torch.device) -> torch.optim.Optimizer:
+    t = config.training
+    fused = {"fused": True} if device.type == "cuda" else {}
+    if t.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=t.learning_rate, momentum=t.momentum, weight_decay=t.weight_decay)
+    cls = torch.optim.AdamW if t.optimizer == "adamw" else torch.optim.Adam
+    return cls(model.parameters(), lr=t.learning_rate, weight_decay=t.weight_decay, **fused)
+
+
+def _scheduler(optimizer, config: TrainerConfig, steps_per_epoch: int):
+    t = config.training
+    if t.lr_schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=t.learning_rate, total_steps=t.epochs * steps_per_epoch)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _step: 1.0)
+
+
+@contextlib.contextmanager
+def _stop_on_sigterm():
+    """Yields a flag set by SIGTERM, so the loop can checkpoint at the next step boundary."""
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+    previous = signal.signal(signal.SIGTERM, lambda _signum, _frame: stop.set())
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _peak_memory_mb(device: torch.device) -> tuple[float, str]:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20, "cuda_max_allocated"
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "cpu_peak_rss"
+
+
+@torch.no_grad()
+def evaluate(model, batches: BatchSource, batch_size: int, autocast) -> tuple[float, float]:
+    model.eval()
+    loss_sum = torch.zeros((), device=batches.device)
+    correct = torch.zeros((), device=batches.device, dtype=torch.long)
+    for x, y in batches.sequential(batch_size):
+        with autocast():
+            logits = model(x)
+        loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
+        correct += (logits.argmax(dim=1) == y).sum()
+    model.train()
+    return loss_sum.item() / len(batches), 100.0 * correct.item() / len(batches)
+
+
+def _check_run_dir(config: TrainerConfig, run_dir: Path, checkpoint_path: Path) -> None:
+    if config.training.resume:
+        return
+    leftovers = [p for p in (run_dir / "summary.json", checkpoint_path) if p.exists()]
+    if leftovers:
+        raise RunExistsError(
+            f"training.run_name: output for run {config.training.run_name!r} already exists ({leftovers[0]}); "
+            "choose a new run_name, or set training.resume: true to continue it"
+        )
+
+
+def train(config: TrainerConfig, on_step: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Train per ``config``; writes ``summary.json`` under the run directory and returns it."""
+    t = config.training
+    run_dir = config.run_dir()
+    checkpoint_path = run_dir / "checkpoints" / "last.pt"
+    _check_run_dir(config, run_dir, checkpoint_path)
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    device = resolve_device(t.device)
+    precision = resolve_precision(t.precision, device)
+    log.info("device: %s%s | precision: %s", device, f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "", precision)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+        torch.cuda.reset_peak_memory_stats(device)
+    torch.manual_seed(t.seed)
+
+    train_split, test_split = load_splits(config.data, t.seed)
+    dataset_bytes = train_split.images.numel() + test_split.images.numel() + 8 * (len(train_split) + len(test_split))
+    resident = fits_on_device(dataset_bytes, device, config.data.device_resident)
+    train_batches = BatchSource(train_split, device, resident, config.data.num_workers)
+    test_batches = BatchSource(test_split, device, resident, config.data.num_workers)
+    log.info("data: %s, %d train / %d test samples, %s", config.data.dataset, len(train_split), len(test_split),
+             "resident on device" if resident else f"DataLoader with {config.data.num_workers} workers")
+
+    model = build_model(config.model).to(device)
+    optimizer = _optimizer(model, config, device)
+    steps_per_epoch = math.ceil(len(train_split) / t.effective_batch_size)
+    scheduler = _scheduler(optimizer, config, steps_per_epoch)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    autocast = (lambda: contextlib.nullcontext()) if precision == "fp32" else (
+        lambda: torch.autocast(device_type=device.type, dtype=PTDTYPE[precision]))
+
+    state: dict[str, Any] = {"epoch": 0, "step": 0, "global_step": 0, "history": [], "elapsed_seconds": 0.0,
+                             "samples_seen": 0, "epoch_loss_sum": 0.0, "epoch_samples": 0, "attempts": 0,
+                             "started_at": utc_now_iso(), "energy": None}
+    if t.resume and checkpoint_path.exists():
+        checkpoint = load_checkpoint(checkpoint_path, device)
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        scaler.load_state_dict(checkpoint["scaler"])
+        restore_rng_state(checkpoint["rng"])
+        state.update(checkpoint["state"])
+        log.info("resumed from %s at epoch %d, step %d", checkpoint_path, state["epoch"] + 1, state["step"])
+    elif t.resume:
+        log.info("resume: no checkpoint at %s, starting fresh", checkpoint_path)
+    state["attempts"] += 1
+
+    def write_checkpoint() -> None:
+        save_checkpoint(checkpoint_path, {
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict(), "rng": rng_state(), "config": config.model_dump(), "state": state,
+        })
+
+    meter = EnergyMeter(config.emissions, run_dir, t.run_name, resumed_from=state["energy"])
+    meter.start()
+    model.train()
+    segment_start = time.perf_counter()
+    try:
+        with _stop_on_sigterm() as stop:
+            for epoch in range(state["epoch"], t.epochs):
+                epoch_start = time.perf_counter()
+                plan = epoch_plan(len(train_split), t.batch_size, t.gradient_accumulation_steps, t.seed, epoch)
+                loss_sum = torch.zeros((), device=device)
+                epoch_samples_before = state["epoch_samples"]
+                for step, group in enumerate(train_batches.groups(plan[state["step"]:]), start=state["step"]):
+                    group_size = sum(y.shape[0] for _x, y in group)
+                    for x, y in group:
+                        with autocast():
+                            logits = model(x)
+                            loss = F.cross_entropy(logits.float(), y, reduction="sum") / group_size
+                        scaler.scale(loss).backward()
+                        loss_sum += loss.detach() * group_size
+                    if t.max_grad_norm is not None:
+                        scaler.unscale_(optimizer)
+                        torch.nn.utils.clip_grad_norm_(model.parameters(), t.max_grad_norm)
+                    scaler.step(optimizer)
+                    scaler.update()
+                    optimizer.zero_grad(set_to_none=True)
+                    scheduler.step()
+                    state["global_step"] += 1
+                    state["epoch_samples"] += group_size
+                    state["samples_seen"] += group_size
+                    if state["global_step"] % NONFINITE_CHECK_EVERY == 0 and not torch.isfinite(loss_sum):
+                        raise NonFiniteLossError(f"loss became {loss_sum.item()} in epoch {epoch + 1} near step {step + 1}")
+                    if on_step is not None:
+                        on_step(state["global_step"])
+                    if stop.is_set():
+                        state.update(epoch=epoch, step=step + 1,
+                                     epoch_loss_sum=state["epoch_loss_sum"] + loss_sum.item(),
+                                     elapsed_seconds=state["elapsed_seconds"] + time.perf_counter() - segment_start,
+                                     energy=meter.checkpoint_state())
+                        write_checkpoint()
+                        raise TrainingInterrupted(f"SIGTERM: checkpoint written at epoch {epoch + 1}, step {step + 1} ({checkpoint_path})")
+
+                epoch_loss = state["epoch_loss_sum"] + loss_sum.item()
+                if not math.isfinite(epoch_loss):
+                    raise NonFiniteLossError(f"loss became {epoch_loss} in epoch {epoch + 1}")
+                test_loss, test_accuracy = evaluate(model, test_batches, config.data.test_batch_size, autocast)
+                epoch_seconds = time.perf_counter() - epoch_start
+                energy_kwh = meter.mark(f"epoch {epoch + 1}")
+                record = {
+                    "epoch": epoch + 1,
+                    "train_loss": epoch_loss / state["epoch_samples"],
+                    "test_loss": test_loss,
+                    "test_accuracy_pct": test_accuracy,
+                    "seconds": epoch_seconds,
+                    "samples_per_second": (state["epoch_samples"] - epoch_samples_before) / epoch_seconds,
+                    "energy_kwh_cumulative": energy_kwh,
+                    "finished_at": utc_now_iso(),
+                }
+                state["history"].append(record)
+                state.update(epoch=epoch + 1, step=0, epoch_loss_sum=0.0, epoch_samples=0,
+                             elapsed_seconds=state["elapsed_seconds"] + time.perf_counter() - segment_start,
+                             energy=meter.checkpoint_state())
+                segment_start = time.perf_counter()
+                write_checkpoint()
+                log.info("epoch %d/%d | loss %.4f | test acc %.2f%% | %.0f samples/s | energy %s",
+                         epoch + 1, t.epochs, record["train_loss"], test_accuracy, record["samples_per_second"],
+                         f"{energy_kwh:.6f} kWh" if energy_kwh is not None else "n/a")
+                if stop.is_set():
+                    raise TrainingInterrupted(f"SIGTERM: checkpoint written after epoch {epoch + 1} ({checkpoint_path})")
+    finally:
+        energy = meter.stop()
+
+    model_path = run_dir / t.model_save_path
+    save_checkpoint(model_path, {"model": model.state_dict(), "config": config.model_dump()})
+    peak_mb, peak_kind = _peak_memory_mb(device)
+    summary = build_summary(
+        config=config, device=device, precision=precision, grad_scaler=scaler.is_enabled(), resident=resident,
+        train_samples=len(train_split), test_samples=len(test_split), state=state,
+        peak_memory_mb=peak_mb, peak_memory_kind=peak_kind, energy=energy, energy_error=meter.error,
+        energy_timeline=meter.timeline, checkpoint_path=checkpoint_path, model_path=model_path,
+    )
+    validate_summary(summary)
+    atomic_write_json(run_dir / "summary.json", summary)
+    return summary
