@@ -1,0 +1,180 @@
+"""Benchmark: the original pipeline's training loop vs our trainer, in one process, same data and epochs.
+
+    python -m training.bench [--epochs 3] [--train-subset N] [--json PATH]
+
+(a) the original loop: torchvision's MNIST through a DataLoader (PIL images, ToTensor + Normalize),
+    micro-batch 16, 4 accumulation steps, fp16 autocast + GradScaler, ``loss.item()`` every step;
+(b) our trainer with ``include/configs/bench.yaml`` (data resident on the device, large batch, bf16).
+Energy comes from the GPU's own NVML energy counter where there is a GPU, else from CodeCarbon.
+Prints wall time, test accuracy, peak memory and energy for each, and the ratios (a)/(b).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from training.config import REPO_ROOT, EmissionsConfig, load_config, resolve_path
+from training.data import MNIST_MEAN, MNIST_STD, LocalMNIST
+from training.energy import EnergyMeter
+from training.model import SimpleCNN
+from training.trainer import train
+
+CPU_TRAIN_SUBSET = 6000
+
+
+class EnergyProbe:
+    """Joules drawn while the block runs: NVML's energy counter on a GPU, CodeCarbon's estimate on CPU."""
+
+    def __init__(self, device: torch.device, workdir: Path):
+        self.device, self.workdir = device, workdir
+        self.joules: float | None = None
+        self.source = "nvml" if device.type == "cuda" else "codecarbon"
+
+    @contextlib.contextmanager
+    def measure(self):
+        if self.device.type == "cuda":
+            import pynvml
+
+            pynvml.nvmlInit()
+            handle = pynvml.nvmlDeviceGetHandleByIndex(self.device.index or 0)
+            start = pynvml.nvmlDeviceGetTotalEnergyConsumption(handle)
+            yield
+            torch.cuda.synchronize()
+            self.joules = (pynvml.nvmlDeviceGetTotalEnergyConsumption(handle) - start) / 1000.0
+            return
+        meter = EnergyMeter(EmissionsConfig(measure_power_secs=0.5), self.workdir, "bench")
+        meter.start()
+        yield
+        energy = meter.stop()
+        self.joules = energy["energy_kwh"] * 3.6e6 if energy else None
+
+
+def original_loop(device: torch.device, epochs: int, train_subset: int | None, data_root: Path) -> dict:
+    """The original pipeline's loop, kept as it was written (the thing to beat)."""
+    from torch.utils.data import DataLoader, Subset
+    from torchvision import transforms
+
+    transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((MNIST_MEAN,), (MNIST_STD,))])
+    train_set = LocalMNIST(data_root, train=True, transform=transform)
+    test_set = LocalMNIST(data_root, train=False, transform=transform)
+    if train_subset:
+        train_set = Subset(train_set, range(train_subset))
+    loader = DataLoader(train_set, batch_size=16, shuffle=True, num_workers=2, pin_memory=device.type == "cuda")
+    test_loader = DataLoader(test_set, batch_size=1000, num_workers=2, pin_memory=device.type == "cuda")
+
+    torch.manual_seed(42)
+    model = SimpleCNN().to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.001)
+    use_amp = device.type == "cuda"
+    scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
+    accumulation_steps = 4
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    start = time.perf_counter()
+    for _epoch in range(epochs):
+        model.train()
+        optimizer.zero_grad()
+        for i, (x, y) in enumerate(loader):
+            x, y = x.to(device), y.to(device)
+            with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+                loss = F.cross_entropy(model(x), y) / accumulation_steps
+            scaler.scale(loss).backward()
+            if (i + 1) % accumulation_steps == 0:
+                scaler.step(optimizer)
+                scaler.update()
+                optimizer.zero_grad()
+            _running_loss = loss.item()
+        model.eval()
+        correct = 0
+        with torch.no_grad():
+            for x, y in test_loader:
+                x, y = x.to(device), y.to(device)
+                correct += (model(x).argmax(1) == y).sum().item()
+    wall = time.perf_counter() - start
+    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+    return {"wall_seconds": wall, "test_accuracy_pct": 100.0 * correct / len(test_set), "peak_memory_mb": peak}
+
+
+def our_trainer(device: torch.device, epochs: int, train_subset: int | None, data_root: Path, output_dir: Path) -> dict:
+    overrides = [f"training.epochs={epochs}", f"training.device={device.type}", f"data.root={data_root}",
+                 f"output.dir={output_dir}", "emissions.enabled=false"]  # energy is measured around the call
+    if train_subset:
+        overrides.append(f"data.train_subset={train_subset}")
+    config = load_config(REPO_ROOT / "include" / "configs" / "bench.yaml", overrides)
+    summary = train(config)
+    peak = summary["peak_memory_mb"] if summary["peak_memory_kind"] == "cuda_max_allocated" else None
+    return {"wall_seconds": summary["wall_time_seconds"], "test_accuracy_pct": summary["final_test_accuracy_pct"],
+            "peak_memory_mb": peak, "precision": summary["precision"], "effective_batch_size": summary["effective_batch_size"]}
+
+
+def _warm_up(device: torch.device) -> None:
+    """Pay CUDA context creation and cuDNN autotuning once, outside both timings."""
+    if device.type != "cuda":
+        return
+    model = SimpleCNN().to(device)
+    for batch in (16, 512, 1000):
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            model(torch.randn(batch, 1, 28, 28, device=device)).sum().backward()
+    torch.cuda.synchronize()
+
+
+def _ratio(a, b):
+    return a / b if a is not None and b else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--train-subset", type=int, default=None,
+                        help=f"train on the first N images (default: all on a GPU, {CPU_TRAIN_SUBSET} on CPU)")
+    parser.add_argument("--data-root", default="../shared/data/mnist")
+    parser.add_argument("--json", help="also write the results to this file")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stdout)
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    subset = args.train_subset if args.train_subset is not None else (None if device.type == "cuda" else CPU_TRAIN_SUBSET)
+    data_root = resolve_path(args.data_root)
+    _warm_up(device)
+    results = {}
+    with tempfile.TemporaryDirectory() as workdir:
+        for name, run in (("original_loop", lambda: original_loop(device, args.epochs, subset, data_root)),
+                          ("our_trainer", lambda: our_trainer(device, args.epochs, subset, data_root, Path(workdir)))):
+            probe = EnergyProbe(device, Path(workdir))
+            with probe.measure():
+                results[name] = run()
+            results[name].update(energy_joules=probe.joules, energy_source=probe.source)
+
+    a, b = results["original_loop"], results["our_trainer"]
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    print(f"\nbenchmark on {device_name}: {args.epochs} epochs, {'all' if subset is None else subset} training images")
+    print(f"{'':22}{'wall s':>10}{'test acc %':>12}{'peak MB':>10}{'energy J':>11}")
+    for name, r in results.items():
+        peak = f"{r['peak_memory_mb']:.0f}" if r["peak_memory_mb"] is not None else "n/a"
+        energy = f"{r['energy_joules']:.1f}" if r["energy_joules"] is not None else "n/a"
+        print(f"{name:22}{r['wall_seconds']:>10.2f}{r['test_accuracy_pct']:>12.2f}{peak:>10}{energy:>11}")
+    ratios = {
+        "wall_time_x": _ratio(a["wall_seconds"], b["wall_seconds"]),
+        "energy_x": _ratio(a["energy_joules"], b["energy_joules"]),
+        "peak_memory_x": _ratio(a["peak_memory_mb"], b["peak_memory_mb"]),
+    }
+    print("ratios original/ours: " + ", ".join(f"{k} {v:.1f}" if v is not None else f"{k} n/a" for k, v in ratios.items()))
+    print(f"energy source: {a['energy_source']}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"device": device_name, "epochs": args.epochs, "train_subset": subset,
+                                               "results": results, "ratios": ratios}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
