@@ -14,7 +14,8 @@ import json
 import sys
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,11 @@ from carbon_aware.trace import Trace, load_trace
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "carbon"
 THRESHOLD_G_PER_KWH = 300.0
 THRESHOLD_MAX_WAIT_H = 1.0
-FIXED_START_HOUR = 2.0
+FIXED_START_HOUR = 2  # local time: "night is cleanest"
+REGION_TIMEZONES = {"GB": "Europe/London", "DE": "Europe/Berlin", "US-CAL-CISO": "America/Los_Angeles", "CISO": "America/Los_Angeles",
+                    "US-TEX-ERCO": "America/Chicago", "ERCO": "America/Chicago", "US-NY-NYIS": "America/New_York",
+                    "NYIS": "America/New_York", "US-MIDA-PJM": "America/New_York", "PJM": "America/New_York",
+                    "MISO": "America/Chicago", "BPAT": "America/Los_Angeles", "AZPS": "America/Phoenix", "SOCO": "America/New_York"}
 
 
 @dataclass
@@ -68,14 +73,15 @@ def evaluate_trace(trace: Trace, job_hours: float, horizon_hours: float = 24.0, 
         "planner + 7-day mean": weekly_profile(filled, hour_index, leads),
         "planner + history": model.predict_many(hourly, hour_index, leads),
     }
-    mock = MockProvider()
+    zone = ZoneInfo(REGION_TIMEZONES.get(trace.region, "UTC"))
+    mock = MockProvider(timezone_name=zone.key)  # the original curve, in the grid's local time
     policies: dict[str, list[float]] = {}
     days = 0
     for i, origin in enumerate(origins):
         latest = origin + horizon - duration
-        starts = {"run_now": origin, "fixed 02:00": origin + FIXED_START_HOUR * 3600}
+        starts = {"run_now": origin, "fixed 02:00 local": _next_local_hour(origin, FIXED_START_HOUR, zone, latest)}
         starts["threshold 300 g/kWh, 1 h wait"] = _threshold_start(trace, origin)
-        mock_points = mock.forecast(datetime.fromtimestamp(origin, tz=timezone.utc), _td(horizon)).arrays()
+        mock_points = mock.forecast(datetime.fromtimestamp(origin, tz=timezone.utc), timedelta(seconds=horizon)).arrays()
         starts["planner + mock curve"] = best_start(Curve(*mock_points), duration, origin, latest)[0]
         for name, values in forecasts.items():
             starts[name] = best_start(_hourly_curve(origin, values[i]), duration, origin, latest)[0]
@@ -107,10 +113,13 @@ def evaluate_trace(trace: Trace, job_hours: float, horizon_hours: float = 24.0, 
             "horizon_hours": horizon_hours, "days": days, "results": [r.__dict__ for r in rows]}
 
 
-def _td(seconds: float):
-    from datetime import timedelta
-
-    return timedelta(seconds=seconds)
+def _next_local_hour(origin: float, hour: int, zone: ZoneInfo, latest: float) -> float:
+    """The first hh:00 local time at or after the trigger (or the latest start if that is sooner)."""
+    local = datetime.fromtimestamp(origin, tz=zone)
+    candidate = local.replace(hour=hour, minute=0, second=0, microsecond=0)
+    if candidate < local:
+        candidate = (local + timedelta(days=1)).replace(hour=hour, minute=0, second=0, microsecond=0)
+    return min(candidate.timestamp(), latest)
 
 
 def _threshold_start(trace: Trace, origin: float) -> float:
@@ -180,11 +189,15 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _short(policy: str) -> str:
+    return policy.replace("planner + ", "").replace("the trace's ", "").replace("trace's ", "")
+
+
 def format_summary(evaluations: list[dict]) -> str:
     """One table: oracle share per trace and job length for the forecast-driven policies."""
     policies = ["planner + mock curve", "planner + persistence", "planner + 7-day mean", "planner + history", "planner + trace's own forecast"]
     lines = ["\noracle share captured (1.00 = all of the oracle's saving)",
-             f"  {'trace':34}{'job h':>6}" + "".join(f"{p.replace('planner + ', '').replace('trace', 'the trace'):>22}" for p in policies)]
+             f"  {'trace':34}{'job h':>6}" + "".join(f"{_short(p):>22}" for p in policies)]
     for ev in evaluations:
         shares = {r["policy"]: r["oracle_share"] for r in ev["results"]}
         cells = "".join(f"{shares[p]:>22.2f}" if shares.get(p) is not None else f"{'-':>22}" for p in policies)

@@ -93,8 +93,12 @@ class Plan:
     def summary_line(self) -> str:
         start, deadline = self.start_time, datetime.fromisoformat(self.deadline)
         return (f"Now {self.run_now_mean_intensity:.0f} g/kWh; best {_hours(self.duration_hours)} window starts "
-                f"{start:%Y-%m-%d %H:%M} UTC at {self.mean_intensity:.0f} g/kWh ({-self.expected_saving_pct:+.0f}%); "
+                f"{start:%Y-%m-%d %H:%M} UTC at {self.mean_intensity:.0f} g/kWh ({_signed_pct(-self.expected_saving_pct)}); "
                 f"deadline {deadline:%Y-%m-%d %H:%M} UTC; source {self.source}")
+
+
+def _signed_pct(value: float) -> str:
+    return "±0%" if round(value) == 0 else f"{value:+.0f}%".replace("-", "−")
 
 
 def _hours(hours: float) -> str:

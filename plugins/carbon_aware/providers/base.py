@@ -10,6 +10,7 @@ from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.exceptions import ConnectTimeoutError, NewConnectionError, ReadTimeoutError
 from urllib3.util.retry import Retry
 
 from carbon_aware.forecast import Forecast, ForecastError, IntensityPoint
@@ -63,6 +64,8 @@ def get_json(session: requests.Session, source: str, url: str, timeout: tuple[fl
     except requests.Timeout:
         raise ForecastError(f"{source}: timed out calling {path}") from None
     except requests.RequestException as error:
+        if _timed_out(error):  # retries exhausted on read timeouts arrive wrapped in a ConnectionError
+            raise ForecastError(f"{source}: timed out calling {path}") from None
         raise ForecastError(f"{source}: cannot reach {path} ({type(error).__name__})") from None
     if response.status_code == 401 or response.status_code == 403:
         raise AuthError(f"{source}: {path} answered {response.status_code} (check the token)")
@@ -72,6 +75,12 @@ def get_json(session: requests.Session, source: str, url: str, timeout: tuple[fl
         return response.json()
     except (ValueError, json.JSONDecodeError):
         raise ForecastError(f"{source}: {path} returned malformed JSON") from None
+
+
+def _timed_out(error: Exception) -> bool:
+    reason = getattr(error.args[0], "reason", None) if error.args else None
+    # urllib3 makes NewConnectionError (refused, unreachable) a subclass of ConnectTimeoutError
+    return isinstance(reason, (ReadTimeoutError, ConnectTimeoutError)) and not isinstance(reason, NewConnectionError)
 
 
 class AuthError(ForecastError):

@@ -1,0 +1,64 @@
+"""NESO Carbon Intensity API (GB): national or regional forecasts 48 h ahead; no key needed."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from carbon_aware.forecast import Forecast, ForecastError, IntensityPoint, parse_time, validate_points
+from carbon_aware.providers.base import Provider, get_json, http_session, number, require
+
+BASE_URL = "https://api.carbonintensity.org.uk"
+
+
+def _fmt(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%MZ")
+
+
+class UKProvider(Provider):
+    name = "uk"
+
+    def __init__(self, region_id: int | None = None, postcode: str | None = None, base_url: str = BASE_URL, session=None):
+        self.region_id, self.postcode = region_id, postcode
+        self.region = f"GB-region-{region_id}" if region_id else (f"GB-{postcode}" if postcode else "GB")
+        self.base_url = base_url.rstrip("/")
+        self.session = session or http_session()
+
+    def _rows(self, path: str) -> list:
+        body = get_json(self.session, self.name, f"{self.base_url}{path}")
+        data = require(body, "data", self.name)
+        if self.region_id or self.postcode:  # regional: {"data": [{"regionid": .., "data": [...]}]} or a dict
+            block = data[0] if isinstance(data, list) and data else data
+            data = require(block, "data", self.name, "regional block")
+        if not isinstance(data, list):
+            raise ForecastError(f"{self.name}: 'data' is not a list")
+        return data
+
+    def _points(self, rows: list, field: str) -> list[IntensityPoint]:
+        points = []
+        for row in rows:
+            intensity = require(row, "intensity", self.name, "data row")
+            start, end = parse_time(require(row, "from", self.name, "data row")), parse_time(require(row, "to", self.name, "data row"))
+            value = intensity.get(field) if isinstance(intensity, dict) else None
+            if value is None:
+                if field == "actual":
+                    continue  # future slots have no actual yet
+                raise ForecastError(f"{self.name}: data row at {start.isoformat()} is missing intensity.{field}")
+            points.append(IntensityPoint(start, end - start, number(value, self.name, f"intensity.{field}")))
+        return points
+
+    def _forecast_path(self, start: datetime) -> str:
+        if self.region_id:
+            return f"/regional/intensity/{_fmt(start)}/fw48h/regionid/{self.region_id}"
+        if self.postcode:
+            return f"/regional/intensity/{_fmt(start)}/fw48h/postcode/{self.postcode}"
+        return f"/intensity/{_fmt(start)}/fw48h"
+
+    def forecast(self, now: datetime, horizon: timedelta) -> Forecast:
+        slot = now.replace(minute=0 if now.minute < 30 else 30, second=0, microsecond=0)
+        points = validate_points(self._points(self._rows(self._forecast_path(slot)), "forecast"), self.name)
+        return Forecast(points, source=self.name, region=self.region)
+
+    def actuals(self, start: datetime, end: datetime) -> list[IntensityPoint]:
+        if self.region_id or self.postcode:
+            return []  # the regional API publishes forecasts only
+        rows = self._rows(f"/intensity/{_fmt(start)}/{_fmt(end)}")
+        return validate_points(self._points(rows, "actual"), self.name) if rows else []

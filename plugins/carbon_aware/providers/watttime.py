@@ -1,0 +1,81 @@
+"""WattTime v3: login with basic auth for a bearer token (refreshed on expiry), then ``/v3/forecast``.
+
+WattTime's ``co2_moer`` is a *marginal* signal in lbs/MWh; it is converted to g/kWh (x 0.453592)."""
+from __future__ import annotations
+
+import time
+from datetime import datetime, timedelta
+
+from carbon_aware.forecast import Forecast, ForecastError, parse_time, slots_from_instants, validate_points
+from carbon_aware.providers.base import AuthError, Provider, get_json, http_session, number, require, resolve_secret
+
+BASE_URL = "https://api.watttime.org"
+LBS_PER_MWH_TO_G_PER_KWH = 0.453592
+TOKEN_LIFETIME_S = 25 * 60  # WattTime tokens last 30 minutes; renew a little early
+
+
+class WattTimeProvider(Provider):
+    name = "watttime"
+
+    def __init__(self, region: str, username: str | None = None, password: str | None = None,
+                 conn_id: str | None = "watttime_default", base_url: str = BASE_URL, session=None):
+        import os
+
+        self.region = region
+        self._username = username or os.environ.get("WATTTIME_USERNAME") or _connection_login(conn_id)
+        self._password = password or resolve_secret(conn_id, "WATTTIME_PASSWORD")
+        if not (self._username and self._password):
+            raise ForecastError(f"{self.name}: no credentials (Airflow connection {conn_id!r} or $WATTTIME_USERNAME/$WATTTIME_PASSWORD)")
+        self.base_url = base_url.rstrip("/")
+        self.session = session or http_session()
+        self._token: str | None = None
+        self._token_expires = 0.0
+
+    def _login(self) -> str:
+        body = get_json(self.session, self.name, f"{self.base_url}/login", auth=(self._username, self._password))
+        self._token = require(body, "token", self.name, "login response")
+        self._token_expires = time.monotonic() + TOKEN_LIFETIME_S
+        try:
+            from airflow.sdk.log import mask_secret
+
+            mask_secret(self._token)
+        except ImportError:
+            pass
+        return self._token
+
+    def _get(self, path: str, params: dict) -> dict:
+        if not self._token or time.monotonic() >= self._token_expires:
+            self._login()
+        try:
+            return get_json(self.session, self.name, f"{self.base_url}{path}", params=params,
+                            headers={"Authorization": f"Bearer {self._token}"})
+        except AuthError:  # expired early or revoked: log in again once
+            self._login()
+            return get_json(self.session, self.name, f"{self.base_url}{path}", params=params,
+                            headers={"Authorization": f"Bearer {self._token}"})
+
+    def forecast(self, now: datetime, horizon: timedelta) -> Forecast:
+        body = self._get("/v3/forecast", {"region": self.region, "signal_type": "co2_moer",
+                                          "horizon_hours": max(1, min(72, int(horizon.total_seconds() // 3600) + 1))})
+        rows = require(body, "data", self.name)
+        if not isinstance(rows, list):
+            raise ForecastError(f"{self.name}: 'data' is not a list")
+        units = (body.get("meta") or {}).get("units", "lbs_co2_per_mwh")
+        factor = LBS_PER_MWH_TO_G_PER_KWH if "lbs" in units else 1.0
+        times = [parse_time(require(r, "point_time", self.name, "data entry")) for r in rows]
+        values = [number(require(r, "value", self.name, "data entry"), self.name, "value") * factor for r in rows]
+        period = (body.get("meta") or {}).get("data_point_period_seconds")
+        points = slots_from_instants(times, values, timedelta(seconds=period) if period else timedelta(minutes=5))
+        return Forecast(validate_points(points, self.name), source=self.name, region=self.region,
+                        notes=["marginal emissions (co2_moer), not average intensity"])
+
+
+def _connection_login(conn_id: str | None) -> str | None:
+    if not conn_id:
+        return None
+    try:
+        from airflow.sdk import Connection
+
+        return Connection.get(conn_id).login
+    except Exception:
+        return None

@@ -1,0 +1,106 @@
+"""Real traces: every file in ../shared/data/carbon parses; the history model and the evaluation on real data."""
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import pytest
+
+from carbon_aware.evaluate import evaluate_trace, previous_year
+from carbon_aware.forecast import ForecastError
+from carbon_aware.history import HistoryModel, fit, fit_files
+from carbon_aware.providers.trace import TraceProvider
+from carbon_aware.trace import load_trace
+from tests.conftest import REPO_ROOT
+
+
+def test_every_shared_trace_parses(carbon_dir):
+    paths = sorted(carbon_dir.rglob("*.csv"))
+    assert len(paths) == 27
+    for path in paths:
+        trace = load_trace(path)
+        valid = trace.actual[~np.isnan(trace.actual)]
+        assert len(valid) > 0.99 * len(trace.actual) - 100, path.name
+        assert 0 < valid.min() and valid.max() < 1000, path.name
+        assert trace.step in (1800.0, 3600.0)
+
+
+def test_neso_file_has_forecast_actual_and_the_known_gap(carbon_dir):
+    trace = load_trace(carbon_dir / "neso_carbon_intensity_api" / "neso_2023_national_intensity.csv")
+    assert trace.format == "neso" and trace.step == 1800 and trace.forecast is not None
+    gap_start = trace.index(datetime(2023, 10, 20, 22, tzinfo=timezone.utc).timestamp())
+    assert np.isnan(trace.actual[gap_start:gap_start + 91]).all()
+    assert np.nanmean(np.abs(trace.forecast - trace.actual)) == pytest.approx(9.9, abs=0.2)  # as the data README says
+
+
+def test_electricitymaps_and_eia_formats(carbon_dir):
+    em = load_trace(carbon_dir / "electricitymaps_via_green-dcc" / "DE-LU_2023_hourly.csv")
+    assert (em.format, em.region, len(em.actual)) == ("electricitymaps", "DE", 8760)
+    assert np.nanmean(em.actual) == pytest.approx(307.662, abs=0.01)
+    lca = load_trace(carbon_dir / "electricitymaps_via_green-dcc" / "DE-LU_2023_hourly.csv", signal="lca")
+    assert np.nanmean(lca.actual) == pytest.approx(366.972, abs=0.01)
+    pjm = load_trace(carbon_dir / "eia930_via_sustaindc" / "PJM_NG_avgCI.csv")
+    assert pjm.format == "eia930" and np.isnan(pjm.actual).sum() == 23 + 5  # empty rows and the glitch hours
+    assert np.nanmin(pjm.actual) > 100
+
+
+def test_unknown_csv_is_rejected(tmp_path):
+    bad = tmp_path / "x.csv"
+    bad.write_text("a,b\n1,2\n")
+    with pytest.raises(ForecastError, match="unknown format"):
+        load_trace(bad)
+
+
+def test_trace_provider_replays_with_an_offset(carbon_dir):
+    path = carbon_dir / "neso_carbon_intensity_api" / "neso_2023_national_intensity.csv"
+    real_now = datetime(2026, 11, 23, 9, 0, tzinfo=timezone.utc)
+    provider = TraceProvider.replaying(path, real_now, datetime(2023, 3, 1, 9, tzinfo=timezone.utc))
+    forecast = provider.forecast(real_now, timedelta(hours=24))
+    assert forecast.start == real_now and forecast.end == real_now + timedelta(hours=24)
+    trace = load_trace(path)
+    assert forecast.points[0].value == trace.forecast[trace.index(datetime(2023, 3, 1, 9, tzinfo=timezone.utc).timestamp())]
+    actuals = provider.actuals(real_now - timedelta(hours=2), real_now)
+    assert len(actuals) == 4 and actuals[-1].end == real_now
+    history = TraceProvider.replaying(path, real_now, datetime(2023, 3, 1, 9, tzinfo=timezone.utc), forecast="history")
+    assert history.forecast(real_now, timedelta(hours=24)).source.endswith(":history")
+
+
+def test_shipped_history_model_is_the_fit_on_2021_2022_only(carbon_dir):
+    series, names = fit_files(carbon_dir)
+    assert names and all(("2021" in n or "2022" in n) for n in names)
+    shipped = HistoryModel.load()
+    assert shipped.fitted_on == names
+    np.testing.assert_allclose(fit(series, names).coefficients, shipped.coefficients, atol=1e-6)
+
+
+def test_history_beats_persistence_and_the_neso_forecast_matches_argmin(carbon_dir):
+    gb = carbon_dir / "electricitymaps_via_green-dcc" / "GB_2023_hourly.csv"
+    began = time.perf_counter()
+    result = evaluate_trace(load_trace(gb), 1.0, previous=previous_year(gb))
+    assert time.perf_counter() - began < 5.0  # a full year
+    shares = {r["policy"]: r["oracle_share"] for r in result["results"]}
+    assert result["days"] >= 360
+    assert shares["planner + history"] > shares["planner + persistence"]
+    assert shares["planner + history"] >= 0.65
+    assert shares["oracle"] == pytest.approx(1.0) and shares["run_now"] == pytest.approx(0.0)
+    neso = evaluate_trace(load_trace(carbon_dir / "neso_carbon_intensity_api" / "neso_2023_national_intensity.csv"), 4.0)
+    own = {r["policy"]: r["oracle_share"] for r in neso["results"]}["planner + trace's own forecast"]
+    assert own >= 0.89
+
+
+def test_naive_rules_do_not_save_on_a_solar_grid(carbon_dir):
+    caiso = carbon_dir / "electricitymaps_via_green-dcc" / "US-CAL-CISO_2023_hourly.csv"
+    result = {r["policy"]: r for r in evaluate_trace(load_trace(caiso), 4.0, previous=previous_year(caiso))["results"]}
+    assert result["fixed 02:00 local"]["saving_pct"] < -5  # night is dirtier than the afternoon there
+    assert abs(result["threshold 300 g/kWh, 1 h wait"]["saving_pct"]) < 2
+    assert result["planner + history"]["saving_pct"] > 15
+
+
+@pytest.mark.integration
+def test_evaluate_cli_prints_the_table(carbon_dir):
+    path = carbon_dir / "electricitymaps_via_green-dcc" / "DE-LU_2023_hourly.csv"
+    out = subprocess.run([sys.executable, "-m", "carbon_aware.evaluate", "--trace", str(path), "--job-hours", "1"],
+                         cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "planner + history" in out.stdout and "oracle share captured" in out.stdout
