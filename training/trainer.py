@@ -19,8 +19,9 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from training.checkpoint import atomic_write_json, load_checkpoint, restore_rng_state, rng_state, save_checkpoint
+from training.checkpoint import load_checkpoint, restore_rng_state, rng_state, save_checkpoint
 from training.config import TrainerConfig
+from training.files import atomic_write_json
 from training.data import BatchSource, epoch_plan, fits_on_device, load_splits
 from training.energy import EnergyMeter, utc_now_iso
 from training.model import build_model

@@ -1,0 +1,120 @@
+"""carbon_training: plan the lowest-carbon start before the deadline, wait for it without holding a
+worker slot, train, and report the measured saving against running at once.
+
+Thin wiring only: no torch, numpy or network at import time; the work lives in plugins/carbon_aware
+and training/, imported inside the tasks.
+"""
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import DAG, Param, TriggerRule, get_current_context, task
+
+from carbon_aware.sensors import CarbonWindowSensor
+
+GPU_POOL = "gpu"
+
+PARAMS = {
+    "providers": Param(
+        [{"name": "uk"}], type="array", items={"type": "object"},
+        description="Carbon-intensity sources, tried in order, then the mock curve. Each is an object with 'name' "
+                    "(uk, electricitymaps, watttime, carbon_aware_sdk, trace, mock) and its options, e.g. "
+                    "{\"name\": \"uk\", \"region_id\": 13}, {\"name\": \"electricitymaps\", \"zone\": \"DE\", \"history\": true}, "
+                    "{\"name\": \"trace\", \"path\": \"../shared/data/carbon/...csv\", \"replay_start\": \"2023-03-01T00:00:00Z\"}. "
+                    "Tokens come from Airflow connections or environment variables, never from here."),
+    "job_duration_hours": Param(1.0, type=["number", "null"], exclusiveMinimum=0, maximum=48,
+                                description="Expected training time in hours; empty = the last run's measured duration."),
+    "deadline_hours": Param(24.0, type="number", exclusiveMinimum=0, maximum=48,
+                            description="Latest finish, in hours after the run starts."),
+    "planning_mode": Param("window", enum=["window", "threshold"],
+                           description="window: lowest mean intensity before the deadline. threshold: the original "
+                                       "rule (first slot below the threshold, else the best window)."),
+    "carbon_threshold": Param(300.0, type="number", exclusiveMinimum=0, maximum=2000, description="gCO2/kWh, threshold mode only."),
+    "replan_tolerance_pct": Param(20.0, type="number", minimum=0, maximum=500,
+                                  description="On waking, re-plan if the current intensity is this much above the forecast."),
+    "max_replans": Param(3, type="integer", minimum=0, maximum=10, description="Re-plans allowed per run."),
+    "baseline_config": Param("include/configs/baseline.yaml", type="string", description="Trainer config of the run-now baseline."),
+    "optimized_config": Param("include/configs/optimized.yaml", type="string", description="Trainer config of the carbon-aware run."),
+    "training_overrides": Param([], type="array", items={"type": "string"},
+                                description="KEY=VALUE overrides for both trainer configs, e.g. training.epochs=1."),
+    "run_baseline": Param(True, type="boolean",
+                          description="Also train the baseline at once (the measured counterfactual). Off: the report "
+                                      "prices the optimized run's energy at the run-now intensity instead."),
+    "time_compression": Param(1.0, type="number", minimum=1, maximum=86400,
+                              description="Demos only: 3600 makes each forecast hour of waiting pass in one second."),
+}
+
+
+def _params() -> dict:
+    return dict(get_current_context()["params"])
+
+
+def _run_id() -> str:
+    return get_current_context()["dag_run"].run_id
+
+
+with DAG(
+    dag_id="carbon_training",
+    description="Train in the lowest-carbon window before the deadline and measure the saving",
+    schedule="@daily",
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    params=PARAMS,
+    tags=["carbon-aware", "training"],
+    doc_md=__doc__,
+) as dag:
+
+    @task
+    def plan_window() -> dict:
+        from carbon_aware.tasks import make_plan
+
+        plan = make_plan(_params(), _run_id())
+        print(plan_summary(plan))
+        return plan
+
+    @task(pool=GPU_POOL, retries=2)
+    def train_baseline(plan: dict) -> dict | None:
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from carbon_aware.tasks import run_trainer
+
+        params = _params()
+        if not params["run_baseline"]:
+            raise AirflowSkipException("run_baseline is off: the report uses a counterfactual")
+        from pathlib import Path
+
+        return run_trainer(params["baseline_config"], params["training_overrides"], Path(plan["run_dir"]), "baseline")
+
+    wait_for_window = CarbonWindowSensor(task_id="wait_for_window", plan_task_id="plan_window")
+
+    @task(pool=GPU_POOL, retries=2)
+    def train_optimized(wait: dict) -> dict:
+        from pathlib import Path
+
+        from carbon_aware.tasks import run_trainer
+
+        params = _params()
+        return run_trainer(params["optimized_config"], params["training_overrides"], Path(wait["plan"]["run_dir"]), "optimized")
+
+    @task(trigger_rule=TriggerRule.NONE_FAILED)
+    def report(wait: dict, baseline: dict | None, optimized: dict) -> dict:
+        from carbon_aware.tasks import write_report
+
+        result, table = write_report(_run_id(), wait["plan"], wait, baseline, optimized)
+        print(table)
+        print(f"report: {result['files']['json']}\nplot:   {result['files']['plot']}")
+        return result
+
+    def plan_summary(plan: dict) -> str:
+        from carbon_aware.planner import Plan
+
+        fields = {k: plan[k] for k in Plan.__dataclass_fields__}
+        line = Plan(**fields).summary_line()
+        extra = f"\nfallbacks: {plan['fallback_reasons']}" if plan["fallback_reasons"] else ""
+        return f"{line}\nreason: {plan['reason']}; duration {plan['duration_hours']:g} h ({plan['duration_source']}){extra}"
+
+    planned = plan_window()
+    baseline_summary = train_baseline(planned)
+    planned >> wait_for_window
+    optimized_summary = train_optimized(wait_for_window.output)
+    report(wait_for_window.output, baseline_summary, optimized_summary)

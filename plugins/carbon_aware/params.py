@@ -1,0 +1,71 @@
+"""The DAG's run parameters, validated before any waiting or training starts."""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from carbon_aware.providers import PROVIDER_NAMES
+
+SECRET_KEYS = {"token", "password", "api_key", "auth_token", "secret"}
+
+
+class ParamsError(ValueError):
+    pass
+
+
+class RunParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    providers: list[dict[str, Any]] = Field(default_factory=lambda: [{"name": "uk"}])
+    job_duration_hours: float | None = Field(default=1.0, gt=0, le=48)
+    deadline_hours: float = Field(default=24.0, gt=0, le=48)
+    planning_mode: Literal["window", "threshold"] = "window"
+    carbon_threshold: float = Field(default=300.0, gt=0, le=2000)
+    replan_tolerance_pct: float = Field(default=20.0, ge=0, le=500)
+    max_replans: int = Field(default=3, ge=0, le=10)
+    baseline_config: str = "include/configs/baseline.yaml"
+    optimized_config: str = "include/configs/optimized.yaml"
+    training_overrides: list[str] = Field(default_factory=list)
+    run_baseline: bool = True
+    time_compression: float = Field(default=1.0, ge=1, le=86400)
+
+    @field_validator("providers")
+    @classmethod
+    def _known_providers(cls, providers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for i, spec in enumerate(providers):
+            if not isinstance(spec, dict) or spec.get("name") not in PROVIDER_NAMES:
+                raise ValueError(f"entry {i}: expected an object with name one of {', '.join(PROVIDER_NAMES)}, got {spec!r}")
+            secrets = SECRET_KEYS & {key.lower() for key in spec}
+            if secrets:
+                raise ValueError(f"entry {i}: secrets ({', '.join(sorted(secrets))}) do not belong in params; "
+                                 "use an Airflow connection or an environment variable")
+        return providers
+
+    @field_validator("training_overrides")
+    @classmethod
+    def _key_value(cls, overrides: list[str]) -> list[str]:
+        for text in overrides:
+            if "=" not in text:
+                raise ValueError(f"{text!r}: expected KEY=VALUE, e.g. training.epochs=1")
+        return overrides
+
+    @model_validator(mode="after")
+    def _job_fits_before_deadline(self) -> "RunParams":
+        if self.job_duration_hours is not None and self.job_duration_hours > self.deadline_hours:
+            raise ValueError(f"job_duration_hours ({self.job_duration_hours}) is longer than deadline_hours "
+                             f"({self.deadline_hours}): the job cannot finish by the deadline")
+        return self
+
+
+def validate_params(raw: dict[str, Any]) -> RunParams:
+    known = {key: value for key, value in raw.items() if key in RunParams.model_fields or not key.startswith("_")}
+    try:
+        return RunParams.model_validate(known)
+    except ValidationError as error:
+        lines = []
+        for item in error.errors():
+            name = ".".join(str(part) for part in item["loc"]) or "params"
+            message = "unknown param" if item["type"] == "extra_forbidden" else item["msg"]
+            lines.append(f"param {name}: {message} (got {item.get('input')!r})")
+        raise ParamsError("invalid DAG params:\n  " + "\n  ".join(lines)) from None

@@ -1,0 +1,62 @@
+"""A deferrable sensor that waits for the planned low-carbon window, holding no worker slot."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Any, Sequence
+
+from airflow.sdk import BaseSensorOperator
+
+from carbon_aware.triggers import CarbonWindowTrigger
+
+# The wake-up may run a little late (triggerer load); the timeout leaves this much slack.
+TIMEOUT_SLACK = timedelta(minutes=5)
+
+
+class CarbonWindowSensor(BaseSensorOperator):
+    """Defers until the start chosen by ``plan_task_id``'s plan; on waking, checks the current
+    intensity and re-plans (and defers again) when it runs above the forecast by more than the
+    tolerance. Never waits past the latest start that still meets the deadline."""
+
+    template_fields: Sequence[str] = ("plan_task_id",)
+
+    def __init__(self, *, plan_task_id: str = "plan_window", **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.plan_task_id = plan_task_id
+
+    def execute(self, context) -> dict[str, Any]:
+        plan = context["ti"].xcom_pull(task_ids=self.plan_task_id)
+        return self._wait_or_start(plan, started_at=datetime.now(timezone.utc).isoformat())
+
+    def execute_complete(self, context, event: dict[str, Any]) -> dict[str, Any]:
+        self.log.info("woke at %s for the window planned at %s", datetime.now(timezone.utc).isoformat(), event["plan"]["start"])
+        return self._on_wake(event["plan"], event["started_at"])
+
+    def _wait_or_start(self, plan: dict[str, Any], started_at: str) -> dict[str, Any]:
+        from carbon_aware.report import Clock
+
+        clock = Clock.from_plan(plan, started=datetime.fromisoformat(started_at))
+        wake = clock.real(datetime.fromisoformat(plan["start"]))
+        latest_start = clock.real(datetime.fromisoformat(plan["deadline"]) - timedelta(hours=plan["duration_hours"]))
+        now = datetime.now(timezone.utc)
+        if wake <= now:
+            self.log.info("planned start %s is not in the future: starting now", plan["start"])
+            return self._on_wake(plan, started_at)
+        self.log.info("deferring until %s (grid time %s), %.1f s from now", wake.isoformat(), plan["start"], (wake - now).total_seconds())
+        self.defer(trigger=CarbonWindowTrigger(moment=wake.isoformat(), payload={"plan": plan, "started_at": started_at}),
+                   method_name="execute_complete", timeout=max(latest_start - now, timedelta(0)) + TIMEOUT_SLACK)
+
+    def _on_wake(self, plan: dict[str, Any], started_at: str) -> dict[str, Any]:
+        from carbon_aware.report import Clock
+        from carbon_aware.tasks import check_window
+
+        clock = Clock.from_plan(plan, started=datetime.fromisoformat(started_at))
+        now = datetime.now(timezone.utc)
+        plan, check = check_window(plan, clock.grid(now))
+        if check:
+            self.log.warning("current %s g/kWh vs forecast %s g/kWh: %s", check["current_g_per_kwh"],
+                             check["forecast_g_per_kwh"], check["decision"])
+        if check and "new_start" in check and datetime.fromisoformat(check["new_start"]) > clock.grid(now):
+            return self._wait_or_start(plan, started_at)
+        waited = (now - datetime.fromisoformat(started_at)).total_seconds()
+        return {"plan": plan, "replans": plan.get("replans", []), "woke_at": now.isoformat(),
+                "woke_at_grid": clock.grid(now).isoformat(), "waited_seconds": waited, "last_check": check}
