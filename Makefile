@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install test demo bench lock clean
+.PHONY: install test demo airflow bench lock clean
 
 install: $(STAMP)
 
@@ -20,13 +20,17 @@ test: install
 	$(BIN)/python -m pytest
 
 demo: install
-	$(BIN)/python -m training --config include/configs/test.yaml --set training.run_name=demo-$$(date -u +%Y%m%dT%H%M%S) --print-summary
+	bash scripts/demo.sh
+
+airflow: install
+	bash scripts/standalone.sh
 
 bench: install
 	$(BIN)/python -m training.bench
 
 lock:
-	$(BIN)/python -m pip freeze --exclude-editable | sort -f > requirements.lock.new && mv requirements.lock.new requirements.lock
+	{ sed -n '1,/^# Regenerate/p' requirements.lock; $(BIN)/python -m pip freeze --exclude-editable | sort -f; } > requirements.lock.new
+	mv requirements.lock.new requirements.lock
 
 clean:
-	rm -rf $(VENV) output
+	rm -rf $(VENV) output airflow_home

@@ -1,9 +1,23 @@
 import os
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# Airflow reads its settings at import: give the whole test session its own home (SQLite) and output dir.
+_SESSION_DIR = Path(tempfile.mkdtemp(prefix="carbon-tests-"))
+AIRFLOW_ENV = {
+    "AIRFLOW_HOME": str(_SESSION_DIR / "airflow_home"),
+    "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
+    "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
+    "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+    "CARBON_OUTPUT_DIR": str(_SESSION_DIR / "output"),
+}
+os.environ.update(AIRFLOW_ENV)
 SHARED_DATA = Path(os.environ.get("CARBON_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 MNIST_DIR = SHARED_DATA / "mnist"
 CARBON_DIR = SHARED_DATA / "carbon"
@@ -19,3 +33,12 @@ def mnist_dir() -> Path:
 def carbon_dir() -> Path:
     assert CARBON_DIR.is_dir(), f"real carbon traces expected in {CARBON_DIR}"
     return CARBON_DIR
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> dict:
+    """A migrated Airflow metadata DB with the gpu pool, via the real CLI."""
+    airflow = str(Path(sys.executable).parent / "airflow")
+    subprocess.run([airflow, "db", "migrate"], check=True, capture_output=True, timeout=300)
+    subprocess.run([airflow, "pools", "set", "gpu", "1", "training"], check=True, capture_output=True, timeout=120)
+    return dict(os.environ)

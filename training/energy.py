@@ -103,11 +103,11 @@ class EnergyMeter:
         """Stop the tracker and return the summary's ``energy`` block (``None`` when not measured)."""
         if not self.active:
             return None
-        self.mark("end")
         self._tracker.stop()
         data = self._tracker.final_emissions_data
         totals = self.totals(data)
         self._tracker = None
+        self.timeline.append({"time": utc_now_iso(), "kwh": totals["kwh"], "label": "end"})  # equals the total
         seconds = totals["seconds"]
         return {
             "source": "codecarbon",

@@ -53,6 +53,7 @@ def grid_timeline(summary: dict[str, Any], grid_start: datetime | None, planned_
     points = [(datetime.fromisoformat(p["time"]), p["kwh"]) for p in summary.get("energy_timeline") or []]
     if len(points) < 2:
         return []
+    points[0] = (points[0][0], 0.0)  # what CodeCarbon counted before its first reading belongs to the first interval
     if grid_start is None:
         return points
     first, last = points[0][0], points[-1][0]

@@ -13,6 +13,10 @@ def _fmt(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%MZ")
 
 
+def _slot(moment: datetime) -> datetime:
+    return moment.replace(minute=0 if moment.minute < 30 else 30, second=0, microsecond=0)
+
+
 class UKProvider(Provider):
     name = "uk"
 
@@ -53,9 +57,14 @@ class UKProvider(Provider):
         return f"/intensity/{_fmt(start)}/fw48h"
 
     def forecast(self, now: datetime, horizon: timedelta) -> Forecast:
-        slot = now.replace(minute=0 if now.minute < 30 else 30, second=0, microsecond=0)
+        slot = _slot(now)
         points = validate_points(self._points(self._rows(self._forecast_path(slot)), "forecast"), self.name)
         return Forecast(points, source=self.name, region=self.region)
+
+    def current(self, now: datetime) -> float | None:
+        slot = _slot(now)  # the latest settlement period with a published actual ends at the slot start
+        recent = self.actuals(slot - timedelta(hours=2), slot)
+        return recent[-1].value if recent else super().current(now)
 
     def actuals(self, start: datetime, end: datetime) -> list[IntensityPoint]:
         if self.region_id or self.postcode:

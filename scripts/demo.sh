@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The main job end to end on embedded defaults: SQLite, CPU, a real grid trace replayed offline,
+# waiting compressed 3600x (a forecast hour of waiting takes a second).
+set -euo pipefail
+source "$(dirname "$0")/airflow_env.sh"
+cd "$ROOT"
+airflow_prepare
+mkdir -p output
+log="output/demo-$(date -u +%Y%m%dT%H%M%S).log"
+echo "running: airflow dags test carbon_training (full log: $log)"
+if ! airflow dags test carbon_training -c "$(cat include/demo_conf.json)" >"$log" 2>&1; then
+  tail -40 "$log"; echo "demo failed; see $log"; exit 1
+fi
+grep -oE "Now [0-9]+ g/kWh.*|woke at .* for the window planned at [^ ]+|epoch [0-9]+/[0-9]+ \| .*" "$log" || true
+python - "$log" <<'PY'
+import json, re, sys
+from pathlib import Path
+log = Path(sys.argv[1]).read_text()
+state = re.findall(r"DagRun Finished: .*?run_id=([^,]+), .*?state=(\w+)", log)
+if not state or state[-1][1] != "success":
+    sys.exit(f"DAG run did not succeed: {state}")
+from carbon_aware.tasks import run_dir_for
+from carbon_aware.report import format_table
+report_path = run_dir_for(state[-1][0]) / "comparison_report.json"
+report = json.loads(report_path.read_text())
+print()
+print(format_table(report))
+print(f"\nreport: {report_path}\nplot:   {report['files']['plot']}")
+PY

@@ -1,0 +1,212 @@
+"""The carbon_training DAG: parsing, structure, the deferrable sensor, a full dag.test(), bad params."""
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from carbon_aware.params import ParamsError
+from carbon_aware.tasks import make_plan
+from tests.conftest import REPO_ROOT
+from tests.fake_provider_server import FakeProviderServer, Reply
+
+NESO = "../shared/data/carbon/neso_carbon_intensity_api/neso_2023_national_intensity.csv"
+FAST_TRAINING = ["training.epochs=1", "data.train_subset=1500", "data.test_subset=500"]
+
+
+def trace_params(**extra):
+    params = {"providers": [{"name": "trace", "path": NESO, "replay_start": "2023-03-01T06:00:00Z"}],
+              "job_duration_hours": 1, "deadline_hours": 12, "time_compression": 3600,
+              "baseline_config": "include/configs/baseline.yaml", "optimized_config": "include/configs/optimized.yaml",
+              "training_overrides": FAST_TRAINING}
+    params.update(extra)
+    return params
+
+
+@pytest.fixture(scope="module")
+def dag():
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(REPO_ROOT / "dags"))
+    assert bag.import_errors == {}
+    return bag.dags["carbon_training"]
+
+
+def test_dag_structure_and_params(dag):
+    assert set(dag.task_ids) == {"plan_window", "train_baseline", "wait_for_window", "train_optimized", "report"}
+    assert dag.max_active_runs == 1 and dag.catchup is False and dag.start_date.tzinfo is not None
+    assert dag.get_task("wait_for_window").upstream_task_ids == {"plan_window"}
+    assert dag.get_task("train_optimized").upstream_task_ids == {"wait_for_window"}
+    assert dag.get_task("report").upstream_task_ids == {"wait_for_window", "train_baseline", "train_optimized"}
+    assert dag.get_task("train_baseline").upstream_task_ids == {"plan_window"}
+    for task_id in ("train_baseline", "train_optimized"):
+        assert dag.get_task(task_id).pool == "gpu" and dag.get_task(task_id).retries >= 1
+    for name, param in dag.params.items():
+        assert param.description, f"param {name} has no description"
+    assert dag.params.get_param("deadline_hours").schema["maximum"] == 48
+
+
+def test_dag_file_parses_fast_without_torch():
+    code = ("import sys, time; sys.path.insert(0, 'plugins'); import airflow.sdk; t = time.perf_counter(); "
+            "import runpy; runpy.run_path('dags/carbon_training.py'); elapsed = time.perf_counter() - t; "
+            "heavy = [m for m in ('torch', 'pandas', 'requests', 'matplotlib', 'numpy') if m in sys.modules]; "
+            "print(elapsed, heavy)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    elapsed, heavy = out.stdout.strip().split(" ", 1)
+    assert float(elapsed) < 1.0 and heavy == "[]", out.stdout + out.stderr
+
+
+# --- the sensor ---------------------------------------------------------------------------------------
+
+class _TI:
+    def __init__(self, plan):
+        self.plan = plan
+
+    def xcom_pull(self, task_ids):
+        return self.plan
+
+
+def _sensor():
+    from carbon_aware.sensors import CarbonWindowSensor
+
+    return CarbonWindowSensor(task_id="wait_for_window")
+
+
+def test_sensor_defers_until_the_planned_moment_bounded_by_the_deadline():
+    from airflow.sdk.exceptions import TaskDeferred
+
+    now = datetime.now(timezone.utc)
+    plan = make_plan(trace_params(time_compression=1.0), "test-run", now=now)
+    with pytest.raises(TaskDeferred) as deferred:
+        _sensor().execute({"ti": _TI(plan)})
+    trigger = deferred.value.trigger
+    assert datetime.fromisoformat(trigger.moment) == datetime.fromisoformat(plan["start"])
+    latest_start = datetime.fromisoformat(plan["deadline"]) - timedelta(hours=1)
+    assert deferred.value.timeout <= latest_start - now + timedelta(minutes=5)
+    assert trigger.payload["plan"]["start"] == plan["start"]  # the resume needs nothing from defer(kwargs=...)
+    assert deferred.value.method_name == "execute_complete"
+    classpath, kwargs = trigger.serialize()
+    assert classpath == "carbon_aware.triggers.CarbonWindowTrigger" and json.dumps(kwargs)
+
+
+def test_trigger_fires_at_its_moment_and_the_sensor_resumes():
+    from carbon_aware.triggers import CarbonWindowTrigger
+
+    plan = make_plan(trace_params(), "test-run")
+    moment = datetime.now(timezone.utc) + timedelta(seconds=1.5)
+    trigger = CarbonWindowTrigger(moment.isoformat(), {"plan": plan, "started_at": datetime.now(timezone.utc).isoformat()})
+
+    async def first_event():
+        async for event in trigger.run():
+            return event
+
+    began = time.monotonic()
+    event = asyncio.run(first_event())
+    assert 1.0 < time.monotonic() - began < 5.0
+    result = _sensor().execute_complete({}, event.payload)
+    assert result["plan"]["start"] == plan["start"] and result["replans"] == []
+    assert result["waited_seconds"] >= 1.0
+
+
+def test_a_start_in_the_past_does_not_defer():
+    plan = make_plan(trace_params(), "test-run", now=datetime.now(timezone.utc) - timedelta(hours=2))
+    plan["start"] = plan["earliest_start"]
+    result = _sensor().execute({"ti": _TI(plan)})
+    assert result["waited_seconds"] >= 0 and "woke_at" in result
+
+
+def uk_rows(start, hours, forecast, actual=None):
+    rows = []
+    for i in range(hours * 2):
+        a, b = start + timedelta(minutes=30 * i), start + timedelta(minutes=30 * (i + 1))
+        rows.append({"from": a.strftime("%Y-%m-%dT%H:%MZ"), "to": b.strftime("%Y-%m-%dT%H:%MZ"),
+                     "intensity": {"forecast": forecast(i), "actual": actual(i) if actual else None, "index": "moderate"}})
+    return rows
+
+
+def test_sensor_replans_when_the_actual_runs_above_the_forecast_and_defers_again():
+    from airflow.sdk.exceptions import TaskDeferred
+
+    now = datetime.now(timezone.utc)
+    slot = now.replace(minute=0 if now.minute < 30 else 30, second=0, microsecond=0)
+    with FakeProviderServer() as server:
+        # First forecast: the first hour is cleanest. Later the grid reports 2x that, and a new
+        # forecast puts the clean window four hours out.
+        server.script(f"/intensity/{slot:%Y-%m-%dT%H:%MZ}/fw48h",
+                      Reply({"data": uk_rows(slot, 30, lambda i: 100 if i < 2 else 300)}),
+                      Reply({"data": uk_rows(slot, 30, lambda i: 300 if i < 8 else 90)}))
+        server.script(f"/intensity/{(slot - timedelta(hours=2)):%Y-%m-%dT%H:%MZ}/{slot:%Y-%m-%dT%H:%MZ}",
+                      Reply({"data": uk_rows(slot - timedelta(hours=2), 2, lambda i: 300, actual=lambda i: 250)}))
+        params = trace_params(providers=[{"name": "uk", "base_url": server.url}], time_compression=1.0, replan_tolerance_pct=20)
+        plan = make_plan(params, "test-run", now=now)
+        assert datetime.fromisoformat(plan["start"]) == now
+        with pytest.raises(TaskDeferred) as deferred:
+            _sensor()._on_wake(plan, now.isoformat())
+    replanned = deferred.value.trigger.payload["plan"]
+    assert len(replanned["replans"]) == 1
+    record = replanned["replans"][0]
+    assert record["current_g_per_kwh"] == 250 and record["forecast_g_per_kwh"] == 100
+    assert datetime.fromisoformat(replanned["start"]) == slot + timedelta(hours=4)
+    assert datetime.fromisoformat(replanned["start"]) + timedelta(hours=1) <= datetime.fromisoformat(plan["deadline"])
+
+
+def test_bad_params_fail_with_the_param_name():
+    with pytest.raises(ParamsError, match="param job_duration_hours|deadline_hours"):
+        make_plan(trace_params(job_duration_hours=13), "x")
+    with pytest.raises(ParamsError, match="param baseline_config"):
+        make_plan(trace_params(baseline_config="include/configs/missing.yaml"), "x")
+    with pytest.raises(ParamsError, match="training.bogus: unknown key"):
+        make_plan(trace_params(training_overrides=["training.bogus=1"]), "x")
+    with pytest.raises(ParamsError, match="param providers"):
+        make_plan(trace_params(providers=[{"name": "electricitymaps", "zone": "DE", "token": "abc"}]), "x")
+    with pytest.raises(ParamsError, match="param time_compression"):
+        make_plan(trace_params(time_compression=0.5), "x")
+
+
+# --- the whole DAG ------------------------------------------------------------------------------------
+
+def _dags_test(env, conf):
+    airflow = str(Path(sys.executable).parent / "airflow")
+    return subprocess.run([airflow, "dags", "test", "carbon_training", "-c", json.dumps(conf)], cwd=REPO_ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.integration
+def test_dag_test_end_to_end_report_agrees_with_summaries_and_curve(airflow_db):
+    out = _dags_test(airflow_db, trace_params())
+    log = out.stdout + out.stderr
+    assert out.returncode == 0 and "state=success" in log, log[-4000:]
+    assert "deferring until" in log and "woke at" in log  # a real, short wait through the trigger
+    run_id = log.split("DagRun Finished:")[1].split("run_id=")[1].split(",")[0]
+    from carbon_aware.tasks import run_dir_for
+
+    run_dir = run_dir_for(run_id)
+    report = json.loads((run_dir / "comparison_report.json").read_text())
+    plan = json.loads((run_dir / "plan.json").read_text())
+    baseline = json.loads((run_dir / "baseline" / "summary.json").read_text())
+    optimized = json.loads((run_dir / "optimized" / "summary.json").read_text())
+    assert (run_dir / "comparison.png").stat().st_size > 10_000
+    assert report["efficiency"]["baseline_energy_kwh"] == pytest.approx(baseline["energy"]["energy_kwh"], rel=1e-6)
+    assert report["efficiency"]["optimized_energy_kwh"] == pytest.approx(optimized["energy"]["energy_kwh"], rel=1e-6)
+    assert report["accuracy_impact"]["optimized_accuracy"] == optimized["final_test_accuracy_pct"]
+    assert report["memory_savings"]["baseline_memory_mb"] == baseline["peak_memory_mb"]
+    t, e, c = report["timing"], report["efficiency"], report["carbon_savings"]
+    assert c["baseline_emissions_kg"] * 1000 == pytest.approx(e["baseline_energy_kwh"] * t["run_now_intensity_g_per_kwh"], rel=1e-6)
+    assert c["reduction_kg"] == pytest.approx(t["saving_kg"] + e["saving_kg"], rel=1e-6)
+    curve = [p["g_per_kwh"] for p in plan["curve"]]
+    assert min(curve) * 0.5 <= t["chosen_window_intensity_g_per_kwh"] <= max(curve) * 1.5
+    assert report["schedule"]["planned_start"] == plan["start"] and report["sources"]["forecast"] == plan["source"]
+    assert "saving:" in log and "timing" in log and "efficiency" in log  # the table in the task log
+
+
+@pytest.mark.integration
+def test_bad_params_fail_the_first_task_before_any_wait(airflow_db):
+    out = _dags_test(airflow_db, trace_params(training_overrides=["training.batch_size=0"]))
+    log = out.stdout + out.stderr
+    assert "training.batch_size" in log and "greater than or equal to 1" in log
+    assert "launching:" not in log and "deferring until" not in log
+    assert "state=failed" in log
