@@ -171,7 +171,10 @@ def train(config: TrainerConfig, on_step: Callable[[int], None] | None = None) -
         scaler.load_state_dict(checkpoint["scaler"])
         restore_rng_state(checkpoint["rng"])
         state.update(checkpoint["state"])
-        log.info("resumed from %s at epoch %d, step %d", checkpoint_path, state["epoch"] + 1, state["step"])
+        if state["epoch"] >= t.epochs:
+            log.info("checkpoint %s already holds all %d epochs: writing the summary", checkpoint_path, t.epochs)
+        else:
+            log.info("resumed from %s at epoch %d, step %d", checkpoint_path, state["epoch"] + 1, state["step"])
     elif t.resume:
         log.info("resume: no checkpoint at %s, starting fresh", checkpoint_path)
     state["attempts"] += 1
