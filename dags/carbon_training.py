@@ -97,9 +97,10 @@ with DAG(
         return run_trainer(params["optimized_config"], params["training_overrides"], Path(wait["plan"]["run_dir"]), "optimized")
 
     @task(trigger_rule=TriggerRule.NONE_FAILED)
-    def report(wait: dict, baseline: dict | None, optimized: dict) -> dict:
+    def report(wait: dict, optimized: dict) -> dict:
         from carbon_aware.tasks import write_report
 
+        baseline = get_current_context()["ti"].xcom_pull(task_ids="train_baseline")  # None when skipped
         result, table = write_report(_run_id(), wait["plan"], wait, baseline, optimized)
         print(table)
         print(f"report: {result['files']['json']}\nplot:   {result['files']['plot']}")
@@ -117,4 +118,4 @@ with DAG(
     baseline_summary = train_baseline(planned)
     planned >> wait_for_window
     optimized_summary = train_optimized(wait_for_window.output)
-    report(wait_for_window.output, baseline_summary, optimized_summary)
+    baseline_summary >> report(wait_for_window.output, optimized_summary)

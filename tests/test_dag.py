@@ -210,3 +210,18 @@ def test_bad_params_fail_the_first_task_before_any_wait(airflow_db):
     assert "training.batch_size" in log and "greater than or equal to 1" in log
     assert "launching:" not in log and "deferring until" not in log
     assert "state=failed" in log
+
+
+@pytest.mark.integration
+def test_without_baseline_the_report_uses_a_labelled_counterfactual(airflow_db):
+    out = _dags_test(airflow_db, trace_params(run_baseline=False))
+    log = out.stdout + out.stderr
+    assert out.returncode == 0 and "state=success" in log, log[-4000:]
+    run_id = log.split("DagRun Finished:")[1].split("run_id=")[1].split(",")[0]
+    from carbon_aware.tasks import run_dir_for
+
+    report = json.loads((run_dir_for(run_id) / "comparison_report.json").read_text())
+    assert report["runs"]["baseline"] is None and report["baseline_kind"].startswith("counterfactual")
+    assert report["efficiency"]["saving_kg"] == pytest.approx(0.0, abs=1e-15)  # same energy by construction
+    assert report["efficiency"]["baseline_energy_kwh"] == pytest.approx(report["efficiency"]["optimized_energy_kwh"])
+    assert not (run_dir_for(run_id) / "baseline").exists()
