@@ -207,14 +207,18 @@ def format_table(report: dict[str, Any]) -> str:
     lines += [
         "",
         f"saving: {_fmt(_g(c['reduction_kg']), '{:.3g}', ' g')} ({_fmt(c['reduction_percentage'], '{:.1f}', ' %')}) = "
-        f"timing {_fmt(_g(t['saving_kg']), '{:.3g}', ' g')} ({_fmt(t['saving_percentage'], '{:.1f}', ' %')} lower g/kWh) + "
-        f"efficiency {_fmt(_g(e['saving_kg']), '{:.3g}', ' g')} ({_fmt(e['saving_percentage'], '{:.1f}', ' %')} less energy)",
+        f"timing {_fmt(_g(t['saving_kg']), '{:.3g}', ' g')} (window g/kWh {_change(t['saving_percentage'])} vs run-now) + "
+        f"efficiency {_fmt(_g(e['saving_kg']), '{:.3g}', ' g')} (energy {_change(e['saving_percentage'])} vs baseline)",
         f"baseline: {report['baseline_kind']}",
         f"forecast source: {report['sources']['forecast']}; fallbacks: {report['sources']['fallback_reasons'] or 'none'}; "
         f"re-plans: {len(report['replans'])}; wait {_fmt(report['schedule']['wait_seconds'], '{:.1f}', ' s')}"
         + (f" (time compressed x{report['schedule']['time_compression']:g})" if report["schedule"]["time_compression"] != 1 else ""),
     ]
     return "\n".join(lines)
+
+
+def _change(saving_pct: float | None) -> str:
+    return "n/a" if saving_pct is None else f"{-saving_pct:+.1f} %"
 
 
 def _g(kg):
