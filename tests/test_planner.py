@@ -1,4 +1,5 @@
 """The planner against brute force, the deadline, partial slots, threshold mode and the composite objective."""
+import json
 import random
 from datetime import datetime, timedelta, timezone
 
@@ -141,3 +142,21 @@ def test_plan_is_json_ready_and_summarised():
     json.dumps(plan.to_dict())
     assert "Now 412 g/kWh; best 4 h window starts 2026-05-01 12:00 UTC at 188 g/kWh (−54%)" in plan.summary_line()
     assert np.isclose(plan.expected_saving_pct, 100 * (412 - 188) / 412)
+
+
+@pytest.mark.integration
+def test_plan_cli_prints_the_window_and_fallbacks():
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO_ROOT
+
+    providers = '[{"name": "trace", "path": "../shared/data/carbon/electricitymaps_via_green-dcc/US-CAL-CISO_2023_hourly.csv", ' \
+                '"replay_start": "2023-07-01T00:00:00Z"}, {"name": "nope"}]'
+    out = subprocess.run([sys.executable, "-m", "carbon_aware", "plan", "--providers", providers, "--job-hours", "4",
+                          "--now", "2026-07-01T00:00:00+00:00", "--json"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    plan = json.loads(out.stdout)
+    # On California's grid the cleanest 4 hours of 1 July lie around local midday (19:00 UTC), not at night.
+    assert plan["source"].endswith(":history") and 16 <= datetime.fromisoformat(plan["start"]).hour <= 21
+    assert plan["expected_saving_pct"] > 20

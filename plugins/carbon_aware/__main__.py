@@ -1,0 +1,56 @@
+"""``python -m carbon_aware plan``: fetch a forecast and print the plan the DAG would make, no Airflow needed.
+
+    python -m carbon_aware plan --providers '[{"name": "uk"}]' --job-hours 4 --deadline-hours 24 [--json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from datetime import datetime, timedelta, timezone
+
+from carbon_aware.forecast import ForecastError
+from carbon_aware.planner import Plan, PlanningError, plan_window
+from carbon_aware.providers import fetch_forecast
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m carbon_aware", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    plan = sub.add_parser("plan", help="print the best start window")
+    plan.add_argument("--providers", default='[{"name": "uk"}]', help="JSON list of provider specs, tried in order, then mock")
+    plan.add_argument("--job-hours", type=float, default=1.0)
+    plan.add_argument("--deadline-hours", type=float, default=24.0)
+    plan.add_argument("--mode", choices=["window", "threshold"], default="window")
+    plan.add_argument("--threshold", type=float, default=300.0)
+    plan.add_argument("--now", help="ISO 8601 time to plan from (default: now)")
+    plan.add_argument("--json", action="store_true", help="print the whole plan as JSON")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        specs = json.loads(args.providers)
+    except json.JSONDecodeError as error:
+        parser.error(f"--providers: not valid JSON ({error})")
+    now = datetime.fromisoformat(args.now) if args.now else datetime.now(timezone.utc)
+    deadline = now + timedelta(hours=args.deadline_hours)
+    try:
+        forecast, reasons = fetch_forecast(specs, now, timedelta(hours=args.deadline_hours), deadline)
+        result: Plan = plan_window(forecast, timedelta(hours=args.job_hours), now, deadline, mode=args.mode,
+                                   threshold=args.threshold, fallback_reasons=reasons, planned_at=now)
+    except (ForecastError, PlanningError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        print(result.summary_line())
+        print(f"reason: {result.reason}")
+        for reason in result.fallback_reasons:
+            print(f"fallback: {reason}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
