@@ -225,3 +225,12 @@ def test_without_baseline_the_report_uses_a_labelled_counterfactual(airflow_db):
     assert report["efficiency"]["saving_kg"] == pytest.approx(0.0, abs=1e-15)  # same energy by construction
     assert report["efficiency"]["baseline_energy_kwh"] == pytest.approx(report["efficiency"]["optimized_energy_kwh"])
     assert not (run_dir_for(run_id) / "baseline").exists()
+
+
+def test_plugins_folder_does_not_load_the_package_file_by_file():
+    """Airflow imports every .py under plugins/ as a top-level module; carbon_aware/ must be skipped
+    (its __main__.py would otherwise run as '__main__' inside every Airflow process)."""
+    from airflow._shared.module_loading import find_path_from_directory
+
+    loaded = list(find_path_from_directory(str(REPO_ROOT / "plugins"), ".airflowignore", "glob"))
+    assert not [p for p in loaded if "carbon_aware" in p]
