@@ -1,4 +1,5 @@
 """Each real-API provider against a real HTTP server on 127.0.0.1, in the provider's documented shape, with faults."""
+import json
 import logging
 from datetime import datetime, timedelta, timezone
 
@@ -154,6 +155,14 @@ def test_electricitymaps_token_from_environment(server, monkeypatch):
     server.script("/v3/carbon-intensity/forecast", Reply({"zone": "DE", "forecast": em_rows()}))
     ElectricityMapsProvider("DE", conn_id=None, base_url=server.url, session=fast_session()).forecast(NOW, timedelta(hours=20))
     assert server.requests[-1]["headers"]["auth-token"] == "from-env"
+
+
+def test_electricitymaps_token_from_an_airflow_connection(server, monkeypatch):
+    monkeypatch.setenv("AIRFLOW_CONN_ELECTRICITYMAPS_DEFAULT", json.dumps({"conn_type": "http", "password": "from-connection"}))
+    monkeypatch.setenv("ELECTRICITYMAPS_API_TOKEN", "from-env")  # the connection wins
+    server.script("/v3/carbon-intensity/forecast", Reply({"zone": "DE", "forecast": em_rows()}))
+    ElectricityMapsProvider("DE", base_url=server.url, session=fast_session()).forecast(NOW, timedelta(hours=20))
+    assert server.requests[-1]["headers"]["auth-token"] == "from-connection"
 
 
 def test_electricitymaps_without_a_token_says_where_to_put_one(monkeypatch):

@@ -111,7 +111,9 @@ def resolve_secret(conn_id: str | None, env_var: str | None, field: str = "passw
             from airflow.sdk import Connection  # only inside Airflow; the core never needs it
 
             connection = Connection.get(conn_id)
-            secret = getattr(connection, field, None) or (connection.extra_dejson or {}).get("token")
+            secret = getattr(connection, field, None)
+            if not secret and field == "password":
+                secret = (connection.extra_dejson or {}).get("token")
         except ImportError:
             pass
         except Exception as error:  # a missing connection falls through to the environment

@@ -19,10 +19,8 @@ class WattTimeProvider(Provider):
 
     def __init__(self, region: str, username: str | None = None, password: str | None = None,
                  conn_id: str | None = "watttime_default", base_url: str = BASE_URL, session=None):
-        import os
-
         self.region = region
-        self._username = username or os.environ.get("WATTTIME_USERNAME") or _connection_login(conn_id)
+        self._username = username or resolve_secret(conn_id, "WATTTIME_USERNAME", field="login")
         self._password = password or resolve_secret(conn_id, "WATTTIME_PASSWORD")
         if not (self._username and self._password):
             raise ForecastError(f"{self.name}: no credentials (Airflow connection {conn_id!r} or $WATTTIME_USERNAME/$WATTTIME_PASSWORD)")
@@ -69,13 +67,3 @@ class WattTimeProvider(Provider):
         return Forecast(validate_points(points, self.name), source=self.name, region=self.region,
                         notes=["marginal emissions (co2_moer), not average intensity"])
 
-
-def _connection_login(conn_id: str | None) -> str | None:
-    if not conn_id:
-        return None
-    try:
-        from airflow.sdk import Connection
-
-        return Connection.get(conn_id).login
-    except Exception:
-        return None
