@@ -1,0 +1,25 @@
+# The carbon_training image: Airflow 3.3.2 (the version pinned in requirements.lock) plus this project.
+# torch's CUDA wheels carry their own CUDA runtime, so the same image trains on a GPU worker or on CPU.
+# Build-time network: the Python package registry only.
+FROM apache/airflow:3.3.2-python3.11
+
+ENV \
+    AIRFLOW__CORE__DAGS_FOLDER=/opt/carbon/dags \
+    AIRFLOW__CORE__PLUGINS_FOLDER=/opt/carbon/plugins \
+    CARBON_OUTPUT_DIR=/opt/carbon/output
+
+USER root
+RUN mkdir -p /opt/carbon/output && chown -R airflow:root /opt/carbon
+USER airflow
+WORKDIR /opt/carbon
+
+# Dependencies first (the slow layer), from the same lock the tests install.
+COPY --chown=airflow:root requirements.lock /opt/carbon/requirements.lock
+RUN pip install --no-cache-dir -r /opt/carbon/requirements.lock
+
+COPY --chown=airflow:root pyproject.toml README.md /opt/carbon/
+COPY --chown=airflow:root training /opt/carbon/training
+COPY --chown=airflow:root plugins /opt/carbon/plugins
+COPY --chown=airflow:root dags /opt/carbon/dags
+COPY --chown=airflow:root include /opt/carbon/include
+RUN pip install --no-cache-dir --no-deps -e /opt/carbon
