@@ -69,11 +69,13 @@ with DAG(
         from carbon_aware.tasks import make_plan
 
         plan = make_plan(_params(), _run_id())
-        print(plan_summary(plan))
+        print(plan["summary"])
         return plan
 
     @task(pool=GPU_POOL, retries=2)
     def train_baseline(plan: dict) -> dict | None:
+        from pathlib import Path
+
         from airflow.sdk.exceptions import AirflowSkipException
 
         from carbon_aware.tasks import run_trainer
@@ -81,8 +83,6 @@ with DAG(
         params = _params()
         if not params["run_baseline"]:
             raise AirflowSkipException("run_baseline is off: the report uses a counterfactual")
-        from pathlib import Path
-
         return run_trainer(params["baseline_config"], params["training_overrides"], Path(plan["run_dir"]), "baseline")
 
     wait_for_window = CarbonWindowSensor(task_id="wait_for_window", plan_task_id="plan_window")
@@ -105,14 +105,6 @@ with DAG(
         print(table)
         print(f"report: {result['files']['json']}\nplot:   {result['files']['plot']}")
         return result
-
-    def plan_summary(plan: dict) -> str:
-        from carbon_aware.planner import Plan
-
-        fields = {k: plan[k] for k in Plan.__dataclass_fields__}
-        line = Plan(**fields).summary_line()
-        extra = f"\nfallbacks: {plan['fallback_reasons']}" if plan["fallback_reasons"] else ""
-        return f"{line}\nreason: {plan['reason']}; duration {plan['duration_hours']:g} h ({plan['duration_source']}){extra}"
 
     planned = plan_window()
     baseline_summary = train_baseline(planned)

@@ -8,13 +8,13 @@ timing = (I_baseline - I_optimized) x E_optimized and efficiency = (E_baseline -
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from carbon_aware.forecast import IntensityPoint
+from carbon_aware.forecast import IntensityPoint, points_to_arrays
 from carbon_aware.planner import Curve
 
 REPORT_VERSION = "1.0"
@@ -65,7 +65,7 @@ def price_run(timeline: list[tuple[datetime, float]], actual: list[IntensityPoin
     """Grams of CO2 for each interval of the timeline at the intensity of that interval."""
     if not timeline:
         return None
-    curves = {name: Curve(*_arrays(points)) for name, points in (("actual", actual), ("forecast", forecast)) if points}
+    curves = {name: Curve(*points_to_arrays(points)) for name, points in (("actual", actual), ("forecast", forecast)) if points}
     grams, energy, used = 0.0, 0.0, set()
     for (t0, k0), (t1, k1) in zip(timeline, timeline[1:]):
         kwh = k1 - k0
@@ -88,17 +88,9 @@ def price_run(timeline: list[tuple[datetime, float]], actual: list[IntensityPoin
             "intensity_source": source, "window_start": timeline[0][0].isoformat(), "window_end": timeline[-1][0].isoformat()}
 
 
-def _arrays(points: list[IntensityPoint]):
-    starts = np.array([p.start.timestamp() for p in points])
-    return starts, np.array([p.end.timestamp() for p in points]), np.array([p.value for p in points], dtype=float)
-
-
-def _pct(part: float | None, whole: float | None) -> float | None:
-    return 100.0 * part / whole if part is not None and whole else None
-
-
 def _reduction(before: float | None, after: float | None) -> float | None:
-    return _pct(before - after, before) if before is not None and after is not None else None
+    """Percent less than ``before``."""
+    return 100.0 * (before - after) / before if before and after is not None else None
 
 
 def build_report(*, dag_run_id: str, plan: dict[str, Any], wait: dict[str, Any], baseline: dict[str, Any] | None,
@@ -259,6 +251,3 @@ def write_plot(report: dict[str, Any], plan: dict[str, Any], actual: list[Intens
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
     plt.close(fig)
 
-
-def utc_now() -> datetime:
-    return datetime.now(timezone.utc)

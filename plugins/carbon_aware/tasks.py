@@ -78,8 +78,11 @@ def make_plan(raw_params: dict[str, Any], dag_run_id: str, now: datetime | None 
     duration = timedelta(hours=hours)
     deadline = now + timedelta(hours=params.deadline_hours)
     forecast, reasons = fetch_forecast(params.providers, now, timedelta(hours=params.deadline_hours), deadline)
-    plan = plan_window(forecast, duration, now, deadline, mode=params.planning_mode, threshold=params.carbon_threshold,
-                       fallback_reasons=reasons, planned_at=now).to_dict()
+    chosen = plan_window(forecast, duration, now, deadline, mode=params.planning_mode, threshold=params.carbon_threshold,
+                         fallback_reasons=reasons, planned_at=now)
+    plan = chosen.to_dict()
+    plan["summary"] = (f"{chosen.summary_line()}\nreason: {chosen.reason}; duration {hours:g} h ({duration_note})"
+                       + (f"\nfallbacks: {reasons}" if reasons else ""))
     plan["duration_source"] = duration_note
     plan["clock"] = {"anchor": now.isoformat(), "compression": params.time_compression}
     plan["request"] = params.model_dump()
