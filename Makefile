@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install test demo airflow bench lock clean
+.PHONY: install system-deps test stack-test demo airflow bench lock clean
 
 install: $(STAMP)
 
@@ -16,8 +16,15 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/python -m pip install -q --no-deps -e .
 	touch $(STAMP)
 
-test: install
+system-deps:
+	bash scripts/system_deps.sh
+
+test: install system-deps
 	$(BIN)/python -m pytest
+
+# The deployed path without Docker: PostgreSQL + scheduler, DAG processor, triggerer, API server.
+stack-test: install system-deps
+	$(BIN)/python -m pytest -m stack
 
 demo: install
 	bash scripts/demo.sh

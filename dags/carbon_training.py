@@ -6,6 +6,8 @@ and training/, imported inside the tasks.
 """
 from __future__ import annotations
 
+import os
+
 import pendulum
 from airflow.sdk import DAG, Param, TriggerRule, get_current_context, task
 
@@ -44,6 +46,13 @@ PARAMS = {
 }
 
 
+def _schedule() -> str | None:
+    """Daily unless the deployment says otherwise: CARBON_TRAINING_SCHEDULE is a cron expression,
+    a preset such as @weekly, or "none" (manual and API-triggered runs only)."""
+    value = os.environ.get("CARBON_TRAINING_SCHEDULE", "@daily").strip()
+    return None if value.lower() in ("", "none") else value
+
+
 def _params() -> dict:
     return dict(get_current_context()["params"])
 
@@ -55,7 +64,7 @@ def _run_id() -> str:
 with DAG(
     dag_id="carbon_training",
     description="Train in the lowest-carbon window before the deadline and measure the saving",
-    schedule="@daily",
+    schedule=_schedule(),
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,

@@ -1,0 +1,105 @@
+"""The deployed path for real: PostgreSQL, scheduler, DAG processor, triggerer and API server, a run
+triggered through the authenticated REST API."""
+import json
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from tests.stack.conftest import trace_conf
+
+pytestmark = [pytest.mark.integration, pytest.mark.stack, pytest.mark.timeout(900)]
+
+TRAINING_TASKS = ("train_baseline", "train_optimized")
+
+
+class Watcher:
+    """Polls a run's task instances and the default pool, remembering what it saw while the sensor was deferred."""
+
+    def __init__(self, stack, run_id: str):
+        self.stack, self.run_id = stack, run_id
+        self.states: dict[str, list[str]] = {}
+        self.deferred_views: list[dict] = []
+
+    def __call__(self) -> None:
+        tis = self.stack.task_instances(self.run_id)
+        for task_id, ti in tis.items():
+            seen = self.states.setdefault(task_id, [])
+            if not seen or seen[-1] != ti["state"]:
+                seen.append(ti["state"])
+        sensor = tis.get("wait_for_window")
+        if sensor and sensor["state"] == "deferred":
+            self.deferred_views.append({"sensor": sensor, "default_pool": self.stack.get("/api/v2/pools/default_pool"),
+                                        "others": {t: ti["state"] for t, ti in tis.items() if t != "wait_for_window"}})
+
+
+def test_triggered_run_defers_trains_in_the_gpu_pool_and_reports(stack):
+    run_id = stack.trigger(trace_conf(wait_seconds=20))
+    watcher = Watcher(stack, run_id)
+    stack.wait_for_run(run_id, timeout=600, on_poll=watcher)
+
+    # The sensor passed through `deferred`, handed to the triggerer with our trigger.
+    assert "deferred" in watcher.states["wait_for_window"], watcher.states
+    assert watcher.states["wait_for_window"][-1] == "success"
+    assert watcher.deferred_views, "never saw the sensor deferred"
+    trigger = next((v["sensor"].get("trigger") for v in watcher.deferred_views if v["sensor"].get("trigger")), None)
+    assert trigger and trigger["classpath"] == "carbon_aware.triggers.CarbonWindowTrigger", watcher.deferred_views[0]["sensor"]
+    sensor_log = stack.log(run_id, "wait_for_window", 1)
+    assert "deferring until" in sensor_log and "carbon window trigger: waking at" in sensor_log, sensor_log[-3000:]
+    assert "woke at" in sensor_log
+
+    # No worker slot held during the wait: while the sensor was deferred, nothing of the default pool ran
+    # (plan_window was done, the report not started), and the pool counted the sensor as deferred only.
+    quiet = [v for v in watcher.deferred_views if v["others"].get("report") in (None, "none", "scheduled")]
+    assert quiet
+    for view in quiet:
+        assert view["default_pool"]["running_slots"] == 0, view
+        assert view["default_pool"]["deferred_slots"] == 1, view
+
+    # Both training tasks ran in the gpu pool, once each.
+    tis = stack.task_instances(run_id)
+    for task_id in TRAINING_TASKS:
+        assert tis[task_id]["pool"] == "gpu" and tis[task_id]["state"] == "success", tis[task_id]
+
+    # The report is in XCom and on disk, and they agree.
+    report = stack.xcom(run_id, "report")
+    on_disk = json.loads(Path(report["files"]["json"]).read_text())
+    assert on_disk == report
+    assert Path(report["files"]["plot"]).stat().st_size > 10_000
+    assert report["dag_run_id"] == run_id
+    assert report["sources"]["fallback_reasons"] == [] and report["sources"]["forecast"].startswith("trace:")
+    assert report["runs"]["baseline"]["final_test_accuracy_pct"] > 80
+    assert report["schedule"]["wait_seconds"] >= 15
+    report_log = stack.log(run_id, "report", 1)
+    assert "emissions (time-resolved)" in report_log and "saving:" in report_log, report_log[-3000:]
+
+
+def _interval(ti: dict) -> tuple[datetime, datetime]:
+    return datetime.fromisoformat(ti["start_date"]), datetime.fromisoformat(ti["end_date"])
+
+
+def test_two_runs_back_to_back_stay_apart(stack):
+    first = stack.trigger(trace_conf(wait_seconds=3))
+    second = stack.trigger(trace_conf(wait_seconds=3))
+    assert first != second
+    runs = [stack.wait_for_run(run_id, timeout=600) for run_id in (first, second)]
+
+    # max_active_runs=1: the second run started only after the first ended.
+    assert datetime.fromisoformat(runs[1]["start_date"]) >= datetime.fromisoformat(runs[0]["end_date"]), runs
+
+    # The gpu pool's single slot: no two training attempts ever overlapped.
+    attempts = sorted(_interval(ti) for run_id in (first, second) for task_id in TRAINING_TASKS
+                      for ti in stack.tries(run_id, task_id) if ti["pool"] == "gpu")
+    assert len(attempts) == 4
+    for earlier, later in zip(attempts, attempts[1:]):
+        assert later[0] >= earlier[1], attempts
+
+    # Separate outputs, each report about its own run.
+    reports = [stack.xcom(run_id, "report") for run_id in (first, second)]
+    directories = {Path(report["files"]["json"]).parent for report in reports}
+    assert len(directories) == 2
+    for run_id, report in zip((first, second), reports):
+        assert json.loads(Path(report["files"]["json"]).read_text())["dag_run_id"] == run_id
+        for name in ("baseline", "optimized"):
+            summary = json.loads((Path(report["files"]["json"]).parent / name / "summary.json").read_text())
+            assert summary["status"] == "completed"
