@@ -19,7 +19,7 @@ log = Path(sys.argv[1]).read_text()
 state = re.findall(r"DagRun Finished: .*?run_id=([^,]+), .*?state=(\w+)", log)
 if not state or state[-1][1] != "success":
     sys.exit(f"DAG run did not succeed: {state}")
-from carbon_aware.tasks import run_dir_for
+from carbon_aware.outputs import run_dir_for
 from carbon_aware.report import format_table
 report_path = run_dir_for(state[-1][0]) / "comparison_report.json"
 report = json.loads(report_path.read_text())

@@ -182,7 +182,7 @@ def test_dag_test_end_to_end_report_agrees_with_summaries_and_curve(airflow_db):
     assert out.returncode == 0 and "state=success" in log, log[-4000:]
     assert "deferring until" in log and "woke at" in log  # a real, short wait through the trigger
     run_id = log.split("DagRun Finished:")[1].split("run_id=")[1].split(",")[0]
-    from carbon_aware.tasks import run_dir_for
+    from carbon_aware.outputs import run_dir_for
 
     run_dir = run_dir_for(run_id)
     report = json.loads((run_dir / "comparison_report.json").read_text())
@@ -218,7 +218,7 @@ def test_without_baseline_the_report_uses_a_labelled_counterfactual(airflow_db):
     log = out.stdout + out.stderr
     assert out.returncode == 0 and "state=success" in log, log[-4000:]
     run_id = log.split("DagRun Finished:")[1].split("run_id=")[1].split(",")[0]
-    from carbon_aware.tasks import run_dir_for
+    from carbon_aware.outputs import run_dir_for
 
     report = json.loads((run_dir_for(run_id) / "comparison_report.json").read_text())
     assert report["runs"]["baseline"] is None and report["baseline_kind"].startswith("counterfactual")

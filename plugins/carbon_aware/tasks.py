@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import re
 import signal
 import subprocess
 import sys
@@ -13,22 +11,12 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable
 
+from carbon_aware.outputs import PLOT_NAME, REPO_ROOT, REPORT_NAME, report_paths, run_dir_for
 from carbon_aware.params import ParamsError, RunParams, validate_params
 
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-OUTPUT_ENV = "CARBON_OUTPUT_DIR"
 DEFAULT_JOB_HOURS = 1.0
-
-
-def output_root() -> Path:
-    return Path(os.environ.get(OUTPUT_ENV) or REPO_ROOT / "output").resolve()
-
-
-def run_dir_for(dag_run_id: str) -> Path:
-    """output/<dag_run_id>, with the id made safe for a file name (run ids hold ':' and '+')."""
-    return output_root() / re.sub(r"[^A-Za-z0-9_.-]", "_", dag_run_id)
 
 
 def _config_path(path: str) -> Path:
@@ -51,7 +39,7 @@ def check_params(raw: dict[str, Any]) -> RunParams:
 
 def last_measured_hours(exclude: Path | None = None) -> float | None:
     """The optimized run's wall time in the newest report under the output directory."""
-    reports = sorted(output_root().glob("*/comparison_report.json"), key=lambda p: p.stat().st_mtime, reverse=True)
+    reports = sorted(report_paths(), key=lambda p: p.stat().st_mtime, reverse=True)
     for path in reports:
         if exclude and path.parent == exclude:
             continue
@@ -193,8 +181,8 @@ def write_report(dag_run_id: str, plan: dict[str, Any], wait: dict[str, Any], ba
     report = build_report(dag_run_id=dag_run_id, plan=plan, wait=wait, baseline=baseline, optimized=optimized,
                           actual=actual, report_time=now)
     run_dir = Path(plan["run_dir"])
-    report["files"] = {"json": str(run_dir / "comparison_report.json"), "plot": str(run_dir / "comparison.png")}
-    write_plot(report, plan, actual, run_dir / "comparison.png")
-    atomic_write_json(run_dir / "comparison_report.json", report)
+    report["files"] = {"json": str(run_dir / REPORT_NAME), "plot": str(run_dir / PLOT_NAME)}
+    write_plot(report, plan, actual, run_dir / PLOT_NAME)
+    atomic_write_json(run_dir / REPORT_NAME, report)
     atomic_write_json(run_dir / "plan.json", plan)
     return report, format_table(report)

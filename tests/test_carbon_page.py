@@ -1,0 +1,105 @@
+"""The Carbon page's app without the API server: rows, totals, units, files, empty state, and the
+auth dependency in place. The logged-in/logged-out browser path runs in tests/stack/test_browser.py."""
+import json
+
+import pytest
+from fastapi.testclient import TestClient
+
+from carbon_aware import web
+from carbon_aware.outputs import run_dir_for
+from carbon_aware.runs_view import load_rows, totals
+
+
+def _report(run_id: str, generated_at: str, saving_kg: float, timing_kg: float, fallback: list[str] | None = None) -> dict:
+    return {
+        "report_version": "1.0", "dag_run_id": run_id, "generated_at": generated_at,
+        "baseline_kind": "measured baseline run, started at once",
+        "carbon_savings": {"baseline_emissions_kg": 0.002, "optimized_emissions_kg": 0.002 - saving_kg,
+                           "reduction_kg": saving_kg, "reduction_percentage": saving_kg / 0.002 * 100},
+        "timing": {"saving_kg": timing_kg, "saving_percentage": 10.0, "run_now_intensity_g_per_kwh": 250.0,
+                   "chosen_window_intensity_g_per_kwh": 225.0},
+        "efficiency": {"saving_kg": saving_kg - timing_kg, "saving_percentage": 1.0, "baseline_energy_kwh": 0.008,
+                       "optimized_energy_kwh": 0.0079},
+        "accuracy_impact": {"baseline_accuracy": 98.1, "optimized_accuracy": 98.3, "degradation_percentage": -0.2},
+        "schedule": {"run_now_start": "2026-11-23T10:00:00+00:00", "planned_start": "2026-11-23T14:00:00+00:00",
+                     "actual_start": "2026-11-23T14:00:02+00:00", "wait_seconds": 14402.0, "time_compression": 1.0},
+        "sources": {"forecast": "electricitymaps:DE", "region": "DE", "fallback_reasons": fallback or []},
+        "replans": [{"decision": "re-planned"}],
+    }
+
+
+@pytest.fixture
+def client(tmp_path, monkeypatch):
+    monkeypatch.setenv("CARBON_OUTPUT_DIR", str(tmp_path))
+    web.app.dependency_overrides[web.may_read_runs] = lambda: None
+    yield TestClient(web.app)
+    web.app.dependency_overrides.clear()
+
+
+def _write(report: dict):
+    directory = run_dir_for(report["dag_run_id"])
+    directory.mkdir(parents=True)
+    (directory / "comparison_report.json").write_text(json.dumps(report))
+    return directory
+
+
+def test_empty_state_explains_how_to_start(client):
+    page = client.get("/").text
+    assert "No carbon_training report yet" in page and "Trigger" in page and "airflow dags trigger carbon_training" in page
+    assert client.get("/api/runs").json()["runs"] == []
+
+
+def test_rows_newest_first_with_units_and_totals(client):
+    _write(_report("manual__2026-11-22T10:00:00+00:00", "2026-11-22T12:00:00+00:00", 0.0004, 0.0003))
+    _write(_report("scheduled__2026-11-23T00:00:00+00:00", "2026-11-23T15:00:00+00:00", -0.0001, 0.0002,
+                   fallback=["uk: timed out"]))
+    body = client.get("/api/runs").json()
+    assert [row["run_id"] for row in body["runs"]] == ["scheduled__2026-11-23T00:00:00+00:00", "manual__2026-11-22T10:00:00+00:00"]
+    assert body["totals"]["saving_kg"] == pytest.approx(0.0003)
+    assert body["totals"]["timing_saving_kg"] == pytest.approx(0.0005)
+    assert body["totals"]["efficiency_saving_kg"] == pytest.approx(-0.0002)
+    assert body["runs"][0]["replans"] == 1 and body["runs"][0]["fallback_reasons"] == ["uk: timed out"]
+
+    page = client.get("/").text
+    assert page.index("scheduled__2026-11-23") < page.index("manual__2026-11-22")
+    for text in ("400 mg CO₂e", "300 mg CO₂e", "250 g/kWh", "225 g/kWh", "8 Wh", "7.9 Wh", "98.10 %", "4.0 h",
+                 "2026-11-23 14:00 UTC", "uk: timed out", 'data-total="saving_kg"'):
+        assert text in page, text
+    assert "/dags/carbon_training/runs/manual__2026-11-22T10%3A00%3A00%2B00%3A00" in page  # link to the Airflow run
+
+
+def test_run_page_download_and_plot(client):
+    report = _report("manual__2026-11-22T10:00:00+00:00", "2026-11-22T12:00:00+00:00", 0.0004, 0.0003)
+    directory = _write(report)
+    (directory / "comparison.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"0" * 100)
+    page = client.get(f"/runs/{directory.name}").text
+    assert 'id="chart"' in page and "download comparison_report.json" in page and "electricitymaps:DE" in page
+    download = client.get(f"/runs/{directory.name}/comparison_report.json")
+    assert download.json() == report and "attachment" in download.headers["content-disposition"]
+    assert client.get(f"/runs/{directory.name}/comparison.png").headers["content-type"] == "image/png"
+
+
+@pytest.mark.parametrize("path", ["/runs/..%2F..%2Fetc", "/runs/nope", "/runs/x/plan.json", "/runs/..%2F/comparison_report.json"])
+def test_only_report_files_of_known_runs_are_served(client, path):
+    _write(_report("manual__a", "2026-11-22T12:00:00+00:00", 0.0, 0.0))
+    assert client.get(path).status_code == 404
+
+
+def test_without_the_override_anonymous_requests_get_no_data(tmp_path, monkeypatch):
+    monkeypatch.setenv("CARBON_OUTPUT_DIR", str(tmp_path))
+    _write(_report("manual__secret", "2026-11-22T12:00:00+00:00", 0.0004, 0.0003))
+    anonymous = TestClient(web.app)
+    for path in ("/", "/api/runs", "/runs/manual__secret"):
+        response = anonymous.get(path, headers={"accept": "text/html"})
+        assert response.status_code == 401
+        assert "electricitymaps" not in response.text and "CO₂e" not in response.text
+    assert "Sign in" in anonymous.get("/", headers={"accept": "text/html"}).text
+
+
+def test_unreadable_report_is_left_out(tmp_path, monkeypatch):
+    monkeypatch.setenv("CARBON_OUTPUT_DIR", str(tmp_path))
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "comparison_report.json").write_text("{not json")
+    _write(_report("manual__ok", "2026-11-22T12:00:00+00:00", 0.0004, 0.0003))
+    rows = load_rows()
+    assert [row["run_id"] for row in rows] == ["manual__ok"] and totals(rows)["runs"] == 1
