@@ -112,6 +112,19 @@ def test_trigger_fires_at_its_moment_and_the_sensor_resumes():
     assert result["waited_seconds"] >= 1.0
 
 
+def test_compressed_wait_does_not_compress_the_scheduler_lag_after_the_trigger_fired():
+    from carbon_aware.report import Clock
+
+    plan = make_plan(trace_params(time_compression=3600.0), "test-run")
+    started = datetime.now(timezone.utc) - timedelta(seconds=5)
+    fired = started + timedelta(seconds=3)  # the trigger fired 3 s into the wait, the task resumed ~2 s later
+    result = _sensor()._on_wake(plan, started.isoformat(), fired_at=fired)
+    clock = Clock.from_plan(plan, started=started)
+    lag = datetime.fromisoformat(result["woke_at"]) - fired
+    assert datetime.fromisoformat(result["woke_at_grid"]) == clock.grid(fired) + lag  # 3 grid hours + ~2 real seconds
+    assert clock.grid(datetime.fromisoformat(result["woke_at"])) - datetime.fromisoformat(result["woke_at_grid"]) > timedelta(hours=1)
+
+
 def test_a_start_in_the_past_does_not_defer():
     plan = make_plan(trace_params(), "test-run", now=datetime.now(timezone.utc) - timedelta(hours=2))
     plan["start"] = plan["earliest_start"]

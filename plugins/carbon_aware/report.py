@@ -24,7 +24,8 @@ REPORT_VERSION = "1.0"
 class Clock:
     """Maps real time to grid time. ``compression`` > 1 only in demos: waiting passes that much faster
     from ``started`` (real) = ``anchor`` (grid), and each run is priced as if it took its planned
-    duration from its intended start (the baseline at once, the optimized run when it was released)."""
+    duration from its intended start (the baseline at once, the optimized run when it was released:
+    the trigger's moment plus the real seconds the scheduler took to resume the sensor)."""
 
     anchor: datetime
     compression: float = 1.0

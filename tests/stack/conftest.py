@@ -59,3 +59,11 @@ def trace_conf(wait_seconds: float, **extra) -> dict:
 
 def now_utc() -> datetime:
     return datetime.now(timezone.utc)
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    """Keep each phase's report on the test item, so fixtures can tell whether the test failed."""
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report

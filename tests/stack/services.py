@@ -256,8 +256,11 @@ class AirflowStack:
             return run if run["state"] in ("success", "failed") else None
         run = wait_until(finished, timeout, f"run {run_id} to finish", interval=1)
         if run["state"] != "success":
-            states = {task: ti["state"] for task, ti in self.task_instances(run_id).items()}
-            raise AssertionError(f"run {run_id} ended {run['state']}: {states}\n{self.diagnostics()}")
+            tis = self.task_instances(run_id)
+            failed = "\n".join(f"--- {task} log ---\n{self.log(run_id, task, ti['try_number'])[-4000:]}"
+                               for task, ti in tis.items() if ti["state"] == "failed")
+            states = {task: ti["state"] for task, ti in tis.items()}
+            raise AssertionError(f"run {run_id} ended {run['state']}: {states}\n{failed}\n{self.diagnostics()}")
         return run
 
     def diagnostics(self) -> str:

@@ -1,0 +1,130 @@
+"""The Carbon page in a real browser: log in to the Airflow UI, trigger carbon_training from its Trigger
+button, open the Carbon page from the nav, check the run's row against its comparison_report.json,
+the chart, the download, and that a logged-out browser gets nothing. Screenshots: output/screenshots/."""
+import json
+import re
+import time
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+import requests
+from selenium.webdriver.common.by import By
+
+from tests.stack.browser import chromium, log_in, screenshot, trigger_with_conf, wait_for
+from tests.stack.conftest import trace_conf
+from tests.stack.services import ADMIN, REPO_ROOT
+
+pytestmark = [pytest.mark.integration, pytest.mark.stack, pytest.mark.browser, pytest.mark.timeout(900)]
+
+SCREENSHOTS = REPO_ROOT / "output" / "screenshots"
+
+# Row cell -> (where the number sits in comparison_report.json, the unit the page shows it in)
+NUMBERS = {
+    "run_now_intensity_g_per_kwh": (("timing", "run_now_intensity_g_per_kwh"), "g/kWh"),
+    "window_intensity_g_per_kwh": (("timing", "chosen_window_intensity_g_per_kwh"), "g/kWh"),
+    "baseline_energy_kwh": (("efficiency", "baseline_energy_kwh"), "energy"),
+    "optimized_energy_kwh": (("efficiency", "optimized_energy_kwh"), "energy"),
+    "baseline_emissions_kg": (("carbon_savings", "baseline_emissions_kg"), "mass"),
+    "optimized_emissions_kg": (("carbon_savings", "optimized_emissions_kg"), "mass"),
+    "saving_kg": (("carbon_savings", "reduction_kg"), "mass"),
+    "timing_saving_kg": (("timing", "saving_kg"), "mass"),
+    "efficiency_saving_kg": (("efficiency", "saving_kg"), "mass"),
+    "baseline_accuracy_pct": (("accuracy_impact", "baseline_accuracy"), "%"),
+    "optimized_accuracy_pct": (("accuracy_impact", "optimized_accuracy"), "%"),
+    "wait_seconds": (("schedule", "wait_seconds"), "s"),
+}
+SCALE = {"mg CO₂e": 1e-6, "g CO₂e": 1e-3, "kg CO₂e": 1.0, "Wh": 1e-3, "kWh": 1.0, "g/kWh": 1.0, "%": 1.0, "s": 1.0,
+         "min": 60.0, "h": 3600.0}
+
+
+def shown_value(text: str) -> float:
+    """The number a person reads in a cell, in the report's unit: '15.8 mg CO₂e' -> 1.58e-05 (kg)."""
+    match = re.match(r"\s*([+-]?[0-9.]+(?:e[+-]?\d+)?)\s*(mg CO₂e|kg CO₂e|g CO₂e|g/kWh|kWh|Wh|%|min|s|h)(?!\w)", text)
+    assert match, f"no number with a unit in {text!r}"
+    return float(match.group(1)) * SCALE[match.group(2)]
+
+
+def _dig(report, path):
+    for key in path:
+        report = report[key]
+    return report
+
+
+@pytest.fixture
+def browser(request):
+    driver = chromium()
+    yield driver
+    if request.node.rep_call.failed if hasattr(request.node, "rep_call") else True:
+        screenshot(driver, SCREENSHOTS / "failure.png")  # what the browser showed when the test failed
+    driver.quit()
+
+
+def test_carbon_page_in_the_browser(stack, browser):
+    started = time.time()
+    log_in(browser, stack.base_url, ADMIN, stack.password)
+    conf = trace_conf(wait_seconds=5)
+    run_id = trigger_with_conf(browser, stack.base_url, "carbon_training", conf)
+
+    # The UI created the run with our conf, as the logged-in user.
+    run = stack.run(run_id)
+    assert run["conf"] == conf and run["run_type"] == "manual" and run["triggering_user_name"] == ADMIN
+    stack.wait_for_run(run_id, timeout=600)
+    report = stack.xcom(run_id, "report")
+    assert json.loads(Path(report["files"]["json"]).read_text()) == report
+
+    # The Carbon entry of the UI's nav opens the page inside the UI.
+    browser.get(f"{stack.base_url}/dags/carbon_training")
+    wait_for(browser, lambda b: [a for a in b.find_elements(By.CSS_SELECTOR, "a") if a.text.strip() == "Carbon"])[0].click()
+    wait_for(browser, lambda b: "/plugin/carbon" in b.current_url)
+    frame = wait_for(browser, lambda b: b.find_elements(By.CSS_SELECTOR, "iframe"))[0]
+    browser.switch_to.frame(frame)
+    row = wait_for(browser, lambda b: b.find_elements(By.CSS_SELECTOR, f'tr[data-run-id="{run_id}"]'))[0]
+    assert row.find_element(By.CSS_SELECTOR, 'td[data-field="provider"]').text.startswith(report["sources"]["forecast"])
+
+    # Every number in the row is the report's, exactly in data-value and to the shown precision on screen.
+    for field, (path, unit) in NUMBERS.items():
+        cell = row.find_element(By.CSS_SELECTOR, f'td[data-field="{field}"]')
+        expected = _dig(report, path)
+        assert float(cell.get_attribute("data-value")) == expected, field
+        assert shown_value(cell.text) == pytest.approx(expected, rel=5e-3, abs=6e-3 if unit == "%" else 0), (field, cell.text)
+    assert row.find_element(By.CSS_SELECTOR, 'td[data-field="planned_start"] time').get_attribute("datetime") == \
+        report["schedule"]["planned_start"]
+    assert "your time" in row.find_element(By.CSS_SELECTOR, 'td[data-field="planned_start"]').text  # local time beside UTC
+
+    # The totals add up every report on disk.
+    all_reports = [json.loads(p.read_text()) for p in stack.output_dir.glob("*/comparison_report.json")]
+    saved = browser.find_element(By.CSS_SELECTOR, '[data-total="saving_kg"]')
+    assert float(saved.get_attribute("data-value")) == pytest.approx(sum(r["carbon_savings"]["reduction_kg"] for r in all_reports))
+    browser.switch_to.default_content()
+    page_shot = screenshot(browser, SCREENSHOTS / "carbon-page.png")
+
+    # One run: the chart renders and the download is the report.
+    browser.get(f"{stack.base_url}/carbon/")
+    browser.find_element(By.CSS_SELECTOR, f'tr[data-run-id="{run_id}"] td a').click()
+    chart = wait_for(browser, lambda b: b.find_elements(By.ID, "chart"))[0]
+    wait_for(browser, lambda b: b.execute_script("return arguments[0].complete && arguments[0].naturalWidth", chart))
+    assert browser.execute_script("return arguments[0].naturalWidth", chart) > 500
+    screenshot(browser, SCREENSHOTS / "carbon-run.png")
+    download = browser.find_element(By.PARTIAL_LINK_TEXT, "download comparison_report.json").get_attribute("href")
+    cookie = {"_token": browser.get_cookie("_token")["value"]}
+    assert requests.get(download, cookies=cookie, timeout=30).json() == report
+
+    # The run's graph view, for the artefacts.
+    browser.get(f"{stack.base_url}/dags/carbon_training/runs/{quote(run_id, safe='')}")
+    wait_for(browser, lambda b: b.find_elements(By.CSS_SELECTOR, "button[aria-label^='Show Graph']"))[0].click()
+    wait_for(browser, lambda b: b.find_elements(By.CSS_SELECTOR, ".react-flow__node"))
+    time.sleep(1)
+    screenshot(browser, SCREENSHOTS / "run-graph.png")
+
+    # Logged out: the page, its JSON and the report file are refused, and no number leaks.
+    browser.delete_all_cookies()
+    for path in ("/carbon/", f"/carbon/runs/{Path(report['files']['json']).parent.name}", "/carbon/api/runs"):
+        browser.get(f"{stack.base_url}{path}")
+        assert run_id not in browser.page_source.replace(quote(run_id, safe=""), "")
+        assert "Not authenticated" in browser.page_source
+    screenshot(browser, SCREENSHOTS / "carbon-page-logged-out.png")
+    assert requests.get(f"{stack.base_url}/carbon/api/runs", timeout=30).status_code == 401
+    assert requests.get(download, timeout=30).status_code == 401
+    assert page_shot.stat().st_size > 20_000
+    print(f"browser test: {time.time() - started:.0f} s; screenshots in {SCREENSHOTS}")
