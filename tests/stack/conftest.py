@@ -14,9 +14,10 @@ REPLAY_START = "2023-03-01T06:00:00Z"
 TEST_CONFIG = "include/configs/test.yaml"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def stack():
-    """One stack for all the stack tests: started once, every process stopped and the data removed after."""
+    """One stack for the tests of this package: started once, every process stopped and the data
+    removed when they are done (before the rest of the suite runs)."""
     root = Path(tempfile.mkdtemp(prefix="carbon-stack-"))
     os.chmod(root, 0o755)
     airflow = AirflowStack(root)
