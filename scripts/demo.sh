@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main job end to end on embedded defaults: SQLite, CPU, a real grid trace replayed offline,
-# waiting compressed 3600x (a forecast hour of waiting takes a second).
+# waiting compressed 900x (a forecast hour of waiting takes four seconds; the sensor defers).
 set -euo pipefail
 source "$(dirname "$0")/airflow_env.sh"
 cd "$ROOT"

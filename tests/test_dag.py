@@ -125,6 +125,15 @@ def test_compressed_wait_does_not_compress_the_scheduler_lag_after_the_trigger_f
     assert clock.grid(datetime.fromisoformat(result["woke_at"])) - datetime.fromisoformat(result["woke_at_grid"]) > timedelta(hours=1)
 
 
+def test_a_wait_shorter_than_a_deferral_is_slept_in_the_worker():
+    plan = make_plan(trace_params(time_compression=3600.0), "test-run")
+    hours_ahead = (datetime.fromisoformat(plan["start"]) - datetime.fromisoformat(plan["clock"]["anchor"])).total_seconds() / 3600
+    plan["clock"]["compression"] = hours_ahead * 3600 / 1.5  # the window is 1.5 real seconds away
+    began = time.monotonic()
+    result = _sensor().execute({"ti": _TI(plan)})  # no TaskDeferred
+    assert 1.3 < time.monotonic() - began < 5 and result["waited_seconds"] >= 1.3
+
+
 def test_a_start_in_the_past_does_not_defer():
     plan = make_plan(trace_params(), "test-run", now=datetime.now(timezone.utc) - timedelta(hours=2))
     plan["start"] = plan["earliest_start"]

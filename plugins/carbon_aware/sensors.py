@@ -1,6 +1,7 @@
 """A deferrable sensor that waits for the planned low-carbon window, holding no worker slot."""
 from __future__ import annotations
 
+import time
 from datetime import datetime, timedelta, timezone
 from typing import Any, Sequence
 
@@ -10,6 +11,10 @@ from carbon_aware.triggers import CarbonWindowTrigger
 
 # The wake-up may run a little late (triggerer load); the timeout leaves this much slack.
 TIMEOUT_SLACK = timedelta(minutes=5)
+# Shorter waits are slept in the worker: deferring and resuming costs more than that, and Airflow
+# 3.3 can fail a task whose trigger fires before the scheduler has processed the deferral
+# (apache/airflow#72716, #71580).
+MIN_DEFER_SECONDS = 20.0
 
 
 class CarbonWindowSensor(BaseSensorOperator):
@@ -19,9 +24,10 @@ class CarbonWindowSensor(BaseSensorOperator):
 
     template_fields: Sequence[str] = ("plan_task_id",)
 
-    def __init__(self, *, plan_task_id: str = "plan_window", **kwargs) -> None:
+    def __init__(self, *, plan_task_id: str = "plan_window", min_defer_seconds: float = MIN_DEFER_SECONDS, **kwargs) -> None:
         super().__init__(**kwargs)
         self.plan_task_id = plan_task_id
+        self.min_defer_seconds = min_defer_seconds
 
     def execute(self, context) -> dict[str, Any]:
         plan = context["ti"].xcom_pull(task_ids=self.plan_task_id)
@@ -41,7 +47,12 @@ class CarbonWindowSensor(BaseSensorOperator):
         if wake <= now:
             self.log.info("planned start %s is not in the future: starting now", plan["start"])
             return self._on_wake(plan, started_at)
-        self.log.info("deferring until %s (grid time %s), %.1f s from now", wake.isoformat(), plan["start"], (wake - now).total_seconds())
+        remaining = (wake - now).total_seconds()
+        if remaining < self.min_defer_seconds:
+            self.log.info("planned start %s is %.1f s away: waiting here (shorter than deferring and resuming)", plan["start"], remaining)
+            time.sleep(remaining)
+            return self._on_wake(plan, started_at, fired_at=wake)
+        self.log.info("deferring until %s (grid time %s), %.1f s from now", wake.isoformat(), plan["start"], remaining)
         self.defer(trigger=CarbonWindowTrigger(moment=wake.isoformat(), payload={"plan": plan, "started_at": started_at}),
                    method_name="execute_complete", timeout=max(latest_start - now, timedelta(0)) + TIMEOUT_SLACK)
 

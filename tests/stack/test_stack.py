@@ -34,7 +34,7 @@ class Watcher:
 
 
 def test_triggered_run_defers_trains_in_the_gpu_pool_and_reports(stack):
-    run_id = stack.trigger(trace_conf(wait_seconds=20))
+    run_id = stack.trigger(trace_conf(wait_seconds=30))  # above the sensor's 20 s: it defers
     watcher = Watcher(stack, run_id)
     stack.wait_for_run(run_id, timeout=600, on_poll=watcher)
 
@@ -69,7 +69,7 @@ def test_triggered_run_defers_trains_in_the_gpu_pool_and_reports(stack):
     assert report["dag_run_id"] == run_id
     assert report["sources"]["fallback_reasons"] == [] and report["sources"]["forecast"].startswith("trace:")
     assert report["runs"]["baseline"]["final_test_accuracy_pct"] > 80
-    assert report["schedule"]["wait_seconds"] >= 15
+    assert report["schedule"]["wait_seconds"] >= 25
     report_log = stack.log(run_id, "report", 1)
     assert "emissions (time-resolved)" in report_log and "saving:" in report_log, report_log[-3000:]
 
