@@ -199,7 +199,9 @@ def _dags_test(env, conf):
 
 @pytest.mark.integration
 def test_dag_test_end_to_end_report_agrees_with_summaries_and_curve(airflow_db):
-    out = _dags_test(airflow_db, trace_params())
+    probe = make_plan(trace_params(), "probe")
+    hours_ahead = (datetime.fromisoformat(probe["start"]) - datetime.fromisoformat(probe["clock"]["anchor"])).total_seconds() / 3600
+    out = _dags_test(airflow_db, trace_params(time_compression=hours_ahead * 3600 / 25))  # a 25 s wait: it defers
     log = out.stdout + out.stderr
     assert out.returncode == 0 and "state=success" in log, log[-4000:]
     assert "deferring until" in log and "woke at" in log  # a real, short wait through the trigger
