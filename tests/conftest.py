@@ -23,6 +23,15 @@ MNIST_DIR = SHARED_DATA / "mnist"
 CARBON_DIR = SHARED_DATA / "carbon"
 
 
+def compression_for_wait(plan: dict, wait_seconds: float) -> float:
+    """The time_compression that makes ``plan``'s wait for its window take ``wait_seconds`` of real time."""
+    from datetime import datetime
+
+    ahead = datetime.fromisoformat(plan["start"]) - datetime.fromisoformat(plan["clock"]["anchor"])
+    assert ahead.total_seconds() > 1800, f"the plan should put the window ahead of now, got {ahead}"
+    return ahead.total_seconds() / wait_seconds
+
+
 @pytest.fixture
 def mnist_dir() -> Path:
     assert (MNIST_DIR / "train-images-idx3-ubyte.gz").is_file(), f"real MNIST expected in {MNIST_DIR}"

@@ -11,7 +11,7 @@ import pytest
 
 from carbon_aware.params import ParamsError
 from carbon_aware.tasks import make_plan
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, compression_for_wait
 from tests.fake_provider_server import FakeProviderServer, Reply
 
 NESO = "../shared/data/carbon/neso_carbon_intensity_api/neso_2023_national_intensity.csv"
@@ -127,8 +127,7 @@ def test_compressed_wait_does_not_compress_the_scheduler_lag_after_the_trigger_f
 
 def test_a_wait_shorter_than_a_deferral_is_slept_in_the_worker():
     plan = make_plan(trace_params(time_compression=3600.0), "test-run")
-    hours_ahead = (datetime.fromisoformat(plan["start"]) - datetime.fromisoformat(plan["clock"]["anchor"])).total_seconds() / 3600
-    plan["clock"]["compression"] = hours_ahead * 3600 / 1.5  # the window is 1.5 real seconds away
+    plan["clock"]["compression"] = compression_for_wait(plan, 1.5)  # the window is 1.5 real seconds away
     began = time.monotonic()
     result = _sensor().execute({"ti": _TI(plan)})  # no TaskDeferred
     assert 1.3 < time.monotonic() - began < 5 and result["waited_seconds"] >= 1.3
@@ -199,9 +198,8 @@ def _dags_test(env, conf):
 
 @pytest.mark.integration
 def test_dag_test_end_to_end_report_agrees_with_summaries_and_curve(airflow_db):
-    probe = make_plan(trace_params(), "probe")
-    hours_ahead = (datetime.fromisoformat(probe["start"]) - datetime.fromisoformat(probe["clock"]["anchor"])).total_seconds() / 3600
-    out = _dags_test(airflow_db, trace_params(time_compression=hours_ahead * 3600 / 25))  # a 25 s wait: it defers
+    compression = compression_for_wait(make_plan(trace_params(), "probe"), 25)  # a 25 s wait: it defers
+    out = _dags_test(airflow_db, trace_params(time_compression=compression))
     log = out.stdout + out.stderr
     assert out.returncode == 0 and "state=success" in log, log[-4000:]
     assert "deferring until" in log and "woke at" in log  # a real, short wait through the trigger

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import html
 from datetime import datetime
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import quote
 
 from fastapi import Depends, FastAPI, HTTPException, Request
@@ -141,49 +141,50 @@ def _here(request: Request) -> str:
 
 
 def _cell(field: str, value: Any, text: str, numeric: bool = True) -> str:
-    raw = "" if value is None else html.escape(str(value))
-    return f'<td class="{"num" if numeric else ""}" data-field="{field}" data-value="{raw}">{text}</td>'
+    raw = "; ".join(value) if isinstance(value, list) else "" if value is None else str(value)
+    return f'<td class="{"num" if numeric else ""}" data-field="{field}" data-value="{html.escape(raw)}">{text}</td>'
 
 
 def _saving_class(kg: float | None) -> str:
     return "" if kg is None else "good" if kg > 0 else "bad" if kg < 0 else ""
 
 
+def _shown(field: str, show: Callable[[Any], str]) -> Callable[[dict[str, Any]], str]:
+    return lambda row: show(row[field])
+
+
+# The runs table after its first column: (header, row field, the cell's text, right-aligned number?)
+COLUMNS: list[tuple[str, str, Callable[[dict[str, Any]], str], bool]] = [
+    ("provider / region", "provider", lambda row: f'{html.escape(str(row["provider"]))}<span class="local">'
+                                                  f'{html.escape(str(row["region"] or ""))}</span>', False),
+    ("planned start", "planned_start", lambda row: moment(row["planned_start"], seconds=False), False),
+    ("actual start", "actual_start", lambda row: moment(row["actual_start"], seconds=False), False),
+    ("wait", "wait_seconds", lambda row: duration(row["wait_seconds"]) + compressed(row["wait_seconds"], row["time_compression"]), True),
+    ("intensity run-now", "run_now_intensity_g_per_kwh", _shown("run_now_intensity_g_per_kwh", intensity), True),
+    ("intensity window", "window_intensity_g_per_kwh", _shown("window_intensity_g_per_kwh", intensity), True),
+    ("energy baseline", "baseline_energy_kwh", _shown("baseline_energy_kwh", energy), True),
+    ("energy optimized", "optimized_energy_kwh", _shown("optimized_energy_kwh", energy), True),
+    ("emissions baseline", "baseline_emissions_kg", _shown("baseline_emissions_kg", mass), True),
+    ("emissions optimized", "optimized_emissions_kg", _shown("optimized_emissions_kg", mass), True),
+    ("saving", "saving_kg", lambda row: f'<span class="{_saving_class(row["saving_kg"])}">{mass(row["saving_kg"])}</span>'
+                                        f'<span class="local">{percent(row["saving_pct"])}</span>', True),
+    ("by timing", "timing_saving_kg", _shown("timing_saving_kg", mass), True),
+    ("by efficiency", "efficiency_saving_kg", _shown("efficiency_saving_kg", mass), True),
+    ("accuracy baseline", "baseline_accuracy_pct", _shown("baseline_accuracy_pct", accuracy), True),
+    ("accuracy optimized", "optimized_accuracy_pct", _shown("optimized_accuracy_pct", accuracy), True),
+    ("re-plans", "replans", _shown("replans", str), True),
+    ("fallbacks", "fallback_reasons", lambda row: html.escape("; ".join(row["fallback_reasons"] or [])) or "none", False),
+]
+
+
 def _row_html(row: dict[str, Any], request: Request) -> str:
-    ui, here = _ui_base(request), _here(request)
-    run = quote(row["run_id"], safe="")
-    run_link = f"{ui}/dags/{DAG_ID}/runs/{run}"
-    reasons = row["fallback_reasons"] or []
-    return "".join([
-        f'<tr data-run-id="{html.escape(row["run_id"])}">',
-        f'<td><a href="{here}/runs/{quote(row["directory"])}">{html.escape(row["run_id"])}</a><span class="local">'
-        f'<a href="{run_link}" target="_top">Airflow run</a> · <a href="{run_link}/tasks/report" target="_top">report log</a> · '
-        f'<a href="{run_link}/tasks/wait_for_window" target="_top">wait log</a></span></td>',
-        _cell("provider", row["provider"], f'{html.escape(str(row["provider"]))}<span class="local">{html.escape(str(row["region"] or ""))}</span>', False),
-        _cell("planned_start", row["planned_start"], moment(row["planned_start"], seconds=False), False),
-        _cell("actual_start", row["actual_start"], moment(row["actual_start"], seconds=False), False),
-        _cell("wait_seconds", row["wait_seconds"], duration(row["wait_seconds"]) + compressed(row["wait_seconds"], row["time_compression"])),
-        _cell("run_now_intensity_g_per_kwh", row["run_now_intensity_g_per_kwh"], intensity(row["run_now_intensity_g_per_kwh"])),
-        _cell("window_intensity_g_per_kwh", row["window_intensity_g_per_kwh"], intensity(row["window_intensity_g_per_kwh"])),
-        _cell("baseline_energy_kwh", row["baseline_energy_kwh"], energy(row["baseline_energy_kwh"])),
-        _cell("optimized_energy_kwh", row["optimized_energy_kwh"], energy(row["optimized_energy_kwh"])),
-        _cell("baseline_emissions_kg", row["baseline_emissions_kg"], mass(row["baseline_emissions_kg"])),
-        _cell("optimized_emissions_kg", row["optimized_emissions_kg"], mass(row["optimized_emissions_kg"])),
-        _cell("saving_kg", row["saving_kg"], f'<span class="{_saving_class(row["saving_kg"])}">{mass(row["saving_kg"])}'
-                                             f'</span><span class="local">{percent(row["saving_pct"])}</span>'),
-        _cell("timing_saving_kg", row["timing_saving_kg"], mass(row["timing_saving_kg"])),
-        _cell("efficiency_saving_kg", row["efficiency_saving_kg"], mass(row["efficiency_saving_kg"])),
-        _cell("baseline_accuracy_pct", row["baseline_accuracy_pct"], accuracy(row["baseline_accuracy_pct"])),
-        _cell("optimized_accuracy_pct", row["optimized_accuracy_pct"], accuracy(row["optimized_accuracy_pct"])),
-        _cell("replans", row["replans"], str(row["replans"])),
-        _cell("fallback_reasons", "; ".join(reasons), html.escape("; ".join(reasons)) or "none", False),
-        "</tr>",
-    ])
-
-
-COLUMNS = ["run", "provider / region", "planned start", "actual start", "wait", "intensity run-now", "intensity window",
-           "energy baseline", "energy optimized", "emissions baseline", "emissions optimized", "saving",
-           "by timing", "by efficiency", "accuracy baseline", "accuracy optimized", "re-plans", "fallbacks"]
+    here = _here(request)
+    run_link = f"{_ui_base(request)}/dags/{DAG_ID}/runs/{quote(row['run_id'], safe='')}"
+    first = (f'<td><a href="{here}/runs/{quote(row["directory"])}">{html.escape(row["run_id"])}</a><span class="local">'
+             f'<a href="{run_link}" target="_top">Airflow run</a> · <a href="{run_link}/tasks/report" target="_top">report log</a> · '
+             f'<a href="{run_link}/tasks/wait_for_window" target="_top">wait log</a></span></td>')
+    cells = "".join(_cell(field, row[field], text(row), numeric) for _, field, text, numeric in COLUMNS)
+    return f'<tr data-run-id="{html.escape(row["run_id"])}">{first}{cells}</tr>'
 
 
 def _empty_state() -> str:
@@ -206,7 +207,7 @@ def runs_page(request: Request) -> HTMLResponse:
         f'{mass(total[key])}</b><span class="muted">{total[f"{key}_runs_priced"]} of {total["runs"]} runs priced</span></div>'
         for key, label in (("saving_kg", "Avoided in total"), ("timing_saving_kg", "by timing (cleaner window)"),
                            ("efficiency_saving_kg", "by efficiency (less energy)")))
-    header = "".join(f"<th>{html.escape(name)}</th>" for name in COLUMNS)
+    header = "".join(f"<th>{html.escape(name)}</th>" for name in ["run", *(column[0] for column in COLUMNS)])
     body = "".join(_row_html(row, request) for row in rows)
     return _page("Carbon", f"""<h1>Carbon saving per run</h1>
 <p class="muted">Emissions are each run's measured energy over time × the grid's intensity at that time (actual where

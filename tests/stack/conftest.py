@@ -1,12 +1,11 @@
 import os
 import shutil
 import tempfile
-from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import CARBON_DIR
+from tests.conftest import CARBON_DIR, compression_for_wait
 from tests.stack.services import AirflowStack
 
 NESO_TRACE = CARBON_DIR / "neso_carbon_intensity_api" / "neso_2023_national_intensity.csv"
@@ -36,30 +35,15 @@ def stack():
             shutil.rmtree(root, ignore_errors=True)
 
 
-def hours_to_best_window(providers: list[dict], duration_hours: float = 1.0, deadline_hours: float = 24.0) -> float:
-    """Where the planner will put the window, in grid hours after the replay start (same code as the DAG)."""
-    from carbon_aware.tasks import make_plan
-
-    plan = make_plan({"providers": providers, "job_duration_hours": duration_hours, "deadline_hours": deadline_hours,
-                      "baseline_config": TEST_CONFIG, "optimized_config": TEST_CONFIG}, "probe")
-    anchor = datetime.fromisoformat(plan["clock"]["anchor"])
-    return (datetime.fromisoformat(plan["start"]) - anchor).total_seconds() / 3600
-
-
 def trace_conf(wait_seconds: float, **extra) -> dict:
     """A run that replays the real NESO 2023 trace, compressed so that the planned wait takes ``wait_seconds``."""
-    providers = [{"name": "trace", "path": str(NESO_TRACE), "replay_start": REPLAY_START}]
-    hours = hours_to_best_window(providers)
-    assert hours > 0.5, f"the replayed trace should put the best window ahead of now, got {hours:.2f} h"
-    conf = {"providers": providers, "job_duration_hours": 1, "deadline_hours": 24,
-            "time_compression": hours * 3600 / wait_seconds,
-            "baseline_config": TEST_CONFIG, "optimized_config": TEST_CONFIG}
+    from carbon_aware.tasks import make_plan
+
+    conf = {"providers": [{"name": "trace", "path": str(NESO_TRACE), "replay_start": REPLAY_START}],
+            "job_duration_hours": 1, "deadline_hours": 24, "baseline_config": TEST_CONFIG, "optimized_config": TEST_CONFIG}
+    conf["time_compression"] = compression_for_wait(make_plan(conf, "probe"), wait_seconds)  # the DAG's own planner
     conf.update(extra)
     return conf
-
-
-def now_utc() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
