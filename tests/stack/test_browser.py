@@ -19,30 +19,32 @@ pytestmark = [pytest.mark.integration, pytest.mark.stack, pytest.mark.browser, p
 
 SCREENSHOTS = REPO_ROOT / "output" / "screenshots"
 
-# Row cell -> (where the number sits in comparison_report.json, the unit the page shows it in)
+# Row cell -> where its number sits in comparison_report.json
 NUMBERS = {
-    "run_now_intensity_g_per_kwh": (("timing", "run_now_intensity_g_per_kwh"), "g/kWh"),
-    "window_intensity_g_per_kwh": (("timing", "chosen_window_intensity_g_per_kwh"), "g/kWh"),
-    "baseline_energy_kwh": (("efficiency", "baseline_energy_kwh"), "energy"),
-    "optimized_energy_kwh": (("efficiency", "optimized_energy_kwh"), "energy"),
-    "baseline_emissions_kg": (("carbon_savings", "baseline_emissions_kg"), "mass"),
-    "optimized_emissions_kg": (("carbon_savings", "optimized_emissions_kg"), "mass"),
-    "saving_kg": (("carbon_savings", "reduction_kg"), "mass"),
-    "timing_saving_kg": (("timing", "saving_kg"), "mass"),
-    "efficiency_saving_kg": (("efficiency", "saving_kg"), "mass"),
-    "baseline_accuracy_pct": (("accuracy_impact", "baseline_accuracy"), "%"),
-    "optimized_accuracy_pct": (("accuracy_impact", "optimized_accuracy"), "%"),
-    "wait_seconds": (("schedule", "wait_seconds"), "s"),
+    "run_now_intensity_g_per_kwh": ("timing", "run_now_intensity_g_per_kwh"),
+    "window_intensity_g_per_kwh": ("timing", "chosen_window_intensity_g_per_kwh"),
+    "baseline_energy_kwh": ("efficiency", "baseline_energy_kwh"),
+    "optimized_energy_kwh": ("efficiency", "optimized_energy_kwh"),
+    "baseline_emissions_kg": ("carbon_savings", "baseline_emissions_kg"),
+    "optimized_emissions_kg": ("carbon_savings", "optimized_emissions_kg"),
+    "saving_kg": ("carbon_savings", "reduction_kg"),
+    "timing_saving_kg": ("timing", "saving_kg"),
+    "efficiency_saving_kg": ("efficiency", "saving_kg"),
+    "baseline_accuracy_pct": ("accuracy_impact", "baseline_accuracy"),
+    "optimized_accuracy_pct": ("accuracy_impact", "optimized_accuracy"),
+    "wait_seconds": ("schedule", "wait_seconds"),
 }
 SCALE = {"mg CO₂e": 1e-6, "g CO₂e": 1e-3, "kg CO₂e": 1.0, "Wh": 1e-3, "kWh": 1.0, "g/kWh": 1.0, "%": 1.0, "s": 1.0,
          "min": 60.0, "h": 3600.0}
 
 
-def shown_value(text: str) -> float:
-    """The number a person reads in a cell, in the report's unit: '15.8 mg CO₂e' -> 1.58e-05 (kg)."""
-    match = re.match(r"\s*([+-]?[0-9.]+(?:e[+-]?\d+)?)\s*(mg CO₂e|kg CO₂e|g CO₂e|g/kWh|kWh|Wh|%|min|s|h)(?!\w)", text)
+def shown_value(text: str) -> tuple[float, float]:
+    """The number a person reads in a cell, in the report's unit, and half a step of its last shown
+    digit (its rounding): '15.8 mg CO₂e' -> (1.58e-05, 5e-08) (kg)."""
+    match = re.match(r"\s*([+-]?([0-9]+)(?:\.([0-9]+))?)\s*(mg CO₂e|kg CO₂e|g CO₂e|g/kWh|kWh|Wh|%|min|s|h)(?!\w)", text)
     assert match, f"no number with a unit in {text!r}"
-    return float(match.group(1)) * SCALE[match.group(2)]
+    number, _, decimals, unit = match.groups()
+    return float(number) * SCALE[unit], 0.5 * 10 ** -len(decimals or "") * SCALE[unit]
 
 
 def _dig(report, path):
@@ -83,11 +85,12 @@ def test_carbon_page_in_the_browser(stack, browser):
     assert row.find_element(By.CSS_SELECTOR, 'td[data-field="provider"]').text.startswith(report["sources"]["forecast"])
 
     # Every number in the row is the report's, exactly in data-value and to the shown precision on screen.
-    for field, (path, unit) in NUMBERS.items():
+    for field, path in NUMBERS.items():
         cell = row.find_element(By.CSS_SELECTOR, f'td[data-field="{field}"]')
         expected = _dig(report, path)
         assert float(cell.get_attribute("data-value")) == expected, field
-        assert shown_value(cell.text) == pytest.approx(expected, rel=5e-3, abs=6e-3 if unit == "%" else 0), (field, cell.text)
+        shown, rounding = shown_value(cell.text)
+        assert abs(shown - expected) <= rounding * (1 + 1e-9), (field, cell.text, expected)
     assert row.find_element(By.CSS_SELECTOR, 'td[data-field="planned_start"] time').get_attribute("datetime") == \
         report["schedule"]["planned_start"]
     assert "your time" in row.find_element(By.CSS_SELECTOR, 'td[data-field="planned_start"]').text  # local time beside UTC
