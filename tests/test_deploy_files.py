@@ -8,34 +8,44 @@ import pytest
 import yaml
 from compose_spec import PyCompose
 
+from tests.compose_file import (COMPOSE_FILE, DuplicateKeyError, InterpolationError, interpolate, load_compose,
+                                service_command)
 from tests.conftest import REPO_ROOT
 
 LONG_RUNNING = ["postgres", "redis", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
-                "airflow-triggerer", "airflow-worker", "airflow-worker-cpu"]
-
-
-def interpolate(text: str, env: dict[str, str]) -> str:
-    """Compose's variable syntax: $$, ${VAR}, ${VAR:-default}, ${VAR-default}."""
-    def replace(match):
-        if match.group(0) == "$$":
-            return "$"
-        value = env.get(match.group("name"))
-        if match.group("op") == ":-":
-            return value or match.group("default")
-        if match.group("op") == "-":
-            return match.group("default") if value is None else value
-        return value or ""
-    return re.sub(r"\$\$|\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?-)(?P<default>[^}]*))?\}", replace, text)
+                "airflow-triggerer", "airflow-worker", "airflow-worker-cpu", "airflow-worker-default"]
 
 
 @pytest.fixture(scope="module")
 def compose():
-    raw = yaml.safe_load(interpolate((REPO_ROOT / "docker-compose.yaml").read_text(), {}))
-    return PyCompose.from_json(json.dumps(raw)).to_dict()  # raises ValueError, naming the field, if invalid
+    return PyCompose.from_json(json.dumps(load_compose())).to_dict()  # raises ValueError, naming the field
+
+
+def test_the_file_loads_with_a_loader_that_rejects_duplicate_keys():
+    text = COMPOSE_FILE.read_text()
+    load_compose(text=text)  # no duplicate key, no undefined alias
+    # The loader does reject what Compose's would: a service defined twice, an alias never anchored.
+    twice = text.replace("\nvolumes:\n", "\n  redis:\n    image: redis:7\nvolumes:\n", 1)
+    with pytest.raises(DuplicateKeyError, match=r"duplicate key 'redis' \(first at line \d+\)"):
+        load_compose(text=twice)
+    with pytest.raises(yaml.composer.ComposerError, match="undefined alias"):
+        load_compose(text=text.replace("<<: *airflow-common\n", "<<: *airflow-commons\n", 1))
+    # A merge key may be overridden by the mapping that merges it: not a duplicate.
+    assert load_compose(text="a: &a {x: 1}\nb:\n  <<: *a\n  x: 2\n")["b"] == {"x": 2}
+
+
+def test_interpolation_follows_compose():
+    env = {"SET": "v", "EMPTY": ""}
+    cases = {"$$SET": "$SET", "${SET}": "v", "$SET/x": "v/x", "${UNSET}": "", "${UNSET:-d}": "d", "${EMPTY:-d}": "d",
+             "${EMPTY-d}": "", "${UNSET-d}": "d", "${SET:+alt}": "alt", "${EMPTY:+alt}": "", "${EMPTY+alt}": "alt"}
+    for text, expected in cases.items():
+        assert interpolate(text, env) == expected, text
+    with pytest.raises(InterpolationError, match="UNSET.*needs it"):
+        interpolate("${UNSET:?needs it}", env)
 
 
 def test_the_validator_rejects_what_compose_would():
-    raw = yaml.safe_load(interpolate((REPO_ROOT / "docker-compose.yaml").read_text(), {}))
+    raw = load_compose()
     raw["services"]["airflow-worker"]["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] = "gpu"
     with pytest.raises(ValueError, match='string "gpu", expected a set'):
         PyCompose.from_json(json.dumps(raw))
@@ -50,13 +60,27 @@ def test_services_of_the_deployed_stack(compose):
     assert "ports" not in services["postgres"], "PostgreSQL must not be published on the host"
     env = services["airflow-scheduler"]["environment"]
     assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor" and "postgresql" in env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+    assert env["AIRFLOW__CELERY__BROKER_URL"].startswith("redis://") and "postgresql" in env["AIRFLOW__CELERY__RESULT_BACKEND"]
+
+
+def test_training_and_default_queues_each_have_a_worker(compose):
+    services = compose["services"]
+    queue = services["airflow-scheduler"]["environment"]["CARBON_TRAINING_QUEUE"]
+    queues = {name: service_command(services[name]) for name in ("airflow-worker", "airflow-worker-cpu",
+                                                                  "airflow-worker-default")}
+    for name, argv in queues.items():
+        assert argv[:2] == ["celery", "worker"], (name, argv)
+    assert queues["airflow-worker"] == queues["airflow-worker-cpu"]  # the CPU variant is the same worker
+    assert queues["airflow-worker"][queues["airflow-worker"].index("--queues") + 1] == queue
+    assert queues["airflow-worker-default"][queues["airflow-worker-default"].index("--queues") + 1] == "default"
 
 
 def test_worker_reserves_one_nvidia_gpu_and_the_cpu_variant_does_not(compose):
     devices = compose["services"]["airflow-worker"]["deploy"]["resources"]["reservations"]["devices"]
     assert devices == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
     cpu = compose["services"]["airflow-worker-cpu"]
-    assert cpu["profiles"] == ["cpu"] and "deploy" not in cpu
+    assert cpu["profiles"] == ["cpu"] and not cpu.get("deploy")
+    assert not compose["services"]["airflow-worker-default"].get("deploy")
 
 
 def test_every_mounted_path_exists(compose):
@@ -69,7 +93,7 @@ def test_every_mounted_path_exists(compose):
 
 def test_secrets_come_from_the_environment_not_the_file():
     text = (REPO_ROOT / "docker-compose.yaml").read_text()
-    for key in ("ELECTRICITYMAPS_API_TOKEN", "WATTTIME_PASSWORD", "POSTGRES_PASSWORD"):
+    for key in ("ELECTRICITYMAPS_API_TOKEN", "WATTTIME_PASSWORD", "POSTGRES_PASSWORD", "REDIS_PASSWORD"):
         assert f"${{{key}" in text, f"{key} should come from .env / the environment"
     assert (REPO_ROOT / ".env.example").is_file()
     ignored = subprocess.run(["git", "check-ignore", "-q", ".env"], cwd=REPO_ROOT)
