@@ -14,6 +14,9 @@ from airflow.sdk import DAG, Param, TriggerRule, get_current_context, task
 from carbon_aware.sensors import CarbonWindowSensor
 
 GPU_POOL = "gpu"
+# CeleryExecutor: the training tasks go to this queue, which the GPU workers consume (docker-compose.yaml).
+# Executors without queues (LocalExecutor, `dags test`) ignore it.
+TRAINING_QUEUE = os.environ.get("CARBON_TRAINING_QUEUE", "training")
 
 PARAMS = {
     "providers": Param(
@@ -81,7 +84,7 @@ with DAG(
         print(plan["summary"])
         return plan
 
-    @task(pool=GPU_POOL, retries=2)
+    @task(pool=GPU_POOL, queue=TRAINING_QUEUE, retries=2)
     def train_baseline(plan: dict) -> dict | None:
         from pathlib import Path
 
@@ -96,7 +99,7 @@ with DAG(
 
     wait_for_window = CarbonWindowSensor(task_id="wait_for_window", plan_task_id="plan_window")
 
-    @task(pool=GPU_POOL, retries=2)
+    @task(pool=GPU_POOL, queue=TRAINING_QUEUE, retries=2)
     def train_optimized(wait: dict) -> dict:
         from pathlib import Path
 

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Debian packages the stack and browser tests use: PostgreSQL (the deployed metadata DB) and Chromium
-# with its driver (the UI test). Installs only what is missing; needs root or sudo for that.
+# Debian packages the stack and browser tests use: PostgreSQL (the deployed metadata DB and Celery result
+# backend), Redis (the Celery broker) and Chromium with its driver (the UI test). Installs only what is
+# missing; needs root or sudo for that.
 set -euo pipefail
 missing=()
 compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null || missing+=(postgresql)
+command -v redis-server >/dev/null || missing+=(redis-server)
 command -v chromium >/dev/null || missing+=(chromium)
 command -v chromedriver >/dev/null || missing+=(chromium-driver)
 [ ${#missing[@]} -eq 0 ] && exit 0

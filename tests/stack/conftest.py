@@ -35,6 +35,16 @@ def stack():
             shutil.rmtree(root, ignore_errors=True)
 
 
+@pytest.fixture(autouse=True)
+def clean_stack(stack):
+    """Each stack test starts from a clean state, whatever the one before left behind: one failure is
+    one red test, never a cascade."""
+    cleared = stack.clear()
+    if cleared:
+        print("before this test:", "; ".join(cleared))
+    yield stack
+
+
 def trace_conf(wait_seconds: float, **extra) -> dict:
     """A run that replays the real NESO 2023 trace, compressed so that the planned wait takes ``wait_seconds``."""
     from carbon_aware.tasks import make_plan

@@ -1,6 +1,9 @@
-"""The deployed stack without Docker: PostgreSQL from the Debian packages on 127.0.0.1 and Airflow's
-scheduler, DAG processor, triggerer and API server from the venv (LocalExecutor), each started here,
-tracked by pid and stopped by pid."""
+"""The deployed stack without Docker: the services of docker-compose.yaml run as processes on this
+machine. PostgreSQL (metadata DB and Celery result backend) and Redis (the Celery broker) come from the
+Debian packages, listening on 127.0.0.1 with passwords; airflow-init's script, then the API server,
+scheduler, DAG processor, triggerer and the Celery workers (training queue, default queue) run from the
+venv with the environment and command their compose service declares. Only host names, container paths
+and ports are mapped to this machine; every process is tracked and stopped by pid."""
 from __future__ import annotations
 
 import glob
@@ -16,12 +19,29 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psutil
 import requests
+
+from tests.compose_file import load_compose, service_command, service_environment
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
-COMPONENTS = ("scheduler", "dag-processor", "triggerer", "api-server")
 ADMIN = "admin"
+# The compose services that run here. No GPU on this machine: the CPU variant of the training worker.
+COMPONENTS = ("airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer",
+              "airflow-worker-cpu", "airflow-worker-default")
+TRAINING_WORKER, DEFAULT_WORKER = "airflow-worker-cpu", "airflow-worker-default"
+# Test-only timings layered on top of compose's environment: faster heartbeats and failure detection.
+FAST = {
+    "AIRFLOW__CORE__PARALLELISM": "8",
+    "AIRFLOW__CORE__DEFAULT_TASK_RETRY_DELAY": "2",
+    "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
+    "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "30",
+    "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
+    "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
+    "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": "10",
+    "PYTHONUNBUFFERED": "1",
+}
 
 
 def free_port() -> int:
@@ -48,8 +68,38 @@ def stop_process(process: subprocess.Popen, grace: float = 30) -> None:
     try:
         process.wait(timeout=grace)
     except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
+        kill_tree(process.pid)
         process.wait(timeout=10)
+
+
+def kill_tree(pid: int) -> list[int]:
+    """SIGKILL a process and every descendant, as a machine or container dying would: nothing gets to
+    clean up. Returns the pids killed."""
+    try:
+        root = psutil.Process(pid)
+        family = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+    for process in family:
+        try:
+            process.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(family, timeout=10)
+    return [process.pid for process in family]
+
+
+def trainer_processes(output_dir: Path, run_dir: Path | None = None, run_name: str | None = None) -> list[psutil.Process]:
+    """The trainer processes (``python -m training``) writing under ``output_dir``, or one run's."""
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        cmdline = process.info["cmdline"] or []
+        out = next((arg.split("=", 1)[1] for arg in cmdline if arg.startswith("output.dir=")), None)
+        if "training" not in cmdline or out is None or not out.startswith(str(output_dir)):
+            continue
+        if (run_dir is None or out == str(run_dir)) and (run_name is None or f"training.run_name={run_name}" in cmdline):
+            found.append(process)
+    return found
 
 
 class Postgres:
@@ -67,10 +117,6 @@ class Postgres:
         self.process: subprocess.Popen | None = None
         # PostgreSQL refuses to run as root: as root, run it as the packages' `postgres` user.
         self._as_owner = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-
-    @property
-    def url(self) -> str:
-        return f"postgresql+psycopg2://airflow:{self.password}@127.0.0.1:{self.port}/airflow"
 
     def start(self) -> None:
         self.data_dir.mkdir(parents=True)
@@ -99,12 +145,54 @@ class Postgres:
             stop_process(self.process)
 
 
+class Redis:
+    """Debian's redis-server on 127.0.0.1, a free port, a password and its own directory (snapshots
+    there, so a restart keeps what was queued)."""
+
+    def __init__(self, data_dir: Path):
+        self.binary = shutil.which("redis-server")
+        if not self.binary:
+            raise RuntimeError("redis-server not found: run `make system-deps` (apt-get install redis-server)")
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.password = secrets.token_hex(12)
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        config = self.data_dir / "redis.conf"  # the password in a file, not on a command line
+        config.write_text(f"bind 127.0.0.1\nport {self.port}\nrequirepass {self.password}\ndir {self.data_dir}\n"
+                          "save 1 1\nappendonly yes\nappendfsync always\nprotected-mode yes\n")
+        config.chmod(0o600)
+        log = open(self.data_dir.parent / "redis.log", "a")
+        self.process = subprocess.Popen([self.binary, str(config)], stdout=log, stderr=subprocess.STDOUT,
+                                        start_new_session=True)
+        wait_until(self.ping, 30, "Redis to answer PING")
+
+    def ping(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=2) as sock:
+                sock.sendall(f"AUTH {self.password}\r\nPING\r\n".encode())
+                return b"+PONG" in sock.recv(100)
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        if self.process:
+            stop_process(self.process)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
 class AirflowStack:
-    """PostgreSQL + the four Airflow components, with this checkout's DAGs and plugins."""
+    """PostgreSQL, Redis and the Airflow services of docker-compose.yaml, with this checkout's DAGs and plugins."""
 
     def __init__(self, root: Path):
         self.root = root
         self.postgres = Postgres(root / "pgdata")
+        self.redis = Redis(root / "redis")
         self.port = free_port()
         self.password = secrets.token_hex(8)
         self.processes: dict[str, subprocess.Popen] = {}
@@ -116,63 +204,88 @@ class AirflowStack:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def env(self) -> dict[str, str]:
-        env = {key: value for key, value in os.environ.items() if not key.startswith("AIRFLOW")}
+    def dotenv(self) -> dict[str, str]:
+        """What a user puts in .env: compose interpolates it and hands it to every service (env_file)."""
+        return {"POSTGRES_PASSWORD": self.postgres.password, "REDIS_PASSWORD": self.redis.password,
+                "AIRFLOW_ADMIN_USERNAME": ADMIN, "AIRFLOW_ADMIN_PASSWORD": self.password,
+                "CARBON_TRAINING_SCHEDULE": "none",  # only the runs the tests trigger
+                "AIRFLOW_UID": str(os.getuid())}
+
+    def compose_services(self) -> dict[str, Any]:
+        """docker-compose.yaml as Compose reads it, with this stack's .env."""
+        return load_compose(self.dotenv())["services"]
+
+    def local(self, value: str) -> str:
+        """A compose value with the containers' host names and paths mapped to this machine."""
+        mapping = {
+            "@postgres/": f"@127.0.0.1:{self.postgres.port}/",
+            "@redis:6379/": f"@127.0.0.1:{self.redis.port}/",
+            "http://airflow-apiserver:8080/": f"{self.base_url}/",
+            "/opt/carbon/output": str(self.output_dir),
+            "/opt/carbon": str(REPO_ROOT),
+            "/opt/airflow": str(self.home),
+        }
+        for container, here in mapping.items():
+            value = value.replace(container, here)
+        return value
+
+    def env(self, service: str) -> dict[str, str]:
+        """The process environment of a compose service here: its environment from the compose file (host
+        names and paths mapped) over its .env, the test's faster timings, this machine's ports."""
+        declared = service_environment(self.compose_services()[service])
+        env = {key: value for key, value in os.environ.items() if not key.startswith(("AIRFLOW", "CARBON_"))}
+        env.update(self.dotenv())
+        env.update({key: self.local(value) for key, value in declared.items()})
+        env.update(FAST)
         env.update({
             "AIRFLOW_HOME": str(self.home),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
-            "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-            "AIRFLOW__CORE__PARALLELISM": "4",
-            "AIRFLOW__CORE__DEFAULT_TASK_RETRY_DELAY": "2",
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.base_url}/execution/",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN}:admin",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(self.home / "passwords.json"),
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.postgres.url,
             "AIRFLOW__API__BASE_URL": self.base_url,
             "AIRFLOW__API__PORT": str(self.port),
-            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(32),
-            "AIRFLOW__API__SECRET_KEY": secrets.token_hex(16),
-            "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
-            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
-            "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": "10",
+            # Several servers on one host: each its own log-server port (containers each have their own).
             "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
             "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
-            "CARBON_OUTPUT_DIR": str(self.output_dir),
-            "CARBON_TRAINING_SCHEDULE": "none",  # only the runs the tests trigger
-            "PYTHONUNBUFFERED": "1",
         })
         env["PATH"] = f"{VENV_BIN}:{env.get('PATH', '')}"
         return env
 
     def airflow(self, *args: str, timeout: float = 300) -> str:
-        done = subprocess.run([str(VENV_BIN / "airflow"), *args], env=self._env, capture_output=True, text=True,
-                              timeout=timeout, cwd=REPO_ROOT)
+        done = subprocess.run([str(VENV_BIN / "airflow"), *args], env=self.env("airflow-scheduler"),
+                              capture_output=True, text=True, timeout=timeout, cwd=REPO_ROOT)
         if done.returncode != 0:
             raise RuntimeError(f"airflow {' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
         return done.stdout
 
     def start(self) -> "AirflowStack":
-        self.home.mkdir(parents=True)
-        self.output_dir.mkdir()
-        (self.home / "passwords.json").write_text(json.dumps({ADMIN: self.password}))
+        for directory in (self.home / "config", self.home / "secrets", self.home / "logs", self.output_dir):
+            directory.mkdir(parents=True)
         self.postgres.start()
-        self._env = self.env()
-        self.airflow("db", "migrate", timeout=600)
-        self.airflow("pools", "set", "gpu", "1", "one slot per GPU")
+        self.redis.start()
+        self.init()
         for component in COMPONENTS:
             self.start_component(component)
-        wait_until(self._healthy, 240, "the API server to report every component healthy", interval=2)
+        self.wait_healthy()
         wait_until(lambda: self.get("/api/v2/dags/carbon_training", ok_only=False).status_code == 200, 240,
                    "the DAG processor to register carbon_training", interval=2)
         self.patch("/api/v2/dags/carbon_training", {"is_paused": False})
         return self
 
+    def init(self) -> None:
+        """compose's airflow-init, its own script: the shared airflow.cfg, the login, DB migration, the pool."""
+        service = self.compose_services()["airflow-init"]
+        argv = [service["entrypoint"], *service_command(service)]
+        argv = [self.local(arg) for arg in argv]
+        done = subprocess.run(argv, env=self.env("airflow-init"), cwd=REPO_ROOT, capture_output=True, text=True,
+                              timeout=600)
+        if done.returncode != 0:
+            raise RuntimeError(f"airflow-init failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+
     def start_component(self, component: str) -> subprocess.Popen:
+        argv = [str(VENV_BIN / "airflow"), *service_command(self.compose_services()[component])]
+        if argv[1:3] == ["celery", "worker"]:  # containers have their own host names; here, name each worker
+            argv += ["--celery-hostname", f"{component}@%h"]
         log = open(self.root / f"{component}.log", "a")
-        process = subprocess.Popen([str(VENV_BIN / "airflow"), component], env=self._env, cwd=REPO_ROOT,
-                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(argv, env=self.env(component), cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
         self.processes[component] = process
         return process
 
@@ -180,11 +293,65 @@ class AirflowStack:
         stop_process(self.processes[component])
         self.start_component(component)
 
+    def revive(self) -> list[str]:
+        """Start again whatever is not running (a test that failed half-way may leave a killed worker or a
+        stopped Redis behind). Returns what was started."""
+        started = []
+        if self.redis.process is None or self.redis.process.poll() is not None:
+            self.redis.start()
+            started.append("redis")
+        for component in COMPONENTS:
+            if self.processes[component].poll() is not None:
+                self.start_component(component)
+                started.append(component)
+        if started:
+            self.wait_healthy()
+        return started
+
+    def clear(self) -> list[str]:
+        """A clean state for the next test, whatever the last one left: every process running, no run
+        queued, running or deferred (they are marked failed), no trainer left over, the gpu pool free.
+        Returns what had to be done."""
+        done = [f"started {name}" for name in self.revive()]
+        unfinished = self.get("/api/v2/dags/carbon_training/dagRuns", state=["queued", "running"])["dag_runs"]
+        for run in unfinished:
+            self.patch(f"/api/v2/dags/carbon_training/dagRuns/{run['dag_run_id']}", {"state": "failed"})
+            done.append(f"marked {run['dag_run_id']} ({run['state']}) failed")
+
+        def settled():
+            busy = self.get("/api/v2/dags/~/dagRuns/~/taskInstances", dag_ids=["carbon_training"],
+                            state=["running", "queued", "scheduled", "deferred", "up_for_retry", "restarting"])
+            pool = self.get("/api/v2/pools/gpu")
+            return busy["total_entries"] == 0 and pool["occupied_slots"] == 0
+        wait_until(settled, 120, "no task instance left active and the gpu pool free", interval=1)
+        for process in trainer_processes(self.output_dir):
+            done.append(f"killed trainer {process.pid}")
+            kill_tree(process.pid)
+        return done
+
+    def wait_healthy(self) -> None:
+        wait_until(self._healthy, 240, "the API server to report every component healthy", interval=2)
+        wait_until(self._workers_answer, 120, "both Celery workers to answer", interval=2)
+
     def stop(self) -> None:
         for component in reversed(COMPONENTS):
             if component in self.processes:
                 stop_process(self.processes[component])
+        self.redis.stop()
         self.postgres.stop()
+
+    def _workers_answer(self) -> bool:
+        from celery import Celery
+
+        broker = self.env(DEFAULT_WORKER)["AIRFLOW__CELERY__BROKER_URL"]
+        app = Celery(broker=broker)
+        try:
+            replies = app.control.inspect(timeout=2).active_queues() or {}
+        except Exception:  # noqa: BLE001 - the broker is still starting
+            return False
+        finally:
+            app.close()
+        return {name.split("@")[0] for name in replies} >= {TRAINING_WORKER, DEFAULT_WORKER}
 
     def _healthy(self) -> bool:
         try:

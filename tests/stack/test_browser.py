@@ -10,8 +10,9 @@ from urllib.parse import quote
 import pytest
 import requests
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions as ec
 
-from tests.stack.browser import chromium, log_in, screenshot, trigger_with_conf, wait_for
+from tests.stack.browser import chromium, click, link, log_in, screenshot, trigger_with_conf, wait_for
 from tests.stack.conftest import trace_conf
 from tests.stack.services import ADMIN, REPO_ROOT
 
@@ -77,23 +78,29 @@ def test_carbon_page_in_the_browser(stack, browser):
 
     # The Carbon entry of the UI's nav opens the page inside the UI.
     browser.get(f"{stack.base_url}/dags/carbon_training")
-    wait_for(browser, lambda b: [a for a in b.find_elements(By.CSS_SELECTOR, "a") if a.text.strip() == "Carbon"])[0].click()
+    click(browser, link("Carbon"), what="Carbon in the nav")
     wait_for(browser, lambda b: "/plugin/carbon" in b.current_url)
-    frame = wait_for(browser, lambda b: b.find_elements(By.CSS_SELECTOR, "iframe"))[0]
-    browser.switch_to.frame(frame)
-    row = wait_for(browser, lambda b: b.find_elements(By.CSS_SELECTOR, f'tr[data-run-id="{run_id}"]'))[0]
-    assert row.find_element(By.CSS_SELECTOR, 'td[data-field="provider"]').text.startswith(report["sources"]["forecast"])
+    wait_for(browser, ec.frame_to_be_available_and_switch_to_it((By.CSS_SELECTOR, "iframe")))
+    row_css = f'tr[data-run-id="{run_id}"]'
+    wait_for(browser, lambda b: b.find_elements(By.CSS_SELECTOR, row_css), message=f"no row for {run_id}")
+    # The page is static once its script has written the local times: read every cell in one go.
+    wait_for(browser, lambda b: "your time" in b.find_element(By.CSS_SELECTOR, f'{row_css} td[data-field="planned_start"]').text)
+    cells = browser.execute_script(
+        "return Object.fromEntries([...document.querySelectorAll(arguments[0] + ' td[data-field]')].map("
+        "td => [td.dataset.field, {value: td.dataset.value, text: td.innerText,"
+        " datetime: (td.querySelector('time') || {}).getAttribute ? td.querySelector('time').getAttribute('datetime') : null}]))",
+        row_css)
+    assert cells["provider"]["text"].startswith(report["sources"]["forecast"]), cells["provider"]
 
     # Every number in the row is the report's, exactly in data-value and to the shown precision on screen.
     for field, path in NUMBERS.items():
-        cell = row.find_element(By.CSS_SELECTOR, f'td[data-field="{field}"]')
+        cell = cells[field]
         expected = _dig(report, path)
-        assert float(cell.get_attribute("data-value")) == expected, field
-        shown, rounding = shown_value(cell.text)
-        assert abs(shown - expected) <= rounding * (1 + 1e-9), (field, cell.text, expected)
-    assert row.find_element(By.CSS_SELECTOR, 'td[data-field="planned_start"] time').get_attribute("datetime") == \
-        report["schedule"]["planned_start"]
-    assert "your time" in row.find_element(By.CSS_SELECTOR, 'td[data-field="planned_start"]').text  # local time beside UTC
+        assert float(cell["value"]) == expected, field
+        shown, rounding = shown_value(cell["text"])
+        assert abs(shown - expected) <= rounding * (1 + 1e-9), (field, cell["text"], expected)
+    assert cells["planned_start"]["datetime"] == report["schedule"]["planned_start"]
+    assert "your time" in cells["planned_start"]["text"]  # local time beside UTC
 
     # The totals add up every report on disk.
     all_reports = [json.loads(p.read_text()) for p in stack.output_dir.glob("*/comparison_report.json")]
@@ -104,7 +111,7 @@ def test_carbon_page_in_the_browser(stack, browser):
 
     # One run: the chart renders and the download is the report.
     browser.get(f"{stack.base_url}/carbon/")
-    browser.find_element(By.CSS_SELECTOR, f'tr[data-run-id="{run_id}"] td a').click()
+    click(browser, lambda b: b.find_element(By.CSS_SELECTOR, f'tr[data-run-id="{run_id}"] td a'), what="the run's link")
     chart = wait_for(browser, lambda b: b.find_elements(By.ID, "chart"))[0]
     wait_for(browser, lambda b: b.execute_script("return arguments[0].complete && arguments[0].naturalWidth", chart))
     assert browser.execute_script("return arguments[0].naturalWidth", chart) > 500
@@ -115,7 +122,7 @@ def test_carbon_page_in_the_browser(stack, browser):
 
     # The run's graph view, for the artefacts.
     browser.get(f"{stack.base_url}/dags/carbon_training/runs/{quote(run_id, safe='')}")
-    wait_for(browser, lambda b: b.find_elements(By.CSS_SELECTOR, "button[aria-label^='Show Graph']"))[0].click()
+    click(browser, lambda b: b.find_element(By.CSS_SELECTOR, "button[aria-label^='Show Graph']"), what="Show Graph")
     wait_for(browser, lambda b: b.find_elements(By.CSS_SELECTOR, ".react-flow__node"))
     time.sleep(1)
     screenshot(browser, SCREENSHOTS / "run-graph.png")

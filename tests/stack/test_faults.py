@@ -1,45 +1,49 @@
-"""Faults the deployed stack survives: a killed trainer, a restarted triggerer, an unreachable provider."""
+"""Faults the deployed stack survives on the CeleryExecutor: the training worker killed mid-epoch, the
+triggerer, Redis and the API server restarted, an unreachable provider."""
 import json
-import os
-import signal
+import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
-import psutil
 import pytest
+import requests
 import torch
 
 from tests.stack.conftest import trace_conf
-from tests.stack.services import free_port, wait_until
+from tests.stack.services import TRAINING_WORKER, free_port, kill_tree, trainer_processes, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.stack, pytest.mark.timeout(900)]
 
 
-def _trainer_processes(run_dir: Path, run_name: str) -> list[psutil.Process]:
-    found = []
-    for process in psutil.process_iter(["cmdline"]):
-        cmdline = process.info["cmdline"] or []
-        if "training" in cmdline and f"output.dir={run_dir}" in cmdline and f"training.run_name={run_name}" in cmdline:
-            found.append(process)
-    return found
-
-
-def test_trainer_killed_mid_epoch_resumes_on_retry(stack):
+def test_training_worker_killed_mid_epoch_retries_when_it_is_back_and_resumes(stack):
     run_id = stack.trigger(trace_conf(wait_seconds=3, run_baseline=False, training_overrides=["training.epochs=3"]))
     run_dir = stack.output_dir / run_id.replace(":", "_").replace("+", "_")
     checkpoint = run_dir / "optimized" / "checkpoints" / "last.pt"
 
-    # Once epoch 1's checkpoint is on disk the trainer is inside epoch 2: SIGKILL it there.
+    # Once epoch 1's checkpoint is on disk the trainer is inside epoch 2: SIGKILL the Celery worker that
+    # runs it, with everything under it (the task's supervisor and the trainer), as if its machine died.
     wait_until(checkpoint.exists, 300, "the first epoch's checkpoint", interval=0.1)
-    victims = wait_until(lambda: _trainer_processes(run_dir, "optimized"), 30, "the trainer process", interval=0.1)
+    assert trainer_processes(stack.output_dir, run_dir, "optimized"), "the trainer should be running"
     epoch_at_kill = torch.load(checkpoint, map_location="cpu", weights_only=False)["state"]["epoch"]
-    for victim in victims:
-        os.kill(victim.pid, signal.SIGKILL)
+    killed = kill_tree(stack.processes[TRAINING_WORKER].pid)
+    assert len(killed) >= 3 and not trainer_processes(stack.output_dir, run_dir), killed
+
+    # With no heartbeat the scheduler fails the attempt and schedules a retry, which waits in the queue:
+    # no worker consumes the training queue until the worker is back.
+    def retry_waiting():
+        ti = stack.task_instances(run_id)["train_optimized"]
+        return ti["try_number"] == 2 and ti["state"] in ("up_for_retry", "scheduled", "queued") and ti
+    wait_until(retry_waiting, 180, "the scheduler to fail the killed attempt and schedule a retry", interval=1)
+    wait_until(lambda: stack.task_instances(run_id)["train_optimized"]["state"] == "queued", 60, "the retry queued")
+    for _ in range(5):
+        assert stack.task_instances(run_id)["train_optimized"]["state"] == "queued"
+        time.sleep(1)
+    stack.start_component(TRAINING_WORKER)
 
     stack.wait_for_run(run_id, timeout=600)
     tries = stack.tries(run_id, "train_optimized")
     assert [t["state"] for t in tries] == ["failed", "success"], tries
-    assert "trainer exited with -9" in stack.log(run_id, "train_optimized", 1)
+    assert tries[0]["hostname"] and tries[1]["queue"] == tries[0]["queue"] == "training", tries
     assert "resumed from" in stack.log(run_id, "train_optimized", 2)
 
     summary = json.loads((run_dir / "optimized" / "summary.json").read_text())
@@ -50,21 +54,56 @@ def test_trainer_killed_mid_epoch_resumes_on_retry(stack):
     assert not list(checkpoint.parent.glob("*.tmp*")), "a temporary checkpoint was left behind"
 
 
+def _wait_deferred_in_a_triggerer(stack, run_id: str) -> int:
+    def running_in_a_triggerer():
+        sensor = stack.task_instances(run_id).get("wait_for_window", {})
+        return sensor.get("state") == "deferred" and (sensor.get("triggerer_job") or {}).get("id")
+    return wait_until(running_in_a_triggerer, 300, "a triggerer to take the sensor's trigger", interval=0.5)
+
+
+def test_redis_restarted_while_the_sensor_is_deferred_the_run_still_finishes(stack):
+    run_id = stack.trigger(trace_conf(wait_seconds=45, run_baseline=False))
+    _wait_deferred_in_a_triggerer(stack, run_id)
+    old = stack.redis.process.pid
+    stack.redis.restart()
+    assert stack.redis.process.pid != old
+    assert stack.task_instances(run_id)["wait_for_window"]["state"] == "deferred"
+
+    stack.wait_for_run(run_id, timeout=600)  # resumed, trained and reported through the restarted broker
+    tis = stack.task_instances(run_id)
+    assert tis["train_optimized"]["queue"] == "training" and tis["report"]["queue"] == "default", tis
+    assert stack.xcom(run_id, "report")["dag_run_id"] == run_id
+
+
+def test_api_server_restarted_the_carbon_page_answers_again_with_the_same_data(stack):
+    if not list(stack.output_dir.glob("*/comparison_report.json")):
+        stack.wait_for_run(stack.trigger(trace_conf(wait_seconds=3, run_baseline=False)), timeout=600)
+    headers = {"Authorization": f"Bearer {stack.token()}"}
+    before = requests.get(f"{stack.base_url}/carbon/api/runs", headers=headers, timeout=30)
+    assert before.status_code == 200 and before.json()["runs"], before.text[:500]
+
+    old = stack.processes["airflow-apiserver"].pid
+    stack.restart_component("airflow-apiserver")
+    assert stack.processes["airflow-apiserver"].pid != old
+    stack.wait_healthy()
+    after = requests.get(f"{stack.base_url}/carbon/api/runs", headers=headers, timeout=30)  # the same token
+    assert after.status_code == 200 and after.json() == before.json()
+    page = requests.get(f"{stack.base_url}/carbon/", headers=headers, timeout=30)
+    assert page.status_code == 200 and all(row["run_id"] in page.text for row in after.json()["runs"])
+
+
 def test_triggerer_restart_while_deferred_still_wakes_on_time(stack):
     from carbon_aware.report import Clock
 
     run_id = stack.trigger(trace_conf(wait_seconds=60, run_baseline=False))
 
-    def running_in_a_triggerer():
-        sensor = stack.task_instances(run_id).get("wait_for_window", {})
-        return sensor.get("state") == "deferred" and (sensor.get("triggerer_job") or {}).get("id")
-    first_job = wait_until(running_in_a_triggerer, 300, "a triggerer to take the sensor's trigger", interval=0.5)
+    first_job = _wait_deferred_in_a_triggerer(stack, run_id)
     trigger_logs = stack.home / "logs" / "dag_id=carbon_training" / f"run_id={run_id}" / "task_id=wait_for_window"
     wait_until(lambda: "waking at" in _read(trigger_logs / f"attempt=1.log.trigger.{first_job}.log"), 60,
                "the trigger to start in the first triggerer")
-    old = stack.processes["triggerer"].pid
-    stack.restart_component("triggerer")
-    assert stack.processes["triggerer"].pid != old
+    old = stack.processes["airflow-triggerer"].pid
+    stack.restart_component("airflow-triggerer")
+    assert stack.processes["airflow-triggerer"].pid != old
     assert stack.task_instances(run_id)["wait_for_window"]["state"] == "deferred"
 
     stack.wait_for_run(run_id, timeout=600)
