@@ -22,7 +22,7 @@ system-deps:
 test: install system-deps
 	$(BIN)/python -m pytest
 
-# The deployed path without Docker: PostgreSQL + scheduler, DAG processor, triggerer, API server.
+# The deployed path without Docker: docker-compose.yaml's services (CeleryExecutor, PostgreSQL, Redis) as processes.
 stack-test: install system-deps
 	$(BIN)/python -m pytest -m stack
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.stack.conftest import trace_conf
+from tests.stack.services import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.stack, pytest.mark.timeout(900)]
 
@@ -106,3 +107,23 @@ def test_two_runs_back_to_back_stay_apart(stack):
         for name in ("baseline", "optimized"):
             summary = json.loads((Path(report["files"]["json"]).parent / name / "summary.json").read_text())
             assert summary["status"] == "completed"
+
+
+def test_whatever_a_failed_test_leaves_is_cleared_before_the_next(stack):
+    """What a failed test can leave behind: a run deferred for hours (here: not compressed, a 24 h
+    deadline), another queued behind it, and a dead worker. The clean-up that runs before every stack
+    test fails both runs, starts the worker again and leaves nothing active, and a run after it works."""
+    from tests.stack.services import DEFAULT_WORKER, kill_tree
+
+    stuck = stack.trigger(trace_conf(wait_seconds=3, time_compression=1, run_baseline=False))
+    behind = stack.trigger(trace_conf(wait_seconds=3, run_baseline=False))
+    wait_until(lambda: stack.task_instances(stuck).get("wait_for_window", {}).get("state") == "deferred", 300,
+               "the first run's sensor to defer")
+    kill_tree(stack.processes[DEFAULT_WORKER].pid)
+
+    done = stack.clear()
+    assert f"started {DEFAULT_WORKER}" in done and any(stuck in line for line in done), done
+    assert stack.run(stuck)["state"] == "failed" and stack.run(behind)["state"] == "failed"
+    assert stack.processes[DEFAULT_WORKER].poll() is None
+    assert stack.get("/api/v2/pools/gpu")["occupied_slots"] == 0
+    stack.wait_for_run(stack.trigger(trace_conf(wait_seconds=3, run_baseline=False)), timeout=600)
