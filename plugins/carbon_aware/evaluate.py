@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from carbon_aware.history import WINDOW_H, HistoryModel, fill_gaps, persistence, weekly_profile
+from carbon_aware.forecaster import WINDOW_H, HistoryModel, fill_gaps, persistence, weekly_profile
 from carbon_aware.planner import Curve, PlanningError, best_start
 from carbon_aware.providers.mock import MockProvider
 from carbon_aware.trace import Trace, load_trace

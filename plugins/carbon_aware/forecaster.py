@@ -3,7 +3,7 @@
 A linear model per lead hour, on features scaled by the last day's mean so one set of
 coefficients serves any grid: the last hours, the same hour on each of the last seven days
 and averaged over four weeks, today's level against yesterday's, and the week's level. It is fitted on
-2021-2022 Electricity Maps traces only (``python -m carbon_aware.history --fit``); 2023 is
+2021-2022 Electricity Maps traces only (``python -m carbon_aware.forecaster --fit``); 2023 is
 kept for evaluation.
 """
 from __future__ import annotations
@@ -86,7 +86,7 @@ class HistoryModel:
     def leads(self) -> int:
         return self.coefficients.shape[0]
 
-    def predict(self, history: np.ndarray, leads: int | None = None) -> np.ndarray:
+    def predict(self, history: np.ndarray, leads: int | None = None, end=None, region: str | None = None) -> np.ndarray:
         """The next ``leads`` hours after the last value of ``history`` (hourly, NaN allowed)."""
         leads = leads or self.leads
         if leads > self.leads:
@@ -109,7 +109,7 @@ class HistoryModel:
     def load(cls, path: str | Path = DEFAULT_MODEL_PATH) -> "HistoryModel":
         data = json.loads(Path(path).read_text())
         if data["features"] != list(FEATURES) or data["window_hours"] != WINDOW_H:
-            raise ValueError(f"{path}: made for other features; refit with python -m carbon_aware.history --fit")
+            raise ValueError(f"{path}: made for other features; refit with python -m carbon_aware.forecaster --fit")
         return cls(np.asarray(data["coefficients"], dtype=float), data["fitted_on"])
 
 
@@ -159,7 +159,7 @@ def fit_files(data_dir: Path) -> tuple[list[np.ndarray], list[str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m carbon_aware.history", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m carbon_aware.forecaster", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--fit", action="store_true", help="fit on the 2021-2022 traces and write the model")
     parser.add_argument("--data-dir", default=str(PACKAGE_ROOT.parent / "shared" / "data" / "carbon"))
