@@ -1,4 +1,5 @@
 """Real traces: every file in ../shared/data/carbon parses; the history model and the evaluation on real data."""
+import json
 import subprocess
 import sys
 import time
@@ -104,3 +105,48 @@ def test_evaluate_cli_prints_the_table(carbon_dir):
                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "planner + history" in out.stdout and "oracle share captured" in out.stdout
+
+
+def test_every_trigger_hour_pools_the_share_and_scores_the_forecasts(carbon_dir):
+    caiso = carbon_dir / "electricitymaps_via_green-dcc" / "US-CAL-CISO_2023_hourly.csv"
+    one = evaluate_trace(load_trace(caiso), 4.0, previous=previous_year(caiso), trigger_hours=[0, 12])
+    assert one["trigger_hours_utc"] == [0, 12] and one["triggers"] >= 2 * 360
+    rows = {r["policy"]: r for r in one["results"]}
+    assert rows["oracle"]["oracle_share"] == pytest.approx(1.0)
+    skill = one["forecast_skill"]["planner + history"]
+    assert len(skill["mape_pct_by_lead"]) == 24
+    assert skill["mape_pct_by_lead"][0] < skill["mape_pct_by_lead"][23]  # the next hour is the easiest
+    assert skill["rank_corr_by_lead"][0] > 0.9
+    persistence_skill = one["forecast_skill"]["planner + persistence"]
+    assert skill["rank_corr_within_horizon"] > persistence_skill["rank_corr_within_horizon"]
+
+
+def test_level_correction_fades_with_lead():
+    from carbon_aware.evaluate import level_corrected
+
+    forecast = np.full((1, 24), 100.0)
+    corrected = level_corrected(forecast, np.array([120.0]), np.array([100.0]), half_life=6.0)
+    assert corrected[0, 5] == pytest.approx(110.0) and corrected[0, 23] == pytest.approx(100 + 20 / 16)
+
+
+@pytest.mark.integration
+def test_evaluate_cli_all_trigger_hours_json_and_readme_table(carbon_dir, tmp_path):
+    path = carbon_dir / "electricitymaps_via_green-dcc" / "GB_2023_hourly.csv"
+    readme = tmp_path / "README.md"
+    readme.write_text("before\n<!-- evaluation table: begin -->\nold\n<!-- evaluation table: end -->\nafter\n")
+    out = subprocess.run([sys.executable, "-m", "carbon_aware.evaluate", "--trace", str(path), "--job-hours", "1",
+                          "--trigger-hours", "all", "--json", str(tmp_path / "e.json"), "--update-readme", str(readme)],
+                         cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    records = json.loads((tmp_path / "e.json").read_text())
+    assert records[0]["trace"] == "GB_2023_hourly.csv" and records[0]["region"] == "GB"
+    assert records[0]["job_hours"] == 1 and records[0]["trigger_hours_utc"] == list(range(24))
+    share = next(r for r in records[0]["results"] if r["policy"] == "planner + history")
+    assert 0 < share["oracle_share"] < 1 and share["saving_pct"] > 0
+    text = readme.read_text()
+    assert text.startswith("before\n") and text.endswith("after\n") and "old" not in text
+    assert "| GB (GB_2023_hourly.csv) | " in text and "--trigger-hours all" in text
+    assert f"{share['oracle_share']:.2f}" in text
+    bad = subprocess.run([sys.executable, "-m", "carbon_aware.evaluate", "--trace", str(path), "--trigger-hours", "25"],
+                         cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "--trigger-hours: expected 'all' or hours 0-23" in bad.stderr

@@ -24,6 +24,11 @@ FEATURES = ("bias", "last", "previous", "two_before", *(f"same_hour_day_{d}" for
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_MODEL_PATH = PACKAGE_ROOT / "include" / "carbon" / "history_model.json"
 FIT_YEARS = ("2021", "2022")
+REGION_TIMEZONES = {"GB": "Europe/London", "DE": "Europe/Berlin", "US-CAL-CISO": "America/Los_Angeles",
+                    "CISO": "America/Los_Angeles", "US-TEX-ERCO": "America/Chicago", "ERCO": "America/Chicago",
+                    "US-NY-NYIS": "America/New_York", "NYIS": "America/New_York",
+                    "US-MIDA-PJM": "America/New_York", "PJM": "America/New_York", "MISO": "America/Chicago",
+                    "BPAT": "America/Los_Angeles", "AZPS": "America/Phoenix", "SOCO": "America/New_York"}
 
 
 def fill_gaps(window: np.ndarray) -> np.ndarray:
@@ -95,7 +100,8 @@ class HistoryModel:
         X, scale = features(window, leads)
         return np.einsum("nlf,lf->nl", X, self.coefficients[:leads])[0] * scale[0]
 
-    def predict_many(self, hourly: np.ndarray, origins: np.ndarray, leads: int) -> np.ndarray:
+    def predict_many(self, hourly: np.ndarray, origins: np.ndarray, leads: int, start: float = 0.0,
+                     region: str | None = None) -> np.ndarray:
         """Forecasts made at many origins of one series at once (origins index the latest observed hour)."""
         windows = fill_gaps(np.stack([hourly[o - WINDOW_H + 1:o + 1] for o in origins]))
         X, scale = features(windows, leads)
@@ -134,19 +140,21 @@ def fit(series: list[np.ndarray], names: list[str], leads: int = DEFAULT_LEADS, 
     return HistoryModel(coefficients, names)
 
 
+def _same_hour(origins: np.ndarray, leads: int, days_back: int) -> np.ndarray:
+    """(origins, leads) indices of the same hour ``days_back`` days before the most recent past day."""
+    h = np.arange(1, leads + 1)
+    return np.asarray(origins)[:, None] + h[None, :] - 24 * (-(-h // 24) + days_back)[None, :]
+
+
 def persistence(hourly: np.ndarray, origins: np.ndarray, leads: int) -> np.ndarray:
     """'Same time yesterday' (the day before that for leads past 24 h)."""
-    return np.stack([[hourly[o + h - 24 * -(-h // 24)] for h in range(1, leads + 1)] for o in origins])
+    return hourly[_same_hour(origins, leads, 0)]
 
 
 def weekly_profile(hourly: np.ndarray, origins: np.ndarray, leads: int) -> np.ndarray:
     """The same hour averaged over the last seven days."""
-    out = np.empty((len(origins), leads))
-    for i, o in enumerate(origins):
-        for h in range(1, leads + 1):
-            first = -(-h // 24)
-            out[i, h - 1] = np.nanmean([hourly[o + h - 24 * d] for d in range(first, first + 7)])
-    return out
+    with np.errstate(invalid="ignore"):
+        return np.nanmean(np.stack([hourly[_same_hour(origins, leads, d)] for d in range(7)]), axis=0)
 
 
 def fit_files(data_dir: Path) -> tuple[list[np.ndarray], list[str]]:
