@@ -239,28 +239,6 @@ def _hours_text(hours: list[int]) -> str:
     return "every hour" if len(hours) == 24 else ", ".join(f"{h:02d}:00" for h in hours)
 
 
-def _next_local_hour(origin: float, hour: int, zone: ZoneInfo, latest: float) -> float:
-    """The first hh:00 local time at or after the trigger (or the latest start if that is sooner)."""
-    local = datetime.fromtimestamp(origin, tz=zone)
-    candidate = local.replace(hour=hour, minute=0, second=0, microsecond=0)
-    if candidate < local:
-        candidate = (local + timedelta(days=1)).replace(hour=hour, minute=0, second=0, microsecond=0)
-    return min(candidate.timestamp(), latest)
-
-
-def _threshold_start(trace: Trace, origin: float) -> float:
-    """The original rule: start at the first slot whose actual intensity is below the threshold,
-    checked from the trigger for at most the maximum wait; then start regardless."""
-    deadline = origin + THRESHOLD_MAX_WAIT_H * 3600
-    index = trace.index(origin)
-    while trace.start + index * trace.step < deadline:
-        value = trace.actual[index]
-        if not np.isnan(value) and value < THRESHOLD_G_PER_KWH:
-            return max(origin, trace.start + index * trace.step)
-        index += 1
-    return deadline
-
-
 def previous_year(path: Path) -> Trace | None:
     """The same zone's trace for the year before (Electricity Maps portal naming), if it is there."""
     parts = path.name.split("_")

@@ -19,8 +19,13 @@ def forecast_from_hourly(hourly: np.ndarray, hour: datetime, horizon: timedelta,
     observed = np.flatnonzero(~np.isnan(hourly))
     if len(observed) < MIN_HISTORY_H:
         raise ForecastError(f"{source}: only {len(observed)} h of actuals; need {MIN_HISTORY_H}")
+    stale = len(hourly) - 1 - int(observed[-1])  # hours since the latest actual (a store last fed yesterday)
     leads = math.ceil(horizon.total_seconds() / 3600) + 1
-    values = model.predict(hourly[observed[0]:], leads, end=hour, region=region)
+    if stale + leads > model.leads:
+        raise ForecastError(f"{source}: the latest actual is {stale} h old; the model reaches "
+                            f"{model.leads} h ahead, {leads} h needed from now")
+    history = hourly[observed[0]:observed[-1] + 1]
+    values = model.predict(history, stale + leads, end=hour - timedelta(hours=stale), region=region)[stale:]
     points = [IntensityPoint(hour + timedelta(hours=h), timedelta(hours=1), float(max(v, 0.0)))
               for h, v in enumerate(values)]
     return Forecast(validate_points(points, source), source=source, region=region)
