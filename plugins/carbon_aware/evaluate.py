@@ -289,7 +289,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(evaluations, indent=2))
     if args.update_readme:
-        command = "python -m carbon_aware.evaluate " + " ".join(argv if argv is not None else sys.argv[1:])
+        given = argv if argv is not None else sys.argv[1:]
+        kept = [a for i, a in enumerate(given) if a != "--json" and (i == 0 or given[i - 1] != "--json")]
+        command = "python -m carbon_aware.evaluate " + " ".join(kept)  # --json only names a side file
         update_readme(Path(args.update_readme), markdown_table(evaluations, command))
     return 0
 
