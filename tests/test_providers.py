@@ -108,7 +108,8 @@ def test_chain_falls_back_to_mock_on_a_short_forecast_and_records_why(server):
     server.script(UK_PATH, Reply({"data": uk_rows(hours=3)}))
     forecast, reasons = fetch_forecast([{"name": "uk", "base_url": server.url}], NOW, timedelta(hours=24), NOW + timedelta(hours=24))
     assert forecast.source == "mock"
-    assert len(reasons) == 1 and "forecast too short" in reasons[0]
+    assert "forecast too short" in reasons[0] and reasons[1].startswith("history: the grid store holds 0 h")
+    assert reasons[2].startswith("mock:") and len(reasons) == 3
 
 
 def test_chain_uses_the_next_provider_in_order(server):

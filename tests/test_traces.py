@@ -1,4 +1,5 @@
 """Real traces: every file in ../shared/data/carbon parses; the history model and the evaluation on real data."""
+import json
 import subprocess
 import sys
 import time
@@ -9,7 +10,7 @@ import pytest
 
 from carbon_aware.evaluate import evaluate_trace, previous_year
 from carbon_aware.forecast import ForecastError
-from carbon_aware.history import HistoryModel, fit, fit_files
+from carbon_aware.forecaster import HistoryModel, fit, fit_files
 from carbon_aware.providers.trace import TraceProvider
 from carbon_aware.trace import load_trace
 from tests.conftest import REPO_ROOT
@@ -66,12 +67,43 @@ def test_trace_provider_replays_with_an_offset(carbon_dir):
     assert history.forecast(real_now, timedelta(hours=24)).source.endswith(":history")
 
 
-def test_shipped_history_model_is_the_fit_on_2021_2022_only(carbon_dir):
+def test_shipped_history_model_is_fitted_on_2021_2022_only(carbon_dir):
     series, names = fit_files(carbon_dir)
     assert names and all(("2021" in n or "2022" in n) for n in names)
-    shipped = HistoryModel.load()
-    assert shipped.fitted_on == names
-    np.testing.assert_allclose(fit(series, names).coefficients, shipped.coefficients, atol=1e-6)
+    assert HistoryModel.load().fitted_on == names
+
+
+def test_fitting_is_reproducible_and_the_model_round_trips(carbon_dir, tmp_path):
+    """Two fits on the same data give the same file; a saved model predicts as it did before saving."""
+    series, names = fit_files(carbon_dir)
+    small = [(hourly[:24 * 120], start, region) for hourly, start, region in series[:2]]
+    first, second = fit(small, names[:2], rounds=15), fit(small, names[:2], rounds=15)
+    assert first.save(tmp_path / "a.json.gz") == second.save(tmp_path / "b.json.gz")
+    assert (tmp_path / "a.json.gz").read_bytes() == (tmp_path / "b.json.gz").read_bytes()
+    hourly, start, region = series[0]
+    origins = np.arange(24 * 40, 24 * 40 + 48, 6)
+    loaded = HistoryModel.load(tmp_path / "a.json.gz")
+    np.testing.assert_allclose(loaded.predict_many(hourly, origins, 24, start, region),
+                               first.predict_many(hourly, origins, 24, start, region), rtol=1e-6)
+
+
+def test_a_short_history_is_taken_as_missing_not_repeated(carbon_dir):
+    """One day of actuals is enough to forecast; more history changes (and here improves) the forecast."""
+    trace = load_trace(carbon_dir / "electricitymaps_via_green-dcc" / "US-CAL-CISO_2022_hourly.csv")
+    start, hourly = trace.hourly()
+    model = HistoryModel.load()
+    errors = {}
+    for days in (1, 28):
+        error = []
+        for origin in range(24 * 40, 24 * 340, 24 * 7 + 5):
+            end = datetime.fromtimestamp(start + (origin + 1) * 3600, tz=timezone.utc)
+            history = hourly[origin + 1 - 24 * days:origin + 1]
+            predicted = model.predict(history, 24, end=end, region=trace.region)
+            error.append(np.mean(np.abs(predicted - hourly[origin + 1:origin + 25])))
+        errors[days] = np.mean(error)
+    assert errors[28] < errors[1]
+    with pytest.raises(ValueError, match="at least 24 hours"):
+        model.predict(hourly[:23], 24, end=datetime(2022, 1, 2, tzinfo=timezone.utc), region="US-CAL-CISO")
 
 
 def test_history_beats_persistence_and_the_neso_forecast_matches_argmin(carbon_dir):
@@ -104,3 +136,49 @@ def test_evaluate_cli_prints_the_table(carbon_dir):
                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "planner + history" in out.stdout and "oracle share captured" in out.stdout
+
+
+def test_every_trigger_hour_pools_the_share_and_scores_the_forecasts(carbon_dir):
+    caiso = carbon_dir / "electricitymaps_via_green-dcc" / "US-CAL-CISO_2023_hourly.csv"
+    one = evaluate_trace(load_trace(caiso), 4.0, previous=previous_year(caiso), trigger_hours=[0, 12])
+    assert one["trigger_hours_utc"] == [0, 12] and one["triggers"] >= 2 * 360
+    rows = {r["policy"]: r for r in one["results"]}
+    assert rows["oracle"]["oracle_share"] == pytest.approx(1.0)
+    skill = one["forecast_skill"]["planner + history"]
+    assert len(skill["mape_pct_by_lead"]) == 24
+    assert skill["mape_pct_by_lead"][0] < skill["mape_pct_by_lead"][23]  # the next hour is the easiest
+    assert skill["rank_corr_by_lead"][0] > 0.9
+    persistence_skill = one["forecast_skill"]["planner + persistence"]
+    assert skill["rank_corr_within_horizon"] > persistence_skill["rank_corr_within_horizon"]
+
+
+def test_level_correction_fades_with_lead():
+    from carbon_aware.evaluate import level_corrected
+
+    forecast = np.full((1, 24), 100.0)
+    corrected = level_corrected(forecast, np.array([120.0]), np.array([100.0]), half_life=6.0)
+    assert corrected[0, 5] == pytest.approx(110.0) and corrected[0, 23] == pytest.approx(100 + 20 / 16)
+
+
+@pytest.mark.integration
+def test_evaluate_cli_all_trigger_hours_json_and_readme_table(carbon_dir, tmp_path):
+    path = carbon_dir / "electricitymaps_via_green-dcc" / "GB_2023_hourly.csv"
+    readme = tmp_path / "README.md"
+    readme.write_text("before\n<!-- evaluation table: begin -->\nold\n"
+                      "<!-- evaluation table: end -->\nafter\n")
+    command = [sys.executable, "-m", "carbon_aware.evaluate", "--trace", str(path), "--job-hours", "1",
+               "--trigger-hours", "all", "--json", str(tmp_path / "e.json"), "--update-readme", str(readme)]
+    out = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    records = json.loads((tmp_path / "e.json").read_text())
+    assert records[0]["trace"] == "GB_2023_hourly.csv" and records[0]["region"] == "GB"
+    assert records[0]["job_hours"] == 1 and records[0]["trigger_hours_utc"] == list(range(24))
+    share = next(r for r in records[0]["results"] if r["policy"] == "planner + history")
+    assert 0 < share["oracle_share"] < 1 and share["saving_pct"] > 0
+    text = readme.read_text()
+    assert text.startswith("before\n") and text.endswith("after\n") and "old" not in text
+    assert "| GB (GB_2023_hourly.csv) | " in text and "--trigger-hours all" in text
+    assert f"{share['oracle_share']:.2f}" in text
+    bad = subprocess.run([sys.executable, "-m", "carbon_aware.evaluate", "--trace", str(path),
+                          "--trigger-hours", "25"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "--trigger-hours: expected 'all' or hours 0-23" in bad.stderr

@@ -1,11 +1,16 @@
-"""Replay real traces: every day a job is triggered at 00:00 UTC and must finish within the horizon.
+"""Replay real traces: every day a job is triggered at the given hours (UTC) and must finish within
+the horizon.
 
     python -m carbon_aware.evaluate --trace PATH --job-hours 1 4 [--horizon-hours 24]
-    python -m carbon_aware.evaluate --all          # every 2023 trace under ../shared/data/carbon
+    python -m carbon_aware.evaluate --all                       # every 2023 trace, one trigger at 00:00 UTC
+    python -m carbon_aware.evaluate --all --trigger-hours all   # a trigger at every hour of the day
+    python -m carbon_aware.evaluate --all --trigger-hours all --update-readme README.md
 
 For each policy: the mean *actual* intensity of the windows it chose, the saving against running
-at once, and the share of the oracle's saving it captured (the oracle plans on the actuals).
-Every planner policy goes through the same ``best_start`` the DAG uses.
+at once (%), and the share of the oracle's saving it captured, pooled over every trigger of the year
+(the oracle plans on the actuals). For each forecast: MAPE and rank correlation by lead hour. Per
+policy: the mean over the Electricity Maps zones and the worst zone. Every planner policy goes through
+the same ``best_start`` the DAG uses.
 """
 from __future__ import annotations
 
@@ -15,12 +20,13 @@ import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from zoneinfo import ZoneInfo
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import numpy as np
 
-from carbon_aware.history import WINDOW_H, HistoryModel, fill_gaps, persistence, weekly_profile
+from carbon_aware.forecaster import (REGION_TIMEZONES, WINDOW_H, HistoryModel, fill_gaps, persistence,
+                                     weekly_profile)
 from carbon_aware.planner import Curve, PlanningError, best_start
 from carbon_aware.providers.mock import MockProvider
 from carbon_aware.trace import Trace, load_trace
@@ -29,10 +35,10 @@ DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data
 THRESHOLD_G_PER_KWH = 300.0
 THRESHOLD_MAX_WAIT_H = 1.0
 FIXED_START_HOUR = 2  # local time: "night is cleanest"
-REGION_TIMEZONES = {"GB": "Europe/London", "DE": "Europe/Berlin", "US-CAL-CISO": "America/Los_Angeles", "CISO": "America/Los_Angeles",
-                    "US-TEX-ERCO": "America/Chicago", "ERCO": "America/Chicago", "US-NY-NYIS": "America/New_York",
-                    "NYIS": "America/New_York", "US-MIDA-PJM": "America/New_York", "PJM": "America/New_York",
-                    "MISO": "America/Chicago", "BPAT": "America/Los_Angeles", "AZPS": "America/Phoenix", "SOCO": "America/New_York"}
+OWN = "planner + trace's own forecast"
+OWN_CORRECTED = "planner + own forecast, level-corrected"
+CORRECTION_HALF_LIFE_H = 6.0  # fixed a priori (no pre-2023 forecasts to tune it on)
+README_BEGIN, README_END = "<!-- evaluation table: begin -->", "<!-- evaluation table: end -->"
 
 
 @dataclass
@@ -43,16 +49,62 @@ class PolicyResult:
     oracle_share: float | None
 
 
-def _hourly_curve(start: float, values: np.ndarray) -> Curve:
-    starts = start + 3600.0 * np.arange(len(values))
-    return Curve(starts, starts + 3600.0, values)
+def _curve(start: float, step: float, values: np.ndarray) -> Curve:
+    starts = start + step * np.arange(len(values))
+    return Curve(starts, starts + step, values)
 
 
-def evaluate_trace(trace: Trace, job_hours: float, horizon_hours: float = 24.0, model: HistoryModel | None = None,
-                   previous: Trace | None = None) -> dict:
-    """Score every policy on ``trace``; ``previous`` (the year before, if given) only supplies history
-    for the first weeks' forecasts, so every day of the trace can be scored."""
+def parse_trigger_hours(text: list[str]) -> list[int]:
+    if text == ["all"]:
+        return list(range(24))
+    try:
+        hours = sorted({int(h) for h in text})
+    except ValueError:
+        raise ValueError(f"--trigger-hours: expected 'all' or hours 0-23, got {' '.join(text)}") from None
+    if not hours or hours[0] < 0 or hours[-1] > 23:
+        raise ValueError(f"--trigger-hours: expected 'all' or hours 0-23, got {' '.join(text)}")
+    return hours
+
+
+def level_corrected(forecast: np.ndarray, last_actual: np.ndarray, last_forecast: np.ndarray,
+                    half_life: float = CORRECTION_HALF_LIFE_H) -> np.ndarray:
+    """The provider's forecast shifted by its error on the latest measured hour, the shift fading with
+    lead (half-life in slots): (origins, slots) -> (origins, slots)."""
+    error = np.nan_to_num(last_actual - last_forecast)
+    leads = np.arange(1, forecast.shape[1] + 1)
+    return forecast + error[:, None] * 0.5 ** (leads[None, :] / half_life)
+
+
+def forecast_skill(forecast: np.ndarray, actual: np.ndarray) -> dict[str, list[float | None]]:
+    """MAPE (%) and Spearman rank correlation across triggers, per lead hour (1-based in the list order),
+    and the mean within-horizon rank correlation (the ordering the planner acts on)."""
+    mape, rank = [], []
+    for lead in range(forecast.shape[1]):
+        f, a = forecast[:, lead], actual[:, lead]
+        ok = ~(np.isnan(f) | np.isnan(a)) & (a > 0)
+        mape.append(round(float(100 * np.mean(np.abs(f[ok] - a[ok]) / a[ok])), 2) if ok.any() else None)
+        rank.append(round(_spearman(f[ok], a[ok]), 3) if ok.sum() > 2 else None)
+    ok = ~(np.isnan(forecast).any(axis=1) | np.isnan(actual).any(axis=1))
+    within = [_spearman(f, a) for f, a in zip(forecast[ok], actual[ok])]
+    return {"mape_pct_by_lead": mape, "rank_corr_by_lead": rank,
+            "rank_corr_within_horizon": round(float(np.nanmean(within)), 3) if within else None}
+
+
+def _spearman(f: np.ndarray, a: np.ndarray) -> float:
+    rf, ra = np.argsort(np.argsort(f)), np.argsort(np.argsort(a))
+    if rf.std() == 0 or ra.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(rf, ra)[0, 1])
+
+
+def evaluate_trace(trace: Trace, job_hours: float, horizon_hours: float = 24.0,
+                   model: HistoryModel | None = None,
+                   previous: Trace | None = None, trigger_hours: list[int] | None = None) -> dict:
+    """Score every policy on ``trace``, triggered every day at each of ``trigger_hours`` (UTC; default
+    00:00 only); ``previous`` (the year before, if given) only supplies history for the first weeks'
+    forecasts, so every day of the trace can be scored."""
     model = model or HistoryModel.load()
+    trigger_hours = trigger_hours or [0]
     duration, horizon = job_hours * 3600.0, horizon_hours * 3600.0
     leads = int(np.ceil(horizon_hours))
     valid = ~np.isnan(trace.actual)
@@ -65,40 +117,57 @@ def evaluate_trace(trace: Trace, job_hours: float, horizon_hours: float = 24.0, 
             first_day = np.ceil(hourly_start / 86400) * 86400
             hourly_start, hourly = before_start, np.concatenate([before, hourly])
 
-    origins = np.arange(first_day, trace.end - horizon + 1, 86400.0)
+    days = np.arange(first_day, trace.end, 86400.0)
+    origins = np.sort((days[:, None] + 3600.0 * np.array(trigger_hours)[None, :]).ravel())
+    origins = origins[origins <= trace.end - horizon]
     hour_index = ((origins - hourly_start) / 3600).astype(int) - 1  # latest hour fully observed at the origin
+    padded = np.concatenate([hourly, np.full(leads + 1, np.nan)])
+    truth = padded[hour_index[:, None] + np.arange(1, leads + 1)[None, :]]
     filled = fill_gaps(hourly)  # the baselines get the same gap filling the history model does
     forecasts = {
         "planner + persistence": persistence(filled, hour_index, leads),
         "planner + 7-day mean": weekly_profile(filled, hour_index, leads),
-        "planner + history": model.predict_many(hourly, hour_index, leads),
+        "planner + history": model.predict_many(hourly, hour_index, leads, hourly_start, trace.region),
     }
+    curves = {name: (3600.0, values) for name, values in forecasts.items()}  # planned on, per origin
+    if trace.forecast is not None:  # the operator's own forecast, planned on at its own resolution
+        _, own = trace.hourly(trace.forecast)
+        before_own = np.full(len(padded) - len(own) - leads - 1, np.nan)
+        own = np.concatenate([before_own, own, np.full(leads + 1, np.nan)])
+        forecasts[OWN] = own[hour_index[:, None] + np.arange(1, leads + 1)[None, :]]
+        forecasts[OWN_CORRECTED] = level_corrected(forecasts[OWN], padded[hour_index], own[hour_index])
+        slots = int(round(horizon / trace.step))
+        first = np.array([trace.index(o) for o in origins])
+        raw = np.concatenate([trace.forecast, np.full(slots, np.nan)])
+        raw = raw[first[:, None] + np.arange(slots)[None, :]]
+        before = np.clip(first - 1, 0, None)
+        corrected = level_corrected(raw, trace.actual[before], trace.forecast[before],
+                                    CORRECTION_HALF_LIFE_H * 3600 / trace.step)
+        curves[OWN], curves[OWN_CORRECTED] = (trace.step, raw), (trace.step, corrected)
     zone = ZoneInfo(REGION_TIMEZONES.get(trace.region, "UTC"))
     mock = MockProvider(timezone_name=zone.key)  # the original curve, in the grid's local time
     policies: dict[str, list[float]] = {}
-    days = 0
+    scored = 0
     for i, origin in enumerate(origins):
         latest = origin + horizon - duration
-        starts = {"run_now": origin, "fixed 02:00 local": _next_local_hour(origin, FIXED_START_HOUR, zone, latest)}
+        starts = {"run_now": origin,
+                  "fixed 02:00 local": _next_local_hour(origin, FIXED_START_HOUR, zone, latest)}
         starts["threshold 300 g/kWh, 1 h wait"] = _threshold_start(trace, origin)
-        mock_points = mock.forecast(datetime.fromtimestamp(origin, tz=timezone.utc), timedelta(seconds=horizon)).arrays()
+        moment = datetime.fromtimestamp(origin, tz=timezone.utc)
+        mock_points = mock.forecast(moment, timedelta(seconds=horizon)).arrays()
         starts["planner + mock curve"] = best_start(Curve(*mock_points), duration, origin, latest)[0]
-        for name, values in forecasts.items():
-            starts[name] = best_start(_hourly_curve(origin, values[i]), duration, origin, latest)[0]
-        if trace.forecast is not None:
-            lo, hi = trace.index(origin), trace.index(origin + horizon)
-            own = trace.forecast[lo:hi]
-            if not np.isnan(own).any():
-                t0 = trace.start + lo * trace.step + trace.step * np.arange(len(own))
-                starts["planner + trace's own forecast"] = best_start(Curve(t0, t0 + trace.step, own), duration, origin, latest)[0]
+        for name, (step, values) in curves.items():
+            if np.isnan(values[i]).any():
+                break
+            starts[name] = best_start(_curve(origin, step, values[i]), duration, origin, latest)[0]
         try:
             starts["oracle"] = best_start(actual, duration, origin, latest)[0]
         except PlanningError:
             continue  # no fully measured window that day
         realised = actual.window_means(np.array(list(starts.values())), duration)
-        if np.isnan(realised).any() or (trace.forecast is not None and "planner + trace's own forecast" not in starts):
-            continue  # a gap in the actuals: this day cannot be scored fairly for every policy
-        days += 1
+        if np.isnan(realised).any() or len(starts) != 5 + len(curves):
+            continue  # a gap in the actuals or a forecast: cannot be scored fairly for every policy
+        scored += 1
         for name, value in zip(starts, realised):
             policies.setdefault(name, []).append(float(value))
 
@@ -109,8 +178,11 @@ def evaluate_trace(trace: Trace, job_hours: float, horizon_hours: float = 24.0, 
         mean = float(np.mean(values))
         share = (run_now - mean) / (run_now - oracle) if run_now - oracle > 1e-9 else None
         rows.append(PolicyResult(name, mean, 100.0 * (run_now - mean) / run_now, share))
+    skill = {name: forecast_skill(values, truth) for name, values in forecasts.items()}
     return {"trace": Path(trace.path).name, "region": trace.region, "job_hours": job_hours,
-            "horizon_hours": horizon_hours, "days": days, "results": [r.__dict__ for r in rows]}
+            "horizon_hours": horizon_hours, "trigger_hours_utc": list(trigger_hours),
+            "days": len(np.unique(np.floor(origins / 86400))), "triggers": scored,
+            "results": [r.__dict__ for r in rows], "forecast_skill": skill}
 
 
 def _next_local_hour(origin: float, hour: int, zone: ZoneInfo, latest: float) -> float:
@@ -138,12 +210,33 @@ def _threshold_start(trace: Trace, origin: float) -> float:
 def format_table(evaluations: list[dict]) -> str:
     lines = []
     for ev in evaluations:
-        lines.append(f"\n{ev['trace']} ({ev['region']}), job {ev['job_hours']:g} h, horizon {ev['horizon_hours']:g} h, {ev['days']} days")
-        lines.append(f"  {'policy':34}{'mean g/kWh':>12}{'saving %':>10}{'oracle share':>14}")
+        lines.append(f"\n{ev['trace']} ({ev['region']}), job {ev['job_hours']:g} h, "
+                     f"horizon {ev['horizon_hours']:g} h, {ev['triggers']} triggers at "
+                     f"{_hours_text(ev['trigger_hours_utc'])} UTC over {ev['days']} days")
+        lines.append(f"  {'policy':40}{'mean g/kWh':>12}{'saving %':>10}{'oracle share':>14}")
         for r in ev["results"]:
             share = f"{r['oracle_share']:.2f}" if r["oracle_share"] is not None else "n/a"
-            lines.append(f"  {r['policy']:34}{r['mean_intensity']:>12.1f}{r['saving_pct']:>10.1f}{share:>14}")
+            lines.append(f"  {r['policy']:40}{r['mean_intensity']:>12.1f}{r['saving_pct']:>10.1f}{share:>14}")
+        lines.append(f"  {'forecast':40}{'MAPE % at lead 1/6/12/24 h':>30}{'rank corr 1/6/12/24 h':>26}"
+                     f"{'in-horizon':>12}")
+        for name, skill in ev.get("forecast_skill", {}).items():
+            mape = "/".join(_num(skill["mape_pct_by_lead"], h, ".1f") for h in (1, 6, 12, 24))
+            rank = "/".join(_num(skill["rank_corr_by_lead"], h, ".2f") for h in (1, 6, 12, 24))
+            within = _fmt(skill["rank_corr_within_horizon"])
+            lines.append(f"  {_short(name):40}{mape:>30}{rank:>26}{within:>12}")
     return "\n".join(lines)
+
+
+def _num(values: list, lead: int, spec: str) -> str:
+    return format(values[lead - 1], spec) if len(values) >= lead and values[lead - 1] is not None else "-"
+
+
+def _fmt(value: float | None) -> str:
+    return f"{value:.2f}" if value is not None else "-"
+
+
+def _hours_text(hours: list[int]) -> str:
+    return "every hour" if len(hours) == 24 else ", ".join(f"{h:02d}:00" for h in hours)
 
 
 def previous_year(path: Path) -> Trace | None:
@@ -168,24 +261,38 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR))
     parser.add_argument("--job-hours", type=float, nargs="+", default=[1.0, 4.0])
     parser.add_argument("--horizon-hours", type=float, default=24.0)
+    parser.add_argument("--trigger-hours", nargs="+", default=["0"],
+                        help="UTC hours the job is triggered each day, or 'all' (default: 0)")
+    parser.add_argument("--model", help="a history model file (default: the shipped one)")
     parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--update-readme", metavar="README", help="rewrite the table between the markers")
     args = parser.parse_args(argv)
     paths = [Path(p) for p in args.trace] + (all_2023_traces(Path(args.data_dir)) if args.all else [])
     if not paths:
         parser.error("give --trace PATH or --all")
-    model = HistoryModel.load()
+    try:
+        trigger_hours = parse_trigger_hours(args.trigger_hours)
+    except ValueError as error:
+        parser.error(str(error))
+    model = HistoryModel.load(args.model) if args.model else HistoryModel.load()
     evaluations = []
     for path in paths:
         began = time.perf_counter()
         trace = load_trace(path)
         previous = previous_year(path)
         for hours in args.job_hours:
-            evaluations.append(evaluate_trace(trace, hours, args.horizon_hours, model, previous))
+            evaluations.append(evaluate_trace(trace, hours, args.horizon_hours, model, previous,
+                                              trigger_hours))
         evaluations[-1]["seconds"] = time.perf_counter() - began
         print(format_table(evaluations[-len(args.job_hours):]), f"\n  ({time.perf_counter() - began:.2f} s)")
     print(format_summary(evaluations))
     if args.json:
         Path(args.json).write_text(json.dumps(evaluations, indent=2))
+    if args.update_readme:
+        given = argv if argv is not None else sys.argv[1:]
+        kept = [a for i, a in enumerate(given) if a != "--json" and (i == 0 or given[i - 1] != "--json")]
+        command = "python -m carbon_aware.evaluate " + " ".join(kept)  # --json only names a side file
+        update_readme(Path(args.update_readme), markdown_table(evaluations, command))
     return 0
 
 
@@ -193,16 +300,96 @@ def _short(policy: str) -> str:
     return policy.replace("planner + ", "").replace("the trace's ", "").replace("trace's ", "")
 
 
+SUMMARY_POLICIES = ["planner + mock curve", "planner + persistence", "planner + 7-day mean",
+                    "planner + history",
+                    OWN, OWN_CORRECTED]
+
+
+def _present(policies: list[str], evaluations: list[dict]) -> list[str]:
+    return [p for p in policies if any(r["policy"] == p for ev in evaluations for r in ev["results"])]
+
+
+def zone_summary(evaluations: list[dict], policy: str, job_hours: float) -> dict | None:
+    """Mean over the Electricity Maps zones (the same signal on six grids) and the worst zone."""
+    rows = [(ev["region"], r) for ev in evaluations
+            if ev["job_hours"] == job_hours and "_hourly" in ev["trace"]
+            for r in ev["results"] if r["policy"] == policy and r["oracle_share"] is not None]
+    if not rows:
+        return None
+    worst = min(rows, key=lambda row: row[1]["oracle_share"])
+    return {"zones": len(rows), "mean_share": float(np.mean([r["oracle_share"] for _, r in rows])),
+            "mean_saving_pct": float(np.mean([r["saving_pct"] for _, r in rows])),
+            "worst_zone": worst[0], "worst_share": worst[1]["oracle_share"]}
+
+
 def format_summary(evaluations: list[dict]) -> str:
-    """One table: oracle share per trace and job length for the forecast-driven policies."""
-    policies = ["planner + mock curve", "planner + persistence", "planner + 7-day mean", "planner + history", "planner + trace's own forecast"]
-    lines = ["\noracle share captured (1.00 = all of the oracle's saving)",
-             f"  {'trace':34}{'job h':>6}" + "".join(f"{_short(p):>22}" for p in policies)]
+    """Oracle share per trace and job length for the forecast-driven policies; mean and worst zone."""
+    policies = _present(SUMMARY_POLICIES, evaluations)
+    lines = ["\noracle share captured (1.00 = all of the oracle's saving), pooled over every trigger",
+             f"  {'trace':34}{'job h':>6}" + "".join(f"{_short(p):>30}" for p in policies)]
     for ev in evaluations:
         shares = {r["policy"]: r["oracle_share"] for r in ev["results"]}
-        cells = "".join(f"{shares[p]:>22.2f}" if shares.get(p) is not None else f"{'-':>22}" for p in policies)
+        cells = "".join(f"{shares[p]:>30.2f}" if shares.get(p) is not None else f"{'-':>30}"
+                        for p in policies)
         lines.append(f"  {ev['trace']:34}{ev['job_hours']:>6g}{cells}")
+    for hours in sorted({ev["job_hours"] for ev in evaluations}):
+        summaries = [zone_summary(evaluations, p, hours) for p in policies]
+        if not any(summaries):
+            continue
+        for label, cell in (("mean over zones: share", lambda z: f"{z['mean_share']:.2f}"),
+                            ("mean over zones: saving %", lambda z: f"{z['mean_saving_pct']:.1f}"),
+                            ("worst zone: share", lambda z: f"{z['worst_zone']} {z['worst_share']:.2f}")):
+            lines.append(f"  {label:34}{hours:>6g}"
+                         + "".join(f"{cell(z) if z else '-':>30}" for z in summaries))
     return "\n".join(lines)
+
+
+def markdown_table(evaluations: list[dict], command: str) -> str:
+    """The README's table: share per zone (1 h / 4 h job), the zones' mean and worst, the mean saving."""
+    policies = _present(SUMMARY_POLICIES, evaluations)
+    jobs = sorted({ev["job_hours"] for ev in evaluations})
+    triggers = _hours_text(evaluations[0]["trigger_hours_utc"])
+    lines = [f"Generated by `{command}` (triggers at {triggers} UTC; cells: "
+             + " / ".join(f"{h:g} h" for h in jobs) + " job).", "",
+             "| trace | " + " | ".join(_short(p) for p in policies) + " |",
+             "|---|" + "---|" * len(policies)]
+    by_trace: dict[str, dict[float, dict]] = {}
+    for ev in evaluations:
+        by_trace.setdefault(f"{ev['region']} ({ev['trace']})", {})[ev["job_hours"]] = ev
+    for label, runs in by_trace.items():
+        cells = []
+        for p in policies:
+            shares = [next((r["oracle_share"] for r in runs[h]["results"] if r["policy"] == p), None)
+                      if h in runs else None for h in jobs]
+            cells.append(" / ".join(_signed(v, ".2f") if v is not None else "–" for v in shares))
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    for label, key in (("**mean over zones**", "mean_share"), ("mean saving % of run-now", "mean_saving_pct"),
+                       ("worst zone", "worst_share")):
+        cells = []
+        for p in policies:
+            summaries = [zone_summary(evaluations, p, h) for h in jobs]
+            if not all(summaries):
+                cells.append("–")
+            elif key == "worst_share":
+                cells.append(" / ".join(f"{z['worst_zone']} {_signed(z[key], '.2f')}" for z in summaries))
+            else:
+                spec = ".1f" if "saving" in key else ".2f"
+                cells.append(" / ".join(_signed(z[key], spec) for z in summaries))
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _signed(value: float, spec: str) -> str:
+    return format(value, spec).replace("-", "−")
+
+
+def update_readme(path: Path, table: str) -> None:
+    text = path.read_text()
+    if README_BEGIN not in text or README_END not in text:
+        raise SystemExit(f"{path}: markers {README_BEGIN} and {README_END} not found")
+    head, rest = text.split(README_BEGIN, 1)
+    _, tail = rest.split(README_END, 1)
+    path.write_text(f"{head}{README_BEGIN}\n{table}\n{README_END}{tail}")
 
 
 if __name__ == "__main__":

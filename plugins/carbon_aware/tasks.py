@@ -158,13 +158,25 @@ def actuals_for_report(plan: dict[str, Any], grid_now: datetime) -> list:
     end = min(grid_now, datetime.fromisoformat(plan["deadline"]) + timedelta(hours=plan["duration_hours"]))
     for spec in plan["request"]["providers"]:
         try:
-            points = build_provider(spec, anchor).actuals(start, end)
+            provider = build_provider(spec, anchor)
+            points = provider.actuals(start, end)
         except (ForecastError, ValueError, OSError) as error:
             log.info("actuals from %s unavailable: %s", spec.get("name"), error)
             continue
         if points:
+            _keep_actuals(provider, points)
             return points
     return []
+
+
+def _keep_actuals(provider, points: list) -> None:
+    """The grid store keeps every actual a provider returned (for the history forecaster's fallback)."""
+    from carbon_aware.store import GridStore
+
+    try:
+        GridStore().add_actuals(provider.region or "unknown", provider.actuals_source, points)
+    except OSError as error:
+        log.warning("grid store: actuals not recorded (%s)", error)
 
 
 def write_report(dag_run_id: str, plan: dict[str, Any], wait: dict[str, Any], baseline: dict[str, Any] | None,

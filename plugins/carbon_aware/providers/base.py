@@ -34,6 +34,11 @@ class Provider(ABC):
     def actuals(self, start: datetime, end: datetime) -> list[IntensityPoint]:
         return []
 
+    @property
+    def actuals_source(self) -> str:
+        """The name the grid store files this provider's actuals under."""
+        return self.name
+
     def current(self, now: datetime) -> float | None:
         """The intensity now: the latest actual if the source has one, else the forecast's."""
         recent = self.actuals(now - timedelta(hours=2), now)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from carbon_aware.forecast import Forecast, ForecastError, IntensityPoint, validate_points
-from carbon_aware.history import HistoryModel
+from carbon_aware.forecaster import HistoryModel
 from carbon_aware.providers.base import Provider
 from carbon_aware.trace import load_trace
 
@@ -59,10 +59,15 @@ class TraceProvider(Provider):
         if latest < 24:
             raise ForecastError(f"{source}: fewer than 24 h of actuals before now")
         leads = math.ceil(horizon.total_seconds() / 3600) + 1
-        values = HistoryModel.load().predict(hourly[:latest + 1], leads)
-        first = datetime.fromtimestamp(hourly_start + (latest + 1) * 3600, tz=timezone.utc) - self.offset
+        trace_first = datetime.fromtimestamp(hourly_start + (latest + 1) * 3600, tz=timezone.utc)
+        values = HistoryModel.load().predict(hourly[:latest + 1], leads, end=trace_first, region=self.region)
+        first = trace_first - self.offset
         points = [IntensityPoint(first + timedelta(hours=h), timedelta(hours=1), float(max(v, 0.0))) for h, v in enumerate(values)]
         return Forecast(validate_points(points, source), source=source, region=self.region)
+
+    @property
+    def actuals_source(self) -> str:
+        return f"trace:{Path(self.trace.path).name}"
 
     def actuals(self, start: datetime, end: datetime) -> list[IntensityPoint]:
         first = self.trace.index((start + self.offset).timestamp())
