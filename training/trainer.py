@@ -25,7 +25,7 @@ from training.files import atomic_write_json
 from training.data import BatchSource, epoch_plan, fits_on_device, load_splits
 from training.energy import EnergyMeter, utc_now_iso
 from training.model import build_model
-from training.summary import build_summary, validate_summary
+from training.summary import build_summary, device_model, validate_summary
 
 log = logging.getLogger("training")
 
@@ -55,6 +55,11 @@ def resolve_device(requested: str) -> torch.device:
     if requested == "auto":
         requested = "cuda" if torch.cuda.is_available() else "cpu"
     return torch.device(requested)
+
+
+def device_model_for(requested: str) -> str:
+    """The model of the device a run with ``training.device: requested`` would use here."""
+    return device_model(resolve_device(requested))
 
 
 def resolve_precision(requested: str, device: torch.device) -> str:

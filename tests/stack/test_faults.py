@@ -25,7 +25,7 @@ def _trainer_processes(run_dir: Path, run_name: str) -> list[psutil.Process]:
 
 
 def test_trainer_killed_mid_epoch_resumes_on_retry(stack):
-    run_id = stack.trigger(trace_conf(wait_seconds=3, run_baseline=False, training_overrides=["training.epochs=3"]))
+    run_id = stack.trigger(trace_conf(wait_seconds=3, baseline="off", training_overrides=["training.epochs=3"]))
     run_dir = stack.output_dir / run_id.replace(":", "_").replace("+", "_")
     checkpoint = run_dir / "optimized" / "checkpoints" / "last.pt"
 
@@ -53,7 +53,7 @@ def test_trainer_killed_mid_epoch_resumes_on_retry(stack):
 def test_triggerer_restart_while_deferred_still_wakes_on_time(stack):
     from carbon_aware.report import Clock
 
-    run_id = stack.trigger(trace_conf(wait_seconds=60, run_baseline=False))
+    run_id = stack.trigger(trace_conf(wait_seconds=60, baseline="off"))
 
     def running_in_a_triggerer():
         sensor = stack.task_instances(run_id).get("wait_for_window", {})
@@ -88,7 +88,7 @@ def _read(path: Path) -> str:
 def test_provider_unreachable_runs_on_the_fallback_and_says_so(stack):
     closed = free_port()  # nothing listens there
     conf = {"providers": [{"name": "carbon_aware_sdk", "location": "westeurope", "base_url": f"http://127.0.0.1:{closed}"}],
-            "job_duration_hours": 1, "deadline_hours": 24, "time_compression": 20000, "run_baseline": False,
+            "job_duration_hours": 1, "deadline_hours": 24, "time_compression": 20000, "baseline": "off",
             "baseline_config": "include/configs/test.yaml", "optimized_config": "include/configs/test.yaml"}
     run_id = stack.trigger(conf)
     stack.wait_for_run(run_id, timeout=600)
