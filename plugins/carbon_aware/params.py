@@ -62,6 +62,15 @@ class RunParams(BaseModel):
         return self
 
 
+def redact(value: Any) -> Any:
+    """``value`` with every secret-looking entry's value hidden, so an error can show what it refused."""
+    if isinstance(value, dict):
+        return {k: "<redacted>" if str(k).lower() in SECRET_KEYS else redact(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact(v) for v in value]
+    return value
+
+
 def validate_params(raw: dict[str, Any]) -> RunParams:
     known = {key: value for key, value in raw.items() if key in RunParams.model_fields or not key.startswith("_")}
     try:
@@ -73,5 +82,5 @@ def validate_params(raw: dict[str, Any]) -> RunParams:
             message = "unknown param" if item["type"] == "extra_forbidden" else item["msg"]
             if name in RENAMED:
                 message += f" ({RENAMED[name]})"
-            lines.append(f"param {name}: {message} (got {item.get('input')!r})")
+            lines.append(f"param {name}: {message} (got {redact(item.get('input'))!r})")
         raise ParamsError("invalid DAG params:\n  " + "\n  ".join(lines)) from None

@@ -222,7 +222,7 @@ def build_report(*, dag_run_id: str, plan: dict[str, Any], wait: dict[str, Any],
         "schedule": {"planned_start": plan["start"], "planned_end": plan["end"], "run_now_start": plan["run_now_start"],
                      "deadline": plan["deadline"], "actual_start": wait.get("woke_at_grid"),
                      "wait_seconds": wait.get("waited_seconds"), "time_compression": clock.compression,
-                     "mode": plan["mode"], "reason": plan["reason"]},
+                     "mode": plan["mode"], "reason": plan["reason"], "horizon_note": plan.get("horizon_note")},
         "replans": wait.get("replans", []),
         "sources": {"forecast": plan["source"], "region": plan["region"], "fallback_reasons": plan["fallback_reasons"],
                     "intensity_used": sorted({r["intensity_source"] for r in (base, opt, at_now)

@@ -65,12 +65,17 @@ def make_plan(raw_params: dict[str, Any], dag_run_id: str, now: datetime | None 
         hours = hours or DEFAULT_JOB_HOURS
     duration = timedelta(hours=hours)
     deadline = now + timedelta(hours=params.deadline_hours)
-    forecast, reasons = fetch_forecast(params.providers, now, timedelta(hours=params.deadline_hours), deadline)
+    # A provider whose forecast ends before the deadline (the UK API's fw48h with a 48 h deadline) is kept
+    # as long as the job fits inside it: the plan stays within the forecast's horizon and says so.
+    forecast, reasons = fetch_forecast(params.providers, now, timedelta(hours=params.deadline_hours), now + duration)
     chosen = plan_window(forecast, duration, now, deadline, mode=params.planning_mode, threshold=params.carbon_threshold,
                          fallback_reasons=reasons, planned_at=now)
     plan = chosen.to_dict()
+    plan["horizon_note"] = (f"{forecast.source}'s forecast ends at {forecast.end.isoformat()}, before the deadline "
+                            f"{deadline.isoformat()}: planned within its horizon" if forecast.end < deadline else None)
     plan["summary"] = (f"{chosen.summary_line()}\nreason: {chosen.reason}; duration {hours:g} h ({duration_note})"
-                       + (f"\nfallbacks: {reasons}" if reasons else ""))
+                       + (f"\nfallbacks: {reasons}" if reasons else "")
+                       + (f"\nhorizon: {plan['horizon_note']}" if plan["horizon_note"] else ""))
     plan["duration_source"] = duration_note
     plan["clock"] = {"anchor": now.isoformat(), "compression": params.time_compression}
     plan["request"] = params.model_dump()
@@ -108,7 +113,8 @@ def check_window(plan: dict[str, Any], grid_now: datetime) -> tuple[dict[str, An
         check["decision"] = "above tolerance, but no re-plan left or no time before the deadline: start now"
         return plan, check
     try:
-        forecast, reasons = fetch_forecast(request["providers"], grid_now, deadline - grid_now, grid_now + duration)
+        forecast, reasons = fetch_forecast(request["providers"], grid_now, deadline - grid_now, grid_now + duration,
+                                           anchor=anchor)
         fresh = plan_window(forecast, duration, grid_now, deadline, mode=request["planning_mode"],
                             threshold=request["carbon_threshold"], fallback_reasons=reasons, planned_at=grid_now).to_dict()
     except (ForecastError, PlanningError) as error:

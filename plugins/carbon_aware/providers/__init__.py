@@ -59,13 +59,15 @@ def build_provider(spec: dict[str, Any], now: datetime | None = None) -> Provide
 
 
 def fetch_forecast(specs: list[dict[str, Any]], now: datetime, horizon: timedelta, needed_until: datetime,
-                   mock: dict[str, Any] | None = None) -> tuple[Forecast, list[str]]:
+                   mock: dict[str, Any] | None = None, anchor: datetime | None = None) -> tuple[Forecast, list[str]]:
     """Try each provider in order; the first whose forecast validates and covers [now, needed_until]
-    wins. Otherwise the mock curve. Returns the forecast and every reason a provider was skipped."""
+    wins. Otherwise the mock curve. Returns the forecast and every reason a provider was skipped.
+    ``anchor`` is the real moment a replayed trace maps to its ``replay_start`` (the run's first plan);
+    a re-plan later in the run passes it so that the replay does not restart at ``now``."""
     reasons: list[str] = []
     for spec in specs:
         try:
-            provider = build_provider(spec, now)
+            provider = build_provider(spec, anchor or now)
             forecast = provider.forecast(now, horizon)
             forecast.require_coverage(now, needed_until)
             return forecast, reasons
