@@ -38,13 +38,15 @@ PARAMS = {
     "optimized_config": Param("include/configs/optimized.yaml", type="string", description="Trainer config of the carbon-aware run."),
     "training_overrides": Param([], type="array", items={"type": "string"},
                                 description="KEY=VALUE overrides for both trainer configs, e.g. training.epochs=1."),
-    "baseline": Param("cached", enum=["cached", "every_run", "off"],
-                      description="What the saving is measured against. cached: the baseline config's energy, "
-                                  "measured once per (config with overrides, device model, dataset, trainer version) "
-                                  "and reused; every_run: train the baseline at once in every run (it doubles the "
-                                  "emissions); off: timing only, the optimized run's energy priced at run-now."),
-    "baseline_max_age_days": Param(30.0, type="number", minimum=0, maximum=3650,
-                                   description="A cached baseline older than this is measured again (0: now)."),
+    "baseline": Param(
+        "cached", enum=["cached", "every_run", "off"],
+        description="What the saving is measured against. cached: the baseline config's energy, measured "
+                    "once per (config with overrides, device model, dataset, trainer version) and reused; "
+                    "every_run: train the baseline at once in every run (it doubles the emissions); off: "
+                    "timing only, the optimized run's energy priced at run-now."),
+    "baseline_max_age_days": Param(
+        30.0, type="number", minimum=0, maximum=3650,
+        description="A cached baseline older than this is measured again (0: now)."),
     "time_compression": Param(1.0, type="number", minimum=1, maximum=86400,
                               description="Demos only: 3600 makes each forecast hour of waiting pass in one second."),
 }

@@ -32,5 +32,6 @@ from carbon_aware.evaluate import year_line
 from carbon_aware.outputs import REPO_ROOT
 conf = json.loads((REPO_ROOT / "include" / "demo_conf.json").read_text())
 trace = next(spec for spec in conf["providers"] if spec["name"] == "trace")
-print(year_line(REPO_ROOT / trace["path"], conf["job_duration_hours"], conf["deadline_hours"], trace.get("forecast", "auto")))
+print(year_line(REPO_ROOT / trace["path"], conf["job_duration_hours"], conf["deadline_hours"],
+                trace.get("forecast", "auto")))
 PY

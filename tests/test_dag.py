@@ -227,7 +227,9 @@ def test_dag_test_end_to_end_report_agrees_with_summaries_and_curve(airflow_db):
             grams = sum(i["kwh"] * i["g_per_kwh"] for i in block["intervals"])
             assert grams == pytest.approx(block["emissions_g"], rel=0.01), name
             assert sum(i["kwh"] for i in block["intervals"]) == pytest.approx(block["energy_kwh"], rel=1e-6)
-    assert c["baseline_emissions_kg"] * 1000 == pytest.approx(report["intensities"]["baseline"]["emissions_g"])
+    assert c["baseline_emissions_kg"] * 1000 == pytest.approx(
+        report["intensities"]["baseline"]["emissions_g"]
+    )
     curve = [p["g_per_kwh"] for p in plan["curve"]]
     assert min(curve) * 0.5 <= t["chosen_window_intensity_g_per_kwh"] <= max(curve) * 1.5
     assert report["schedule"]["planned_start"] == plan["start"] and report["sources"]["forecast"] == plan["source"]
@@ -274,15 +276,23 @@ def test_a_replan_on_a_trace_sees_the_slots_of_its_own_moment_not_the_anchors():
     from carbon_aware.tasks import check_window
 
     anchor = datetime(2026, 11, 24, 0, 0, tzinfo=timezone.utc)
-    plan = make_plan(trace_params(time_compression=1.0, replan_tolerance_pct=0, deadline_hours=24), "replan", now=anchor)
+    plan = make_plan(
+        trace_params(time_compression=1.0, replan_tolerance_pct=0, deadline_hours=24), "replan", now=anchor
+    )
     grid_now = anchor + timedelta(hours=5)
-    plan["curve"] = [{**p, "g_per_kwh": 1.0} for p in plan["curve"]]  # the grid now runs far above "the forecast"
+    plan["curve"] = [
+        {**p, "g_per_kwh": 1.0} for p in plan["curve"]
+    ]  # the grid now runs far above "the forecast"
     updated, check = check_window(plan, grid_now)
     assert check is not None and check["decision"].startswith("re-planned"), check
-    replay = TraceProvider.replaying(REPO_ROOT / NESO, real_now=anchor, trace_now=datetime(2023, 3, 1, 6, tzinfo=timezone.utc))
+    replay = TraceProvider.replaying(
+        REPO_ROOT / NESO, real_now=anchor, trace_now=datetime(2023, 3, 1, 6, tzinfo=timezone.utc)
+    )
     truth = replay.forecast(grid_now, timedelta(hours=19)).points
     seen = [(p["start"], p["g_per_kwh"]) for p in updated["curve"]]
-    assert seen[:12] == [(p.start.isoformat(), p.value) for p in truth[:12]]  # 11:00 of the trace day, not 06:00
+    assert seen[:12] == [
+        (p.start.isoformat(), p.value) for p in truth[:12]
+    ]  # 11:00 of the trace day, not 06:00
     at_anchor = replay.forecast(anchor, timedelta(hours=19)).points
     assert [v for _s, v in seen[:12]] != [p.value for p in at_anchor[:12]]
 
@@ -291,18 +301,25 @@ def test_a_deadline_past_the_forecast_horizon_plans_within_it_and_says_so():
     now = datetime.now(timezone.utc)
     slot = now.replace(minute=0 if now.minute < 30 else 30, second=0, microsecond=0)
     with FakeProviderServer() as server:  # fw48h from the current slot: it ends before now + 48 h
-        server.script(f"/intensity/{slot:%Y-%m-%dT%H:%MZ}/fw48h", Reply({"data": uk_rows(slot, 48, lambda i: 400 - 4 * i)}))
+        server.script(
+            f"/intensity/{slot:%Y-%m-%dT%H:%MZ}/fw48h",
+            Reply({"data": uk_rows(slot, 48, lambda i: 400 - 4 * i)}),
+        )
         plan = make_plan(trace_params(providers=[{"name": "uk", "base_url": server.url}], deadline_hours=48,
                                       time_compression=1.0), "horizon", now=now)
     assert plan["source"] == "uk" and plan["fallback_reasons"] == []
     assert "before the deadline" in plan["horizon_note"] and "planned within its horizon" in plan["summary"]
-    assert datetime.fromisoformat(plan["end"]) == slot + timedelta(hours=48)  # the cleanest hour: the forecast's last
+    assert datetime.fromisoformat(plan["end"]) == slot + timedelta(
+        hours=48
+    )  # the cleanest hour: the forecast's last
 
 
 @pytest.mark.integration
 def test_a_refused_token_is_never_echoed_into_the_log(airflow_db):
     secret = "SUPER-SECRET-123"
-    out = _dags_test(airflow_db, trace_params(providers=[{"name": "electricitymaps", "zone": "DE", "token": secret}]))
+    out = _dags_test(
+        airflow_db, trace_params(providers=[{"name": "electricitymaps", "zone": "DE", "token": secret}])
+    )
     log = out.stdout + out.stderr
     assert "secrets (token) do not belong in params" in log and "state=failed" in log
     assert "plan_window" in log and secret not in log  # dags test streams the task's log here

@@ -12,10 +12,19 @@ import pytest
 from tests.conftest import REPO_ROOT
 from training.energy import read_energy_log
 
-SLOW_SYNTHETIC = ["data.dataset=synthetic", "data.synthetic_train_size=20000", "data.synthetic_test_size=256",
-                  "training.epochs=1", "training.batch_size=16", "training.gradient_accumulation_steps=1",
-                  "training.precision=fp32", "training.device=cpu", "emissions.measure_power_secs=0.2",
-                  "emissions.log_every_seconds=0.5", "training.checkpoint_every_minutes=0.02"]
+SLOW_SYNTHETIC = [
+    "data.dataset=synthetic",
+    "data.synthetic_train_size=20000",
+    "data.synthetic_test_size=256",
+    "training.epochs=1",
+    "training.batch_size=16",
+    "training.gradient_accumulation_steps=1",
+    "training.precision=fp32",
+    "training.device=cpu",
+    "emissions.measure_power_secs=0.2",
+    "emissions.log_every_seconds=0.5",
+    "training.checkpoint_every_minutes=0.02",
+]
 
 
 def _command(tmp_path):
@@ -28,7 +37,9 @@ def _command(tmp_path):
 def test_a_sigkilled_attempt_keeps_its_energy_and_the_retry_continues_the_log(tmp_path):
     run_dir = tmp_path / "killed"
     log_path = run_dir / "energy_log.jsonl"
-    first = subprocess.Popen(_command(tmp_path), cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    first = subprocess.Popen(
+        _command(tmp_path), cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:  # wait for periodic readings and a mid-epoch checkpoint, then kill
         readings = [e for e in read_energy_log(log_path) if e["label"] == "reading"]

@@ -26,7 +26,9 @@ def test_an_interval_split_across_two_slots_is_shared_in_proportion_to_time():
     # 30 of 45 minutes at 100 g/kWh (2 kWh), 15 at 200 (1 kWh): 200 + 200 g
     assert [(i["kwh"], i["g_per_kwh"], i["source"]) for i in priced["intervals"]] == [
         (pytest.approx(2.0), 100, "forecast"), (pytest.approx(1.0), 200, "forecast")]
-    assert priced["emissions_g"] == pytest.approx(400.0) and priced["mean_intensity_g_per_kwh"] == pytest.approx(400 / 3)
+    assert priced["emissions_g"] == pytest.approx(400.0) and priced[
+        "mean_intensity_g_per_kwh"
+    ] == pytest.approx(400 / 3)
     assert recomputed(priced) == pytest.approx(priced["emissions_g"]) and priced["nearest_share"] == 0
 
 
@@ -55,12 +57,23 @@ def test_a_one_point_timeline_is_an_instant_priced_at_its_slot():
 
 
 def _plan(curve: list[IntensityPoint], run_now: datetime, start: datetime, compression: float = 1.0) -> dict:
-    return {"clock": {"anchor": run_now.isoformat(), "compression": compression},
-            "curve": [p.to_dict() for p in curve], "duration_hours": 1.0, "run_now_start": run_now.isoformat(),
-            "run_now_mean_intensity": 200.0, "mean_intensity": 100.0, "expected_saving_pct": 50.0,
-            "start": start.isoformat(), "end": (start + timedelta(hours=1)).isoformat(),
-            "deadline": (run_now + timedelta(hours=24)).isoformat(), "mode": "window", "reason": "lowest mean",
-            "source": "test", "region": "GB", "fallback_reasons": []}
+    return {
+        "clock": {"anchor": run_now.isoformat(), "compression": compression},
+        "curve": [p.to_dict() for p in curve],
+        "duration_hours": 1.0,
+        "run_now_start": run_now.isoformat(),
+        "run_now_mean_intensity": 200.0,
+        "mean_intensity": 100.0,
+        "expected_saving_pct": 50.0,
+        "start": start.isoformat(),
+        "end": (start + timedelta(hours=1)).isoformat(),
+        "deadline": (run_now + timedelta(hours=24)).isoformat(),
+        "mode": "window",
+        "reason": "lowest mean",
+        "source": "test",
+        "region": "GB",
+        "fallback_reasons": [],
+    }
 
 
 def _summary(start: datetime, kwh: float | None, accuracy: float = 98.0) -> dict:
@@ -74,7 +87,11 @@ def _summary(start: datetime, kwh: float | None, accuracy: float = 98.0) -> dict
             "started_at": start.isoformat(), "finished_at": (start + timedelta(hours=1)).isoformat()}
 
 
-CURVE = [slot(0, 60, 200), slot(60, 240, 150), slot(240, 300, 100)]  # run-now 10:00 at 200, window 14:00 at 100
+CURVE = [
+    slot(0, 60, 200),
+    slot(60, 240, 150),
+    slot(240, 300, 100),
+]  # run-now 10:00 at 200, window 14:00 at 100
 
 
 @pytest.mark.parametrize("kind", ["cached", "measured", "off"])
@@ -83,11 +100,20 @@ def test_saving_is_counterfactual_minus_actual_split_into_timing_and_efficiency(
     baseline = None if kind == "off" else {
         "kind": kind, "key": "k", "dag_run_id": "manual__first", "measured_at": "2023-02-20T00:00:00+00:00",
         "summary": _summary(T0 - timedelta(days=9) if kind == "cached" else T0, 2.0, accuracy=97.5)}
-    report = build_report(dag_run_id="manual__x", plan=_plan(CURVE, T0, at(240)), wait={"woke_at_grid": at(240).isoformat()},
-                          baseline=baseline, optimized=_summary(at(240), 1.0), actual=[], report_time=at(300))
+    report = build_report(
+        dag_run_id="manual__x",
+        plan=_plan(CURVE, T0, at(240)),
+        wait={"woke_at_grid": at(240).isoformat()},
+        baseline=baseline,
+        optimized=_summary(at(240), 1.0),
+        actual=[],
+        report_time=at(300),
+    )
     t, e, c = report["timing"], report["efficiency"], report["carbon_savings"]
     assert report["baseline_kind"] == kind
-    assert t["saving_kg"] == pytest.approx((200 - 100) * 1.0 / 1000)  # its own 1 kWh at run-now vs in the window
+    assert t["saving_kg"] == pytest.approx(
+        (200 - 100) * 1.0 / 1000
+    )  # its own 1 kWh at run-now vs in the window
     assert c["optimized_emissions_kg"] == pytest.approx(0.1)
     if kind == "off":
         assert e["saving_kg"] is None and c["baseline_emissions_kg"] == pytest.approx(0.2)
@@ -97,7 +123,10 @@ def test_saving_is_counterfactual_minus_actual_split_into_timing_and_efficiency(
         assert c["baseline_emissions_kg"] == pytest.approx(0.4) and c["reduction_kg"] == pytest.approx(0.3)
         assert c["reduction_kg"] == pytest.approx(t["saving_kg"] + e["saving_kg"])
         assert report["baseline"]["measurement_cost_kg"] == pytest.approx(0.4 if kind == "measured" else 0.0)
-        assert report["baseline"]["source_run"] == "manual__first" and report["accuracy_impact"]["baseline_accuracy"] == 97.5
+        assert (
+            report["baseline"]["source_run"] == "manual__first"
+            and report["accuracy_impact"]["baseline_accuracy"] == 97.5
+        )
     for name, block in report["intensities"].items():
         if isinstance(block, dict):
             assert recomputed(block) == pytest.approx(block["emissions_g"], rel=1e-9), name
@@ -105,16 +134,32 @@ def test_saving_is_counterfactual_minus_actual_split_into_timing_and_efficiency(
 
 
 def test_null_energy_gives_unpriced_figures_not_an_error():
-    report = build_report(dag_run_id="manual__x", plan=_plan(CURVE, T0, at(240)), wait={"woke_at_grid": at(240).isoformat()},
-                          baseline=None, optimized=_summary(at(240), None), actual=[], report_time=at(300))
+    report = build_report(
+        dag_run_id="manual__x",
+        plan=_plan(CURVE, T0, at(240)),
+        wait={"woke_at_grid": at(240).isoformat()},
+        baseline=None,
+        optimized=_summary(at(240), None),
+        actual=[],
+        report_time=at(300),
+    )
     assert report["intensities"]["optimized"] is None and report["carbon_savings"]["reduction_kg"] is None
     assert "n/a" in format_table(report)
 
 
 def test_after_a_replan_the_run_now_hour_is_priced_from_actuals_or_the_nearest_slot():
-    replanned_curve = [slot(120, 240, 150), slot(240, 300, 100)]  # a re-plan at 12:00 cut the run-now hour off
-    args = dict(dag_run_id="manual__x", plan=_plan(replanned_curve, T0, at(240)), wait={"woke_at_grid": at(240).isoformat()},
-                baseline=None, optimized=_summary(at(240), 1.0), report_time=at(300))
+    replanned_curve = [
+        slot(120, 240, 150),
+        slot(240, 300, 100),
+    ]  # a re-plan at 12:00 cut the run-now hour off
+    args = dict(
+        dag_run_id="manual__x",
+        plan=_plan(replanned_curve, T0, at(240)),
+        wait={"woke_at_grid": at(240).isoformat()},
+        baseline=None,
+        optimized=_summary(at(240), 1.0),
+        report_time=at(300),
+    )
     with_actuals = build_report(**args, actual=[slot(-60, 60, 210)])
     assert with_actuals["timing"]["run_now_intensity_g_per_kwh"] == pytest.approx(210)
     assert with_actuals["intensities"]["optimized_at_run_now"]["intensity_source"] == "actual"

@@ -43,16 +43,22 @@ class TrainingConfig(_Block):
     resume: bool = False
     model_save_path: str = "model.pt"
 
-    checkpoint_every_minutes: float = Field(default=10.0, gt=0, description="also checkpoint mid-epoch this often")
+    checkpoint_every_minutes: float = Field(
+        default=10.0, gt=0, description="also checkpoint mid-epoch this often"
+    )
 
     @model_validator(mode="after")
     def _batch_is_consistent(self) -> "TrainingConfig":
         auto = self.batch_size == "auto"
         if auto != (self.gradient_accumulation_steps == "auto"):
-            raise ValueError("batch_size and gradient_accumulation_steps: expected both 'auto' or both numbers "
-                             f"(got {self.batch_size!r} and {self.gradient_accumulation_steps!r})")
+            raise ValueError(
+                "batch_size and gradient_accumulation_steps: expected both 'auto' or both numbers "
+                f"(got {self.batch_size!r} and {self.gradient_accumulation_steps!r})"
+            )
         if auto and self.effective_batch_size is None:
-            raise ValueError("effective_batch_size: required with batch_size: auto (the samples per optimizer step)")
+            raise ValueError(
+                "effective_batch_size: required with batch_size: auto (the samples per optimizer step)"
+            )
         if not auto:
             product = self.batch_size * self.gradient_accumulation_steps
             if self.effective_batch_size is not None and self.effective_batch_size != product:
@@ -92,7 +98,9 @@ class EmissionsConfig(_Block):
     country_iso_code: str = Field(default="GBR", pattern=r"^[A-Z]{3}$")
     region: str | None = None
     measure_power_secs: float = Field(default=1.0, gt=0)
-    log_every_seconds: float = Field(default=10.0, gt=0, description="energy log reading interval during training")
+    log_every_seconds: float = Field(
+        default=10.0, gt=0, description="energy log reading interval during training"
+    )
 
 
 class OutputConfig(_Block):
@@ -120,7 +128,12 @@ def _describe(error: ValidationError) -> str:
     lines = []
     for item in error.errors():
         # a union's branch names ("constrained-int", "literal['auto']") are not keys of the config
-        key = ".".join(str(part) for part in item["loc"] if not str(part).startswith(("constrained-", "literal["))) or "<root>"
+        key = (
+            ".".join(
+                str(part) for part in item["loc"] if not str(part).startswith(("constrained-", "literal["))
+            )
+            or "<root>"
+        )
         if item["type"] == "extra_forbidden":
             lines.append(f"{key}: unknown key")
         elif item["type"] == "missing":

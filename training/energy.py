@@ -59,11 +59,14 @@ class EnergyMeter:
         self._tracker = None
         self.log_path = output_dir / ENERGY_LOG_NAME
         logged = read_energy_log(self.log_path)
-        # Energy measured by earlier attempts of the same run: the log, else (older runs) the checkpoint's copy.
+        # Energy of earlier attempts of the same run: the log, else (older runs) the checkpoint's copy.
         previous = logged[-1] if logged else (resumed_from or {})
         self._offset = {key: float(previous.get(key, 0.0)) for key in TOTAL_KEYS}
-        self.timeline: list[dict[str, Any]] = ([{k: e[k] for k in ("time", "kwh", "label", "attempt") if k in e} for e in logged]
-                                               if logged else list(previous.get("timeline", [])))
+        self.timeline: list[dict[str, Any]] = (
+            [{k: e[k] for k in ("time", "kwh", "label", "attempt") if k in e} for e in logged]
+            if logged
+            else list(previous.get("timeline", []))
+        )
         self.attempt = max((e["attempt"] for e in logged), default=0) + 1
         self._last_mark = 0.0
 
@@ -121,7 +124,9 @@ class EnergyMeter:
     def _append(self, label: str, totals: dict[str, float], attempt_kwh: float) -> None:
         now = utc_now_iso()
         self.timeline.append({"time": now, "kwh": totals["kwh"], "label": label, "attempt": self.attempt})
-        line = json.dumps({"time": now, "label": label, "attempt": self.attempt, "attempt_kwh": attempt_kwh, **totals})
+        line = json.dumps(
+            {"time": now, "label": label, "attempt": self.attempt, "attempt_kwh": attempt_kwh, **totals}
+        )
         self.output_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "a") as handle:
             handle.write(line + "\n")
@@ -139,7 +144,7 @@ class EnergyMeter:
         return totals["kwh"]
 
     def maybe_mark(self) -> None:
-        """A reading if ``emissions.log_every_seconds`` passed since the last: called every optimizer step."""
+        """A reading if ``emissions.log_every_seconds`` passed since the last (called every step)."""
         if self.active and time.monotonic() - self._last_mark >= self.config.log_every_seconds:
             self.mark("reading")
 

@@ -66,7 +66,11 @@ def resolve_precision(requested: str, device: torch.device) -> str:
     if requested != "auto":
         return requested
     if device.type != "cuda":  # bf16 autocast where the CPU has native bf16 (AVX512-BF16, AMX), else fp32
-        return "bf16" if torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
+        return (
+            "bf16"
+            if torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+            else "fp32"
+        )
     return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
 
 
@@ -90,7 +94,9 @@ def _fits(model: torch.nn.Module, sample: torch.Tensor, batch: int, autocast) ->
         torch.cuda.empty_cache()
 
 
-def resolve_batch(t, device: torch.device, model: torch.nn.Module, sample: torch.Tensor, autocast) -> tuple[int, int]:
+def resolve_batch(
+    t, device: torch.device, model: torch.nn.Module, sample: torch.Tensor, autocast
+) -> tuple[int, int]:
     """(micro-batch, accumulation steps): as configured, or for ``batch_size: auto`` the largest micro-batch
     up to ``effective_batch_size`` that fits the device, with accumulation only for what does not fit."""
     if t.batch_size != "auto":
@@ -160,7 +166,9 @@ def evaluate(model, batches: BatchSource, batch_size: int, autocast) -> tuple[fl
 def _check_run_dir(config: TrainerConfig, run_dir: Path, checkpoint_path: Path) -> None:
     if config.training.resume:
         return
-    leftovers = [p for p in (run_dir / "summary.json", checkpoint_path, run_dir / ENERGY_LOG_NAME) if p.exists()]
+    leftovers = [
+        p for p in (run_dir / "summary.json", checkpoint_path, run_dir / ENERGY_LOG_NAME) if p.exists()
+    ]
     if leftovers:
         raise RunExistsError(
             f"training.run_name: output for run {config.training.run_name!r} already exists ({leftovers[0]}); "
@@ -202,7 +210,12 @@ def train(config: TrainerConfig, on_step: Callable[[int], None] | None = None) -
         micro, steps = resolve_batch(t, device, model, sample, autocast)
         config.training = t = t.model_copy(update={"batch_size": micro, "gradient_accumulation_steps": steps,
                                                    "effective_batch_size": micro * steps})
-        log.info("batch_size auto: micro-batch %d x %d accumulation steps = %d per optimizer step", micro, steps, micro * steps)
+        log.info(
+            "batch_size auto: micro-batch %d x %d accumulation steps = %d per optimizer step",
+            micro,
+            steps,
+            micro * steps,
+        )
     optimizer = _optimizer(model, config, device)
     steps_per_epoch = math.ceil(len(train_split) / t.effective_batch_size)
     scheduler = _scheduler(optimizer, config, steps_per_epoch)

@@ -36,7 +36,12 @@ def identity(config: dict[str, Any], device_model: str, trainer_version: str) ->
     data = config.get("data", {})
     dataset = {"name": data.get("dataset"), "root": data.get("root"),
                "train_subset": data.get("train_subset"), "test_subset": data.get("test_subset")}
-    return {"config": config, "device_model": device_model, "dataset": dataset, "trainer_version": trainer_version}
+    return {
+        "config": config,
+        "device_model": device_model,
+        "dataset": dataset,
+        "trainer_version": trainer_version,
+    }
 
 
 def key_of(ident: dict[str, Any]) -> str:
@@ -61,7 +66,9 @@ def lookup(key: str, max_age_days: float, now: datetime) -> tuple[dict[str, Any]
     return entry, f"stored baseline {key}, measured in run {entry['dag_run_id']} at {entry['measured_at']}"
 
 
-def save(key: str, ident: dict[str, Any], dag_run_id: str, summary: dict[str, Any], now: datetime) -> Path | None:
+def save(
+    key: str, ident: dict[str, Any], dag_run_id: str, summary: dict[str, Any], now: datetime
+) -> Path | None:
     """Store a fresh measurement; one without energy is not stored (it could not serve as a baseline)."""
     from training.files import atomic_write_json
 

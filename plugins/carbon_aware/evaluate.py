@@ -160,9 +160,12 @@ def year_line(path: str | Path, job_hours: float, horizon_hours: float, forecast
     results = {r["policy"]: r for r in ev["results"]}
     policy, oracle = results[policy_for(trace, forecast)], results["oracle"]
     year = datetime.fromtimestamp((trace.start + trace.end) / 2, tz=timezone.utc).year
-    return (f"run daily in {year} on this trace ({path.name}, {ev['days']} days, job {job_hours:g} h, deadline "
-            f"{horizon_hours:g} h, {_short(policy['policy'])}): {-policy['saving_pct']:+.1f} % vs starting at once; "
-            f"the oracle {-oracle['saving_pct']:+.1f} %")
+    return (
+        f"run daily in {year} on this trace ({path.name}, {ev['days']} days, job {job_hours:g} h, deadline "
+        f"{horizon_hours:g} h, {_short(policy['policy'])}): "
+        f"{-policy['saving_pct']:+.1f} % vs starting at once; "
+        f"the oracle {-oracle['saving_pct']:+.1f} %"
+    )
 
 
 def previous_year(path: Path) -> Trace | None:

@@ -54,8 +54,11 @@ def grid_timeline(summary: dict[str, Any] | None, grid_start: datetime | None,
     """(grid time, cumulative kWh) of a run: its real timestamps, or (time-compressed demos) the
     timeline laid onto [grid_start, grid_start + planned duration]. One reading alone is an instant:
     all its energy is priced at that moment."""
-    points = [(datetime.fromisoformat(p["time"]), p["kwh"]) for p in (summary or {}).get("energy_timeline") or []
-              if p.get("kwh") is not None]
+    points = [
+        (datetime.fromisoformat(p["time"]), p["kwh"])
+        for p in (summary or {}).get("energy_timeline") or []
+        if p.get("kwh") is not None
+    ]
     if not points:
         return []
     if len(points) == 1:
@@ -109,7 +112,9 @@ def price_run(timeline: list[tuple[datetime, float]], actual: list[IntensityPoin
     curves = {name: points for name, points in (("actual", actual), ("forecast", forecast)) if points}
     if not curves:
         return {"error": "no intensity known at all (no forecast and no actuals)"}
-    bounds = sorted({t for points in curves.values() for p in points for t in (p.start.timestamp(), p.end.timestamp())})
+    bounds = sorted(
+        {t for points in curves.values() for p in points for t in (p.start.timestamp(), p.end.timestamp())}
+    )
     intervals: list[dict[str, Any]] = []
     for (t0, k0), (t1, k1) in zip(timeline, timeline[1:]):
         kwh = k1 - k0
@@ -131,9 +136,16 @@ def price_run(timeline: list[tuple[datetime, float]], actual: list[IntensityPoin
     grams = sum(i["kwh"] * i["g_per_kwh"] for i in intervals)
     used = sorted({i["source"] for i in intervals}, key=["actual", "forecast", "nearest"].index)
     nearest = sum(i["kwh"] for i in intervals if i["source"] == "nearest")
-    return {"energy_kwh": energy, "emissions_g": grams, "mean_intensity_g_per_kwh": grams / energy if energy else None,
-            "intensity_source": "+".join(used) or None, "nearest_share": nearest / energy if energy else None,
-            "window_start": timeline[0][0].isoformat(), "window_end": timeline[-1][0].isoformat(), "intervals": intervals}
+    return {
+        "energy_kwh": energy,
+        "emissions_g": grams,
+        "mean_intensity_g_per_kwh": grams / energy if energy else None,
+        "intensity_source": "+".join(used) or None,
+        "nearest_share": nearest / energy if energy else None,
+        "window_start": timeline[0][0].isoformat(),
+        "window_end": timeline[-1][0].isoformat(),
+        "intervals": intervals,
+    }
 
 
 def _reduction(before: float | None, after: float | None) -> float | None:
@@ -147,8 +159,9 @@ def _priced(block: dict[str, Any] | None) -> dict[str, Any] | None:
 
 BASELINE_NOTES = {
     "measured": "baseline config measured in this run, started at once (its emissions were really emitted: "
-                "a cost of the comparison)",
-    "cached": "baseline config's energy measured earlier (see baseline.source_run), priced as if started at once",
+    "a cost of the comparison)",
+    "cached": "baseline config's energy measured earlier (see baseline.source_run), "
+              "priced as if started at once",
     "off": "timing only: the optimized run's own energy priced at run-now; no baseline energy known",
 }
 
@@ -171,7 +184,11 @@ def build_report(*, dag_run_id: str, plan: dict[str, Any], wait: dict[str, Any],
     kind = baseline["kind"] if baseline else "off"
     summary_b = baseline["summary"] if baseline else None
     base_timeline = grid_timeline(summary_b, run_now if compressed else None, hours)
-    base = price_run(base_timeline if compressed else shifted(base_timeline, run_now), actual, forecast) if baseline else None
+    base = (
+        price_run(base_timeline if compressed else shifted(base_timeline, run_now), actual, forecast)
+        if baseline
+        else None
+    )
 
     p_opt, p_now, p_base = _priced(opt), _priced(at_now), _priced(base)
     timing_kg = (p_now["emissions_g"] - p_opt["emissions_g"]) / 1000 if p_opt and p_now else None
@@ -193,40 +210,83 @@ def build_report(*, dag_run_id: str, plan: dict[str, Any], wait: dict[str, Any],
         "dag_run_id": dag_run_id,
         "generated_at": report_time.isoformat(),
         "baseline_kind": kind,
-        "baseline": {"kind": kind, "note": BASELINE_NOTES[kind],
-                     "source_run": (baseline or {}).get("dag_run_id"), "measured_at": (baseline or {}).get("measured_at"),
-                     "key": (baseline or {}).get("key"), "measurement_cost_kg": cost_kg},
+        "baseline": {
+            "kind": kind,
+            "note": BASELINE_NOTES[kind],
+            "source_run": (baseline or {}).get("dag_run_id"),
+            "measured_at": (baseline or {}).get("measured_at"),
+            "key": (baseline or {}).get("key"),
+            "measurement_cost_kg": cost_kg,
+        },
         # The original pipeline's blocks: "baseline" is the counterfactual (a plain run started at once).
-        "carbon_savings": {"baseline_emissions_kg": emis_b, "optimized_emissions_kg": emis_o,
-                           "reduction_kg": reduction, "reduction_percentage": _reduction(emis_b, emis_o)},
-        "accuracy_impact": {"baseline_accuracy": acc_b, "optimized_accuracy": acc_o,
-                            "degradation_percentage": acc_b - acc_o if acc_b is not None else None},
-        "memory_savings": {"baseline_memory_mb": mem_b, "optimized_memory_mb": mem_o, "memory_kind": optimized["peak_memory_kind"],
-                           "reduction_percentage": _reduction(mem_b, mem_o)},
-        "timing": {"saving_kg": timing_kg,
-                   "saving_percentage": _reduction(p_now and p_now["mean_intensity_g_per_kwh"],
-                                                   p_opt and p_opt["mean_intensity_g_per_kwh"]),
-                   "run_now_intensity_g_per_kwh": p_now["mean_intensity_g_per_kwh"] if p_now else None,
-                   "chosen_window_intensity_g_per_kwh": p_opt["mean_intensity_g_per_kwh"] if p_opt else None},
-        "efficiency": {"saving_kg": efficiency_kg, "saving_percentage": _reduction(energy_b, energy_o),
-                       "baseline_energy_kwh": energy_b, "optimized_energy_kwh": energy_o},
-        "intensities": {"planned_run_now_g_per_kwh": plan["run_now_mean_intensity"], "planned_window_g_per_kwh": plan["mean_intensity"],
-                        "expected_saving_pct": plan["expected_saving_pct"], "baseline": base, "optimized": opt,
-                        "optimized_at_run_now": at_now},
+        "carbon_savings": {
+            "baseline_emissions_kg": emis_b,
+            "optimized_emissions_kg": emis_o,
+            "reduction_kg": reduction,
+            "reduction_percentage": _reduction(emis_b, emis_o),
+        },
+        "accuracy_impact": {
+            "baseline_accuracy": acc_b,
+            "optimized_accuracy": acc_o,
+            "degradation_percentage": acc_b - acc_o if acc_b is not None else None,
+        },
+        "memory_savings": {
+            "baseline_memory_mb": mem_b,
+            "optimized_memory_mb": mem_o,
+            "memory_kind": optimized["peak_memory_kind"],
+            "reduction_percentage": _reduction(mem_b, mem_o),
+        },
+        "timing": {
+            "saving_kg": timing_kg,
+            "saving_percentage": _reduction(
+                p_now and p_now["mean_intensity_g_per_kwh"], p_opt and p_opt["mean_intensity_g_per_kwh"]
+            ),
+            "run_now_intensity_g_per_kwh": p_now["mean_intensity_g_per_kwh"] if p_now else None,
+            "chosen_window_intensity_g_per_kwh": p_opt["mean_intensity_g_per_kwh"] if p_opt else None,
+        },
+        "efficiency": {
+            "saving_kg": efficiency_kg,
+            "saving_percentage": _reduction(energy_b, energy_o),
+            "baseline_energy_kwh": energy_b,
+            "optimized_energy_kwh": energy_o,
+        },
+        "intensities": {
+            "planned_run_now_g_per_kwh": plan["run_now_mean_intensity"],
+            "planned_window_g_per_kwh": plan["mean_intensity"],
+            "expected_saving_pct": plan["expected_saving_pct"],
+            "baseline": base,
+            "optimized": opt,
+            "optimized_at_run_now": at_now,
+        },
         "codecarbon_static": {
             "note": "CodeCarbon's own figure: one yearly intensity per country, blind to timing",
-            "baseline_emissions_kg": (summary_b.get("energy") or {}).get("codecarbon_emissions_kg") if summary_b else None,
+            "baseline_emissions_kg": (
+                (summary_b.get("energy") or {}).get("codecarbon_emissions_kg") if summary_b else None
+            ),
             "optimized_emissions_kg": (optimized.get("energy") or {}).get("codecarbon_emissions_kg"),
             "intensity_g_per_kwh": (optimized.get("energy") or {}).get("codecarbon_intensity_g_per_kwh"),
         },
-        "schedule": {"planned_start": plan["start"], "planned_end": plan["end"], "run_now_start": plan["run_now_start"],
-                     "deadline": plan["deadline"], "actual_start": wait.get("woke_at_grid"),
-                     "wait_seconds": wait.get("waited_seconds"), "time_compression": clock.compression,
-                     "mode": plan["mode"], "reason": plan["reason"], "horizon_note": plan.get("horizon_note")},
+        "schedule": {
+            "planned_start": plan["start"],
+            "planned_end": plan["end"],
+            "run_now_start": plan["run_now_start"],
+            "deadline": plan["deadline"],
+            "actual_start": wait.get("woke_at_grid"),
+            "wait_seconds": wait.get("waited_seconds"),
+            "time_compression": clock.compression,
+            "mode": plan["mode"],
+            "reason": plan["reason"],
+            "horizon_note": plan.get("horizon_note"),
+        },
         "replans": wait.get("replans", []),
-        "sources": {"forecast": plan["source"], "region": plan["region"], "fallback_reasons": plan["fallback_reasons"],
-                    "intensity_used": sorted({r["intensity_source"] for r in (base, opt, at_now)
-                                              if r and r.get("intensity_source")})},
+        "sources": {
+            "forecast": plan["source"],
+            "region": plan["region"],
+            "fallback_reasons": plan["fallback_reasons"],
+            "intensity_used": sorted(
+                {r["intensity_source"] for r in (base, opt, at_now) if r and r.get("intensity_source")}
+            ),
+        },
         "runs": {"baseline": _run_block(summary_b), "optimized": _run_block(optimized)},
     }
 
@@ -287,9 +347,16 @@ def _baseline_line(report: dict[str, Any]) -> str:
         line += f"; measured in run {b['source_run']} at {b['measured_at']}"
     if b["measurement_cost_kg"]:
         line += f"; measurement cost {_fmt(_g(b['measurement_cost_kg']), '{:.3g}', ' g')}"
-    nearest = [f"{name} {100 * block['nearest_share']:.0f} %" for name, block in report["intensities"].items()
-               if isinstance(block, dict) and block.get("nearest_share")]
-    return line + (f"\npriced at the nearest known intensity (no data for its time): {', '.join(nearest)}" if nearest else "")
+    nearest = [
+        f"{name} {100 * block['nearest_share']:.0f} %"
+        for name, block in report["intensities"].items()
+        if isinstance(block, dict) and block.get("nearest_share")
+    ]
+    return line + (
+        f"\npriced at the nearest known intensity (no data for its time): {', '.join(nearest)}"
+        if nearest
+        else ""
+    )
 
 
 def _change(saving_pct: float | None) -> str:
@@ -333,4 +400,3 @@ def write_plot(report: dict[str, Any], plan: dict[str, Any], actual: list[Intens
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
     plt.close(fig)
-

@@ -38,8 +38,14 @@ ROW_FIELDS = {
     "baseline_source_run": ("baseline", "source_run"),
     "baseline_cost_kg": ("baseline", "measurement_cost_kg"),
 }
-TOTALS = ("saving_kg", "timing_saving_kg", "efficiency_saving_kg", "baseline_emissions_kg", "optimized_emissions_kg",
-          "baseline_cost_kg")
+TOTALS = (
+    "saving_kg",
+    "timing_saving_kg",
+    "efficiency_saving_kg",
+    "baseline_emissions_kg",
+    "optimized_emissions_kg",
+    "baseline_cost_kg",
+)
 
 
 def _dig(report: dict[str, Any], path: tuple[str, ...]) -> Any:
@@ -55,7 +61,9 @@ def row_for(report: dict[str, Any], directory: str) -> dict[str, Any]:
     row = {"run_id": report["dag_run_id"], "directory": directory}
     row.update({key: _dig(report, path) for key, path in ROW_FIELDS.items()})
     row["replans"] = len(report.get("replans") or [])
-    if "baseline" not in report:  # a report from before the cached baseline: its baseline run was really emitted
+    if (
+        "baseline" not in report
+    ):  # a report from before the cached baseline: its baseline run was really emitted
         measured = str(row["baseline_kind"] or "").startswith("measured")
         row["baseline_kind"] = "measured" if measured else "off"
         row["baseline_cost_kg"] = row["baseline_emissions_kg"] if measured else 0.0
@@ -112,4 +120,3 @@ def report_file(directory: str, name: str) -> Path | None:
     root = output_root()
     path = (root / directory / name).resolve()
     return path if path.parent.parent == root and path.is_file() else None
-

@@ -67,12 +67,18 @@ def make_plan(raw_params: dict[str, Any], dag_run_id: str, now: datetime | None 
     deadline = now + timedelta(hours=params.deadline_hours)
     # A provider whose forecast ends before the deadline (the UK API's fw48h with a 48 h deadline) is kept
     # as long as the job fits inside it: the plan stays within the forecast's horizon and says so.
-    forecast, reasons = fetch_forecast(params.providers, now, timedelta(hours=params.deadline_hours), now + duration)
+    forecast, reasons = fetch_forecast(
+        params.providers, now, timedelta(hours=params.deadline_hours), now + duration
+    )
     chosen = plan_window(forecast, duration, now, deadline, mode=params.planning_mode, threshold=params.carbon_threshold,
                          fallback_reasons=reasons, planned_at=now)
     plan = chosen.to_dict()
-    plan["horizon_note"] = (f"{forecast.source}'s forecast ends at {forecast.end.isoformat()}, before the deadline "
-                            f"{deadline.isoformat()}: planned within its horizon" if forecast.end < deadline else None)
+    plan["horizon_note"] = (
+        f"{forecast.source}'s forecast ends at {forecast.end.isoformat()}, before the deadline "
+        f"{deadline.isoformat()}: planned within its horizon"
+        if forecast.end < deadline
+        else None
+    )
     plan["summary"] = (f"{chosen.summary_line()}\nreason: {chosen.reason}; duration {hours:g} h ({duration_note})"
                        + (f"\nfallbacks: {reasons}" if reasons else "")
                        + (f"\nhorizon: {plan['horizon_note']}" if plan["horizon_note"] else ""))
@@ -113,8 +119,9 @@ def check_window(plan: dict[str, Any], grid_now: datetime) -> tuple[dict[str, An
         check["decision"] = "above tolerance, but no re-plan left or no time before the deadline: start now"
         return plan, check
     try:
-        forecast, reasons = fetch_forecast(request["providers"], grid_now, deadline - grid_now, grid_now + duration,
-                                           anchor=anchor)
+        forecast, reasons = fetch_forecast(
+            request["providers"], grid_now, deadline - grid_now, grid_now + duration, anchor=anchor
+        )
         fresh = plan_window(forecast, duration, grid_now, deadline, mode=request["planning_mode"],
                             threshold=request["carbon_threshold"], fallback_reasons=reasons, planned_at=grid_now).to_dict()
     except (ForecastError, PlanningError) as error:
@@ -154,8 +161,13 @@ def run_trainer(config: str, overrides: list[str], run_dir: Path, run_name: str,
     return json.loads((run_dir / run_name / "summary.json").read_text())
 
 
-def train_or_reuse_baseline(params: dict[str, Any], dag_run_id: str, run_dir: Path, now: datetime | None = None,
-                            emit: Callable[[str], None] = print) -> dict[str, Any] | None:
+def train_or_reuse_baseline(
+    params: dict[str, Any],
+    dag_run_id: str,
+    run_dir: Path,
+    now: datetime | None = None,
+    emit: Callable[[str], None] = print,
+) -> dict[str, Any] | None:
     """The baseline the report compares against, per ``params['baseline']``: None (off), a fresh
     measurement (every_run, or cached with nothing usable stored), or the stored one (cached)."""
     from carbon_aware import baselines
@@ -167,21 +179,34 @@ def train_or_reuse_baseline(params: dict[str, Any], dag_run_id: str, run_dir: Pa
     if kind == "off":
         return None
     config = load_config(_config_path(params["baseline_config"]), params["training_overrides"])
-    ident = baselines.identity(config.model_dump(), device_model_for(config.training.device), TRAINER_VERSION)
+    ident = baselines.identity(
+        config.model_dump(), device_model_for(config.training.device), TRAINER_VERSION
+    )
     key = baselines.key_of(ident)
     now = now or datetime.now(timezone.utc)
     if kind == "cached":
         entry, why = baselines.lookup(key, params["baseline_max_age_days"], now)
         emit(f"baseline: {why}")
         if entry is not None:
-            return {"kind": "cached", "key": key, "dag_run_id": entry["dag_run_id"], "measured_at": entry["measured_at"],
-                    "summary": entry["summary"]}
+            return {
+                "kind": "cached",
+                "key": key,
+                "dag_run_id": entry["dag_run_id"],
+                "measured_at": entry["measured_at"],
+                "summary": entry["summary"],
+            }
     emit(f"baseline: measuring the baseline config now (baseline: {kind})")
     summary = run_trainer(params["baseline_config"], params["training_overrides"], run_dir, "baseline", emit)
     stored = baselines.save(key, ident, dag_run_id, summary, now)
     if stored:
         emit(f"baseline: stored as {stored}")
-    return {"kind": "measured", "key": key, "dag_run_id": dag_run_id, "measured_at": now.isoformat(), "summary": summary}
+    return {
+        "kind": "measured",
+        "key": key,
+        "dag_run_id": dag_run_id,
+        "measured_at": now.isoformat(),
+        "summary": summary,
+    }
 
 
 def actuals_for_report(plan: dict[str, Any], grid_now: datetime) -> list:

@@ -204,13 +204,31 @@ def _chart(points: list[dict[str, Any]], width: int = 640, height: int = 200) ->
         return round(bottom - (v - low) / span * (bottom - top), 1)
 
     xs = [round(left + i * step, 1) for i in range(len(points))]
-    return {"width": width, "height": height, "left": left, "right": right, "top": top, "bottom": bottom,
-            "zero": y(0.0), "max_text": mass(high), "min_text": mass(low),
-            "first": points[0]["run_id"][:28], "last": points[-1]["run_id"][:28] if len(points) > 1 else "",
-            "net": " ".join(f"{x},{y(p['net_kg'])}" for x, p in zip(xs, points)),
-            "avoided": " ".join(f"{x},{y(p['avoided_kg'])}" for x, p in zip(xs, points)),
-            "points": [{"x": x, "y": y(p["net_kg"]), "run_id": p["run_id"], "value": p["net_kg"], "text": mass(p["net_kg"])}
-                       for x, p in zip(xs, points)]}
+    return {
+        "width": width,
+        "height": height,
+        "left": left,
+        "right": right,
+        "top": top,
+        "bottom": bottom,
+        "zero": y(0.0),
+        "max_text": mass(high),
+        "min_text": mass(low),
+        "first": points[0]["run_id"][:28],
+        "last": points[-1]["run_id"][:28] if len(points) > 1 else "",
+        "net": " ".join(f"{x},{y(p['net_kg'])}" for x, p in zip(xs, points)),
+        "avoided": " ".join(f"{x},{y(p['avoided_kg'])}" for x, p in zip(xs, points)),
+        "points": [
+            {
+                "x": x,
+                "y": y(p["net_kg"]),
+                "run_id": p["run_id"],
+                "value": p["net_kg"],
+                "text": mass(p["net_kg"]),
+            }
+            for x, p in zip(xs, points)
+        ],
+    }
 
 
 def _totals_html(total: dict[str, Any], points: list[dict[str, Any]]) -> str:
@@ -250,20 +268,37 @@ def runs_page(request: Request) -> HTMLResponse:
     total = totals(rows)
     header = "".join(f"<th>{html.escape(name)}</th>" for name in ["run", *(column[0] for column in COLUMNS)])
     body = "".join(_row_html(row, request) for row in rows)
-    return _page("Carbon", f"""<h1>Carbon saving per run</h1>
+    return _page(
+        "Carbon",
+        f"""<h1>Carbon saving per run</h1>
 <p class="muted">Emissions are each run's measured energy over time × the grid's intensity at that time (actual where
-known, else the forecast). Saving = counterfactual (the baseline config started at once) − actual (the optimized
-run in its window) = timing + efficiency; a baseline measured in a run was really emitted, so the net total subtracts
-it. Positive is avoided CO₂e. Times in UTC, your local time beneath. <a href="{_here(request)}/api/runs">JSON</a></p>
+known, else the forecast). Saving = counterfactual (the baseline config started at once) − actual
+(the optimized run in its window) = timing + efficiency; a baseline measured in a run was really emitted,
+so the net total subtracts it. Positive is avoided CO₂e. Times in UTC, your local time beneath.
+<a href="{_here(request)}/api/runs">JSON</a></p>
 {_totals_html(total, cumulative(rows))}
-<table id="runs"><thead><tr>{header}</tr></thead><tbody>{body}</tbody></table>""")
+<table id="runs"><thead><tr>{header}</tr></thead><tbody>{body}</tbody></table>""",
+    )
 
 
 @app.get("/api/runs")
 def runs_json() -> JSONResponse:
     rows = load_rows()
-    return JSONResponse({"dag_id": DAG_ID, "runs": rows, "totals": totals(rows), "cumulative": cumulative(rows),
-                         "units": {"_kg": "kg CO2e", "_kwh": "kWh", "_g_per_kwh": "gCO2e/kWh", "_pct": "%", "_seconds": "s"}})
+    return JSONResponse(
+        {
+            "dag_id": DAG_ID,
+            "runs": rows,
+            "totals": totals(rows),
+            "cumulative": cumulative(rows),
+            "units": {
+                "_kg": "kg CO2e",
+                "_kwh": "kWh",
+                "_g_per_kwh": "gCO2e/kWh",
+                "_pct": "%",
+                "_seconds": "s",
+            },
+        }
+    )
 
 
 def _report_or_404(directory: str) -> dict[str, Any]:
@@ -279,14 +314,27 @@ def run_page(directory: str, request: Request) -> HTMLResponse:
     here, run_id = _here(request), report["dag_run_id"]
     run_link = f"{_ui_base(request)}/dags/{DAG_ID}/runs/{quote(run_id, safe='')}"
     blocks = []
-    for block in ("baseline", "carbon_savings", "timing", "efficiency", "intensities", "accuracy_impact", "memory_savings",
-                  "schedule", "sources", "codecarbon_static"):
+    for block in (
+        "baseline",
+        "carbon_savings",
+        "timing",
+        "efficiency",
+        "intensities",
+        "accuracy_impact",
+        "memory_savings",
+        "schedule",
+        "sources",
+        "codecarbon_static",
+    ):
         values = report.get(block) or {}
         rows = []
         for key, value in values.items():
             if isinstance(value, dict):
-                rows += [f'<tr><th>{html.escape(key)}.{html.escape(k)}</th><td data-field="{block}.{key}.{k}">'
-                         f'{_value(k, len(v) if k == "intervals" else v)}</td></tr>' for k, v in value.items()]
+                rows += [
+                    f'<tr><th>{html.escape(key)}.{html.escape(k)}</th><td data-field="{block}.{key}.{k}">'
+                    f'{_value(k, len(v) if k == "intervals" else v)}</td></tr>'
+                    for k, v in value.items()
+                ]
             else:
                 rows.append(f'<tr><th>{html.escape(key)}</th><td data-field="{block}.{key}">{_value(key, value)}</td></tr>')
         blocks.append(f'<div><h2>{html.escape(block)}</h2><table>{"".join(rows)}</table></div>')

@@ -58,8 +58,14 @@ def build_provider(spec: dict[str, Any], now: datetime | None = None) -> Provide
     return provider
 
 
-def fetch_forecast(specs: list[dict[str, Any]], now: datetime, horizon: timedelta, needed_until: datetime,
-                   mock: dict[str, Any] | None = None, anchor: datetime | None = None) -> tuple[Forecast, list[str]]:
+def fetch_forecast(
+    specs: list[dict[str, Any]],
+    now: datetime,
+    horizon: timedelta,
+    needed_until: datetime,
+    mock: dict[str, Any] | None = None,
+    anchor: datetime | None = None,
+) -> tuple[Forecast, list[str]]:
     """Try each provider in order; the first whose forecast validates and covers [now, needed_until]
     wins. Otherwise the mock curve. Returns the forecast and every reason a provider was skipped.
     ``anchor`` is the real moment a replayed trace maps to its ``replay_start`` (the run's first plan);
