@@ -25,9 +25,7 @@ def _trainer_processes(run_dir: Path, run_name: str) -> list[psutil.Process]:
 
 
 def test_trainer_killed_mid_epoch_resumes_on_retry(stack):
-    run_id = stack.trigger(
-        trace_conf(wait_seconds=3, baseline="off", training_overrides=["training.epochs=3"])
-    )
+    run_id = stack.trigger(trace_conf(wait_seconds=3, baseline="off", training_overrides=["training.epochs=3"]))
     run_dir = stack.output_dir / run_id.replace(":", "_").replace("+", "_")
     checkpoint = run_dir / "optimized" / "checkpoints" / "last.pt"
 
