@@ -94,26 +94,23 @@ CURVE = [
 ]  # run-now 10:00 at 200, window 14:00 at 100
 
 
+def _report(baseline: dict | None, optimized_kwh: float | None, curve=CURVE, actual=()) -> dict:
+    """The optimized run from 14:00 to 15:00 (its window), reported at 15:00."""
+    return build_report(dag_run_id="manual__x", plan=_plan(curve, T0, at(240)),
+                        wait={"woke_at_grid": at(240).isoformat()}, baseline=baseline,
+                        optimized=_summary(at(240), optimized_kwh), actual=list(actual), report_time=at(300))
+
+
 @pytest.mark.parametrize("kind", ["cached", "measured", "off"])
 def test_saving_is_counterfactual_minus_actual_split_into_timing_and_efficiency(kind):
     # The baseline config took 2 kWh (measured last week when cached); the optimized run 1 kWh at 14:00.
     baseline = None if kind == "off" else {
         "kind": kind, "key": "k", "dag_run_id": "manual__first", "measured_at": "2023-02-20T00:00:00+00:00",
         "summary": _summary(T0 - timedelta(days=9) if kind == "cached" else T0, 2.0, accuracy=97.5)}
-    report = build_report(
-        dag_run_id="manual__x",
-        plan=_plan(CURVE, T0, at(240)),
-        wait={"woke_at_grid": at(240).isoformat()},
-        baseline=baseline,
-        optimized=_summary(at(240), 1.0),
-        actual=[],
-        report_time=at(300),
-    )
+    report = _report(baseline, 1.0)
     t, e, c = report["timing"], report["efficiency"], report["carbon_savings"]
     assert report["baseline_kind"] == kind
-    assert t["saving_kg"] == pytest.approx(
-        (200 - 100) * 1.0 / 1000
-    )  # its own 1 kWh at run-now vs in the window
+    assert t["saving_kg"] == pytest.approx((200 - 100) * 1.0 / 1000)  # its own 1 kWh: run-now vs window
     assert c["optimized_emissions_kg"] == pytest.approx(0.1)
     if kind == "off":
         assert e["saving_kg"] is None and c["baseline_emissions_kg"] == pytest.approx(0.2)
@@ -123,10 +120,8 @@ def test_saving_is_counterfactual_minus_actual_split_into_timing_and_efficiency(
         assert c["baseline_emissions_kg"] == pytest.approx(0.4) and c["reduction_kg"] == pytest.approx(0.3)
         assert c["reduction_kg"] == pytest.approx(t["saving_kg"] + e["saving_kg"])
         assert report["baseline"]["measurement_cost_kg"] == pytest.approx(0.4 if kind == "measured" else 0.0)
-        assert (
-            report["baseline"]["source_run"] == "manual__first"
-            and report["accuracy_impact"]["baseline_accuracy"] == 97.5
-        )
+        assert report["baseline"]["source_run"] == "manual__first"
+        assert report["accuracy_impact"]["baseline_accuracy"] == 97.5
     for name, block in report["intensities"].items():
         if isinstance(block, dict):
             assert recomputed(block) == pytest.approx(block["emissions_g"], rel=1e-9), name
@@ -134,36 +129,17 @@ def test_saving_is_counterfactual_minus_actual_split_into_timing_and_efficiency(
 
 
 def test_null_energy_gives_unpriced_figures_not_an_error():
-    report = build_report(
-        dag_run_id="manual__x",
-        plan=_plan(CURVE, T0, at(240)),
-        wait={"woke_at_grid": at(240).isoformat()},
-        baseline=None,
-        optimized=_summary(at(240), None),
-        actual=[],
-        report_time=at(300),
-    )
+    report = _report(None, None)
     assert report["intensities"]["optimized"] is None and report["carbon_savings"]["reduction_kg"] is None
     assert "n/a" in format_table(report)
 
 
 def test_after_a_replan_the_run_now_hour_is_priced_from_actuals_or_the_nearest_slot():
-    replanned_curve = [
-        slot(120, 240, 150),
-        slot(240, 300, 100),
-    ]  # a re-plan at 12:00 cut the run-now hour off
-    args = dict(
-        dag_run_id="manual__x",
-        plan=_plan(replanned_curve, T0, at(240)),
-        wait={"woke_at_grid": at(240).isoformat()},
-        baseline=None,
-        optimized=_summary(at(240), 1.0),
-        report_time=at(300),
-    )
-    with_actuals = build_report(**args, actual=[slot(-60, 60, 210)])
+    replanned = [slot(120, 240, 150), slot(240, 300, 100)]  # a re-plan at 12:00 cut the run-now hour off
+    with_actuals = _report(None, 1.0, curve=replanned, actual=[slot(-60, 60, 210)])
     assert with_actuals["timing"]["run_now_intensity_g_per_kwh"] == pytest.approx(210)
     assert with_actuals["intensities"]["optimized_at_run_now"]["intensity_source"] == "actual"
-    without = build_report(**args, actual=[])
+    without = _report(None, 1.0, curve=replanned)
     assert without["timing"]["run_now_intensity_g_per_kwh"] == pytest.approx(150)  # nearest: the 12:00 slot
     assert without["intensities"]["optimized_at_run_now"]["nearest_share"] == 1
     assert "nearest known intensity" in format_table(without)
