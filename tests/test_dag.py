@@ -280,9 +280,8 @@ def test_a_replan_on_a_trace_sees_the_slots_of_its_own_moment_not_the_anchors():
         trace_params(time_compression=1.0, replan_tolerance_pct=0, deadline_hours=24), "replan", now=anchor
     )
     grid_now = anchor + timedelta(hours=5)
-    plan["curve"] = [
-        {**p, "g_per_kwh": 1.0} for p in plan["curve"]
-    ]  # the grid now runs far above "the forecast"
+    # the grid now runs far above "the forecast": the sensor re-plans
+    plan["curve"] = [{**p, "g_per_kwh": 1.0} for p in plan["curve"]]
     updated, check = check_window(plan, grid_now)
     assert check is not None and check["decision"].startswith("re-planned"), check
     replay = TraceProvider.replaying(
@@ -290,9 +289,8 @@ def test_a_replan_on_a_trace_sees_the_slots_of_its_own_moment_not_the_anchors():
     )
     truth = replay.forecast(grid_now, timedelta(hours=19)).points
     seen = [(p["start"], p["g_per_kwh"]) for p in updated["curve"]]
-    assert seen[:12] == [
-        (p.start.isoformat(), p.value) for p in truth[:12]
-    ]  # 11:00 of the trace day, not 06:00
+    # 11:00 of the trace day (anchor + 5 h), not 06:00 (the anchor's slots)
+    assert seen[:12] == [(p.start.isoformat(), p.value) for p in truth[:12]]
     at_anchor = replay.forecast(anchor, timedelta(hours=19)).points
     assert [v for _s, v in seen[:12]] != [p.value for p in at_anchor[:12]]
 
@@ -309,9 +307,8 @@ def test_a_deadline_past_the_forecast_horizon_plans_within_it_and_says_so():
                                       time_compression=1.0), "horizon", now=now)
     assert plan["source"] == "uk" and plan["fallback_reasons"] == []
     assert "before the deadline" in plan["horizon_note"] and "planned within its horizon" in plan["summary"]
-    assert datetime.fromisoformat(plan["end"]) == slot + timedelta(
-        hours=48
-    )  # the cleanest hour: the forecast's last
+    # the cleanest hour is the forecast's last
+    assert datetime.fromisoformat(plan["end"]) == slot + timedelta(hours=48)
 
 
 @pytest.mark.integration

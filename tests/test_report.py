@@ -87,11 +87,7 @@ def _summary(start: datetime, kwh: float | None, accuracy: float = 98.0) -> dict
             "started_at": start.isoformat(), "finished_at": (start + timedelta(hours=1)).isoformat()}
 
 
-CURVE = [
-    slot(0, 60, 200),
-    slot(60, 240, 150),
-    slot(240, 300, 100),
-]  # run-now 10:00 at 200, window 14:00 at 100
+CURVE = [slot(0, 60, 200), slot(60, 240, 150), slot(240, 300, 100)]  # run-now 10:00 at 200, 14:00 at 100
 
 
 def _report(baseline: dict | None, optimized_kwh: float | None, curve=CURVE, actual=()) -> dict:

@@ -115,7 +115,5 @@ def test_the_demo_year_line_scores_the_dags_policy_over_the_whole_trace(carbon_d
     own, oracle = ev["planner + trace's own forecast"]["saving_pct"], ev["oracle"]["saving_pct"]
     assert line.startswith("run daily in 2023 on this trace") and "own forecast" in line
     assert f"{-own:+.1f} % vs starting at once; the oracle {-oracle:+.1f} %" in line and 0 < own < oracle
-    history = year_line(
-        path, 1.0, 24.0, forecast="history"
-    )  # the DAG's trace provider with forecast: history
+    history = year_line(path, 1.0, 24.0, forecast="history")  # the trace provider with forecast: history
     assert "history" in history and history != line
