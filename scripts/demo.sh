@@ -26,4 +26,12 @@ report = json.loads(report_path.read_text())
 print()
 print(format_table(report))
 print(f"\nreport: {report_path}\nplot:   {report['files']['plot']}")
+
+# One day's saving is mostly forecast noise: what the same policy saves over the whole trace year.
+from carbon_aware.evaluate import year_line
+from carbon_aware.outputs import REPO_ROOT
+conf = json.loads((REPO_ROOT / "include" / "demo_conf.json").read_text())
+trace = next(spec for spec in conf["providers"] if spec["name"] == "trace")
+print(year_line(REPO_ROOT / trace["path"], conf["job_duration_hours"], conf["deadline_hours"],
+                trace.get("forecast", "auto")))
 PY

@@ -1,6 +1,7 @@
 """The Carbon page's app without the API server: rows, totals, units, files, empty state, and the
 auth dependency in place. The logged-in/logged-out browser path runs in tests/stack/test_browser.py."""
 import json
+import re
 
 import pytest
 from fastapi.testclient import TestClient
@@ -10,19 +11,57 @@ from carbon_aware.outputs import run_dir_for
 from carbon_aware.runs_view import load_rows, totals
 
 
-def _report(run_id: str, generated_at: str, saving_kg: float, timing_kg: float, fallback: list[str] | None = None) -> dict:
+def _report(
+    run_id: str,
+    generated_at: str,
+    saving_kg: float,
+    timing_kg: float,
+    fallback: list[str] | None = None,
+    kind: str = "cached",
+) -> dict:
     return {
-        "report_version": "1.0", "dag_run_id": run_id, "generated_at": generated_at,
-        "baseline_kind": "measured baseline run, started at once",
-        "carbon_savings": {"baseline_emissions_kg": 0.002, "optimized_emissions_kg": 0.002 - saving_kg,
-                           "reduction_kg": saving_kg, "reduction_percentage": saving_kg / 0.002 * 100},
-        "timing": {"saving_kg": timing_kg, "saving_percentage": 10.0, "run_now_intensity_g_per_kwh": 250.0,
-                   "chosen_window_intensity_g_per_kwh": 225.0},
-        "efficiency": {"saving_kg": saving_kg - timing_kg, "saving_percentage": 1.0, "baseline_energy_kwh": 0.008,
-                       "optimized_energy_kwh": 0.0079},
-        "accuracy_impact": {"baseline_accuracy": 98.1, "optimized_accuracy": 98.3, "degradation_percentage": -0.2},
-        "schedule": {"run_now_start": "2026-11-23T10:00:00+00:00", "planned_start": "2026-11-23T14:00:00+00:00",
-                     "actual_start": "2026-11-23T14:00:02+00:00", "wait_seconds": 14402.0, "time_compression": 1.0},
+        "report_version": "2.0",
+        "dag_run_id": run_id,
+        "generated_at": generated_at,
+        "baseline_kind": kind,
+        "baseline": {
+            "kind": kind,
+            "note": "n",
+            "source_run": "manual__first",
+            "measured_at": "2026-11-01T00:00:00+00:00",
+            "key": "k",
+            "measurement_cost_kg": 0.002 if kind == "measured" else 0.0,
+        },
+        "carbon_savings": {
+            "baseline_emissions_kg": 0.002,
+            "optimized_emissions_kg": 0.002 - saving_kg,
+            "reduction_kg": saving_kg,
+            "reduction_percentage": saving_kg / 0.002 * 100,
+        },
+        "timing": {
+            "saving_kg": timing_kg,
+            "saving_percentage": 10.0,
+            "run_now_intensity_g_per_kwh": 250.0,
+            "chosen_window_intensity_g_per_kwh": 225.0,
+        },
+        "efficiency": {
+            "saving_kg": saving_kg - timing_kg,
+            "saving_percentage": 1.0,
+            "baseline_energy_kwh": 0.008,
+            "optimized_energy_kwh": 0.0079,
+        },
+        "accuracy_impact": {
+            "baseline_accuracy": 98.1,
+            "optimized_accuracy": 98.3,
+            "degradation_percentage": -0.2,
+        },
+        "schedule": {
+            "run_now_start": "2026-11-23T10:00:00+00:00",
+            "planned_start": "2026-11-23T14:00:00+00:00",
+            "actual_start": "2026-11-23T14:00:02+00:00",
+            "wait_seconds": 14402.0,
+            "time_compression": 1.0,
+        },
         "sources": {"forecast": "electricitymaps:DE", "region": "DE", "fallback_reasons": fallback or []},
         "replans": [{"decision": "re-planned"}],
     }
@@ -61,7 +100,8 @@ def test_rows_newest_first_with_units_and_totals(client):
     assert body["runs"][0]["replans"] == 1 and body["runs"][0]["fallback_reasons"] == ["uk: timed out"]
 
     page = client.get("/").text
-    assert page.index("scheduled__2026-11-23") < page.index("manual__2026-11-22")
+    table = page[page.index('<table id="runs"'):]
+    assert table.index("scheduled__2026-11-23") < table.index("manual__2026-11-22")
     for text in ("400 mg CO₂e", "300 mg CO₂e", "250 g/kWh", "225 g/kWh", "8 Wh", "7.9 Wh", "98.10 %", "4.0 h",
                  "2026-11-23 14:00 UTC", "uk: timed out", 'data-total="saving_kg"'):
         assert text in page, text
@@ -103,3 +143,29 @@ def test_unreadable_report_is_left_out(tmp_path, monkeypatch):
     _write(_report("manual__ok", "2026-11-22T12:00:00+00:00", 0.0004, 0.0003))
     rows = load_rows()
     assert [row["run_id"] for row in rows] == ["manual__ok"] and totals(rows)["runs"] == 1
+
+
+def test_net_total_subtracts_baseline_measurements_and_charts_the_running_sum(client):
+    _write(_report("manual__1", "2026-11-21T12:00:00+00:00", 0.0004, 0.0003, kind="measured"))  # cost 2 g
+    _write(_report("manual__2", "2026-11-22T12:00:00+00:00", 0.0005, 0.0003))
+    _write(_report("manual__3", "2026-11-23T12:00:00+00:00", 0.0006, 0.0003))
+    body = client.get("/api/runs").json()
+    assert body["totals"]["saving_kg"] == pytest.approx(0.0015)
+    assert body["totals"]["baseline_cost_kg"] == pytest.approx(0.002)
+    assert body["totals"]["net_saving_kg"] == pytest.approx(-0.0005)
+    assert [round(p["net_kg"], 7) for p in body["cumulative"]] == [-0.0016, -0.0011, -0.0005]
+    page = client.get("/").text
+    assert 'data-total="net_saving_kg" data-value="-0.0005' in page and "-500 mg CO₂e" in page
+    assert page.count("<circle") == 3
+    assert re.search(r'data-run-id="manual__3"\s+data-value="-0.0005', page)
+
+
+def test_a_legacy_report_with_a_measured_baseline_counts_it_as_emitted(client):
+    legacy = _report("manual__old", "2026-11-20T12:00:00+00:00", 0.0004, 0.0003)
+    del legacy["baseline"]
+    legacy["baseline_kind"] = "measured baseline run, started at once"
+    _write(legacy)
+    totals_ = client.get("/api/runs").json()["totals"]
+    assert totals_["baseline_cost_kg"] == pytest.approx(0.002) and totals_["net_saving_kg"] == pytest.approx(
+        -0.0016
+    )

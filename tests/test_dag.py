@@ -186,6 +186,10 @@ def test_bad_params_fail_with_the_param_name():
         make_plan(trace_params(providers=[{"name": "electricitymaps", "zone": "DE", "token": "abc"}]), "x")
     with pytest.raises(ParamsError, match="param time_compression"):
         make_plan(trace_params(time_compression=0.5), "x")
+    with pytest.raises(ParamsError, match="param baseline: .*cached.*every_run.*off"):
+        make_plan(trace_params(baseline="sometimes"), "x")
+    with pytest.raises(ParamsError, match="param run_baseline: unknown param .replaced by baseline"):
+        make_plan(trace_params(run_baseline=False), "x")
 
 
 # --- the whole DAG ------------------------------------------------------------------------------------
@@ -199,7 +203,7 @@ def _dags_test(env, conf):
 @pytest.mark.integration
 def test_dag_test_end_to_end_report_agrees_with_summaries_and_curve(airflow_db):
     compression = compression_for_wait(make_plan(trace_params(), "probe"), 25)  # a 25 s wait: it defers
-    out = _dags_test(airflow_db, trace_params(time_compression=compression))
+    out = _dags_test(airflow_db, trace_params(time_compression=compression, baseline="every_run"))
     log = out.stdout + out.stderr
     assert out.returncode == 0 and "state=success" in log, log[-4000:]
     assert "deferring until" in log and "woke at" in log  # a real, short wait through the trigger
@@ -217,8 +221,15 @@ def test_dag_test_end_to_end_report_agrees_with_summaries_and_curve(airflow_db):
     assert report["accuracy_impact"]["optimized_accuracy"] == optimized["final_test_accuracy_pct"]
     assert report["memory_savings"]["baseline_memory_mb"] == baseline["peak_memory_mb"]
     t, e, c = report["timing"], report["efficiency"], report["carbon_savings"]
-    assert c["baseline_emissions_kg"] * 1000 == pytest.approx(e["baseline_energy_kwh"] * t["run_now_intensity_g_per_kwh"], rel=1e-6)
-    assert c["reduction_kg"] == pytest.approx(t["saving_kg"] + e["saving_kg"], rel=1e-6)
+    assert report["baseline_kind"] == "measured" and report["baseline"]["measurement_cost_kg"] > 0
+    for name, block in report["intensities"].items():  # every interval priced, and they add up
+        if isinstance(block, dict):
+            grams = sum(i["kwh"] * i["g_per_kwh"] for i in block["intervals"])
+            assert grams == pytest.approx(block["emissions_g"], rel=0.01), name
+            assert sum(i["kwh"] for i in block["intervals"]) == pytest.approx(block["energy_kwh"], rel=1e-6)
+    assert c["baseline_emissions_kg"] * 1000 == pytest.approx(
+        report["intensities"]["baseline"]["emissions_g"]
+    )
     curve = [p["g_per_kwh"] for p in plan["curve"]]
     assert min(curve) * 0.5 <= t["chosen_window_intensity_g_per_kwh"] <= max(curve) * 1.5
     assert report["schedule"]["planned_start"] == plan["start"] and report["sources"]["forecast"] == plan["source"]
@@ -235,17 +246,17 @@ def test_bad_params_fail_the_first_task_before_any_wait(airflow_db):
 
 
 @pytest.mark.integration
-def test_without_baseline_the_report_uses_a_labelled_counterfactual(airflow_db):
-    out = _dags_test(airflow_db, trace_params(run_baseline=False))
+def test_without_baseline_the_report_shows_timing_only(airflow_db):
+    out = _dags_test(airflow_db, trace_params(baseline="off"))
     log = out.stdout + out.stderr
     assert out.returncode == 0 and "state=success" in log, log[-4000:]
     run_id = log.split("DagRun Finished:")[1].split("run_id=")[1].split(",")[0]
     from carbon_aware.outputs import run_dir_for
 
     report = json.loads((run_dir_for(run_id) / "comparison_report.json").read_text())
-    assert report["runs"]["baseline"] is None and report["baseline_kind"].startswith("counterfactual")
-    assert report["efficiency"]["saving_kg"] == pytest.approx(0.0, abs=1e-15)  # same energy by construction
-    assert report["efficiency"]["baseline_energy_kwh"] == pytest.approx(report["efficiency"]["optimized_energy_kwh"])
+    assert report["runs"]["baseline"] is None and report["baseline_kind"] == "off"
+    assert report["efficiency"]["saving_kg"] is None and report["efficiency"]["baseline_energy_kwh"] is None
+    assert report["carbon_savings"]["reduction_kg"] == pytest.approx(report["timing"]["saving_kg"])
     assert not (run_dir_for(run_id) / "baseline").exists()
 
 
@@ -256,3 +267,56 @@ def test_plugins_folder_does_not_load_the_package_file_by_file():
 
     loaded = list(find_path_from_directory(str(REPO_ROOT / "plugins"), ".airflowignore", "glob"))
     assert not [p for p in loaded if "carbon_aware" in p]
+
+
+# --- fixes: re-plan on a trace, deadline past the horizon, refused secrets ------------------------------
+
+def test_a_replan_on_a_trace_sees_the_slots_of_its_own_moment_not_the_anchors():
+    from carbon_aware.providers.trace import TraceProvider
+    from carbon_aware.tasks import check_window
+
+    anchor = datetime(2026, 11, 24, 0, 0, tzinfo=timezone.utc)
+    plan = make_plan(
+        trace_params(time_compression=1.0, replan_tolerance_pct=0, deadline_hours=24), "replan", now=anchor
+    )
+    grid_now = anchor + timedelta(hours=5)
+    # the grid now runs far above "the forecast": the sensor re-plans
+    plan["curve"] = [{**p, "g_per_kwh": 1.0} for p in plan["curve"]]
+    updated, check = check_window(plan, grid_now)
+    assert check is not None and check["decision"].startswith("re-planned"), check
+    replay = TraceProvider.replaying(
+        REPO_ROOT / NESO, real_now=anchor, trace_now=datetime(2023, 3, 1, 6, tzinfo=timezone.utc)
+    )
+    truth = replay.forecast(grid_now, timedelta(hours=19)).points
+    seen = [(p["start"], p["g_per_kwh"]) for p in updated["curve"]]
+    # 11:00 of the trace day (anchor + 5 h), not 06:00 (the anchor's slots)
+    assert seen[:12] == [(p.start.isoformat(), p.value) for p in truth[:12]]
+    at_anchor = replay.forecast(anchor, timedelta(hours=19)).points
+    assert [v for _s, v in seen[:12]] != [p.value for p in at_anchor[:12]]
+
+
+def test_a_deadline_past_the_forecast_horizon_plans_within_it_and_says_so():
+    now = datetime.now(timezone.utc)
+    slot = now.replace(minute=0 if now.minute < 30 else 30, second=0, microsecond=0)
+    with FakeProviderServer() as server:  # fw48h from the current slot: it ends before now + 48 h
+        server.script(
+            f"/intensity/{slot:%Y-%m-%dT%H:%MZ}/fw48h",
+            Reply({"data": uk_rows(slot, 48, lambda i: 400 - 4 * i)}),
+        )
+        plan = make_plan(trace_params(providers=[{"name": "uk", "base_url": server.url}], deadline_hours=48,
+                                      time_compression=1.0), "horizon", now=now)
+    assert plan["source"] == "uk" and plan["fallback_reasons"] == []
+    assert "before the deadline" in plan["horizon_note"] and "planned within its horizon" in plan["summary"]
+    # the cleanest hour is the forecast's last
+    assert datetime.fromisoformat(plan["end"]) == slot + timedelta(hours=48)
+
+
+@pytest.mark.integration
+def test_a_refused_token_is_never_echoed_into_the_log(airflow_db):
+    secret = "SUPER-SECRET-123"
+    out = _dags_test(
+        airflow_db, trace_params(providers=[{"name": "electricitymaps", "zone": "DE", "token": secret}])
+    )
+    log = out.stdout + out.stderr
+    assert "secrets (token) do not belong in params" in log and "state=failed" in log
+    assert "plan_window" in log and secret not in log  # dags test streams the task's log here

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import pytest
 
-from carbon_aware.evaluate import evaluate_trace, previous_year
+from carbon_aware.evaluate import evaluate_trace, previous_year, year_line
 from carbon_aware.forecast import ForecastError
 from carbon_aware.forecaster import HistoryModel, fit, fit_files
 from carbon_aware.providers.trace import TraceProvider
@@ -182,3 +182,16 @@ def test_evaluate_cli_all_trigger_hours_json_and_readme_table(carbon_dir, tmp_pa
     bad = subprocess.run([sys.executable, "-m", "carbon_aware.evaluate", "--trace", str(path),
                           "--trigger-hours", "25"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "--trigger-hours: expected 'all' or hours 0-23" in bad.stderr
+
+
+def test_the_demo_year_line_scores_the_dags_policy_over_the_whole_trace(carbon_dir):
+    path = carbon_dir / "neso_carbon_intensity_api" / "neso_2023_national_intensity.csv"
+    began = time.perf_counter()
+    line = year_line(path, 1.0, 24.0)
+    assert time.perf_counter() - began < 10
+    ev = {r["policy"]: r for r in evaluate_trace(load_trace(path), 1.0, 24.0)["results"]}
+    own, oracle = ev["planner + trace's own forecast"]["saving_pct"], ev["oracle"]["saving_pct"]
+    assert line.startswith("run daily in 2023 on this trace") and "own forecast" in line
+    assert f"{-own:+.1f} % vs starting at once; the oracle {-oracle:+.1f} %" in line and 0 < own < oracle
+    history = year_line(path, 1.0, 24.0, forecast="history")  # the trace provider with forecast: history
+    assert "history" in history and history != line

@@ -110,7 +110,11 @@ def test_cpu_fallback_and_forced_cuda_without_a_gpu(tmp_path):
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert summary["device"]["type"] == expected
     if not torch.cuda.is_available():
-        assert summary["precision"] == "fp32" and summary["peak_memory_kind"] == "cpu_peak_rss"
+        cpu_bf16 = torch.ops.mkldnn._is_mkldnn_bf16_supported()  # this project's CPU has AVX512-BF16
+        assert (
+            summary["precision"] == ("bf16" if cpu_bf16 else "fp32")
+            and summary["peak_memory_kind"] == "cpu_peak_rss"
+        )
         with pytest.raises(TrainingError, match="training.device"):
             train(make_config(tmp_path, training={"run_name": "c", "device": "cuda"}))
 
@@ -152,9 +156,42 @@ def test_shipped_configs_are_valid_and_match_their_description():
     optimized = load_config(REPO_ROOT / "include/configs/optimized.yaml")
     test = load_config(REPO_ROOT / "include/configs/test.yaml")
     assert (baseline.training.precision, baseline.training.batch_size, baseline.training.gradient_accumulation_steps) == ("fp32", 64, 1)
-    assert (optimized.training.batch_size, optimized.training.gradient_accumulation_steps) == (16, 4)
-    assert optimized.training.effective_batch_size == baseline.training.effective_batch_size
+    assert (optimized.training.batch_size, optimized.training.gradient_accumulation_steps) == (
+        "auto",
+        "auto",
+    )
+    assert optimized.training.effective_batch_size == baseline.training.effective_batch_size == 64
+    assert (
+        optimized.training.epochs < baseline.training.epochs and optimized.training.lr_schedule == "onecycle"
+    )
     assert optimized.training.precision == "auto" and test.training.epochs == 1 and test.data.train_subset
+
+
+@pytest.mark.parametrize("target, expected", [(64, (64, 1)), (256, (64, 4)), (100, (50, 2)), (48, (48, 1))])
+def test_auto_batch_on_cpu_takes_the_largest_fast_micro_batch_and_accumulates_the_rest(
+    tmp_path, target, expected
+):
+    config = make_config(tmp_path, training={"batch_size": "auto", "gradient_accumulation_steps": "auto",
+                                             "effective_batch_size": target, "epochs": 1})
+    summary = train(config)
+    assert (summary["micro_batch_size"], summary["gradient_accumulation_steps"]) == expected
+    assert summary["effective_batch_size"] == expected[0] * expected[1]
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["training.batch_size=auto"], "expected both 'auto' or both numbers"),
+        (
+            ["training.batch_size=auto", "training.gradient_accumulation_steps=auto"],
+            "effective_batch_size: required",
+        ),
+        (["training.effective_batch_size=100"], "is not batch_size x gradient_accumulation_steps (64)"),
+    ],
+)
+def test_batch_keys_must_agree(overrides, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_config(REPO_ROOT / "include/configs/baseline.yaml", overrides)
 
 
 def test_cli_rejects_a_bad_config_before_training(tmp_path):

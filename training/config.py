@@ -6,10 +6,10 @@ instead of being silently ignored.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = REPO_ROOT / "include" / "configs"
@@ -26,8 +26,11 @@ class _Block(BaseModel):
 class TrainingConfig(_Block):
     run_name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     epochs: int = Field(ge=1)
-    batch_size: int = Field(ge=1, description="micro-batch size (samples per forward pass)")
-    gradient_accumulation_steps: int = Field(default=1, ge=1)
+    batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        description="micro-batch size (samples per forward pass); auto: the largest that fits the device")
+    gradient_accumulation_steps: Annotated[int, Field(ge=1)] | Literal["auto"] = 1
+    effective_batch_size: int | None = Field(
+        default=None, ge=1, description="samples per optimizer step; required with batch_size: auto")
     learning_rate: float = Field(gt=0)
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
     weight_decay: float = Field(default=0.0, ge=0)
@@ -40,9 +43,29 @@ class TrainingConfig(_Block):
     resume: bool = False
     model_save_path: str = "model.pt"
 
-    @property
-    def effective_batch_size(self) -> int:
-        return self.batch_size * self.gradient_accumulation_steps
+    checkpoint_every_minutes: float = Field(
+        default=10.0, gt=0, description="also checkpoint mid-epoch this often"
+    )
+
+    @model_validator(mode="after")
+    def _batch_is_consistent(self) -> "TrainingConfig":
+        auto = self.batch_size == "auto"
+        if auto != (self.gradient_accumulation_steps == "auto"):
+            raise ValueError(
+                "batch_size and gradient_accumulation_steps: expected both 'auto' or both numbers "
+                f"(got {self.batch_size!r} and {self.gradient_accumulation_steps!r})"
+            )
+        if auto and self.effective_batch_size is None:
+            raise ValueError(
+                "effective_batch_size: required with batch_size: auto (the samples per optimizer step)"
+            )
+        if not auto:
+            product = self.batch_size * self.gradient_accumulation_steps
+            if self.effective_batch_size is not None and self.effective_batch_size != product:
+                raise ValueError(f"effective_batch_size ({self.effective_batch_size}) is not batch_size x "
+                                 f"gradient_accumulation_steps ({product})")
+            object.__setattr__(self, "effective_batch_size", product)
+        return self
 
 
 class DataConfig(_Block):
@@ -75,6 +98,9 @@ class EmissionsConfig(_Block):
     country_iso_code: str = Field(default="GBR", pattern=r"^[A-Z]{3}$")
     region: str | None = None
     measure_power_secs: float = Field(default=1.0, gt=0)
+    log_every_seconds: float = Field(
+        default=10.0, gt=0, description="energy log reading interval during training"
+    )
 
 
 class OutputConfig(_Block):
@@ -101,11 +127,19 @@ def resolve_path(path: str | Path) -> Path:
 def _describe(error: ValidationError) -> str:
     lines = []
     for item in error.errors():
-        key = ".".join(str(part) for part in item["loc"]) or "<root>"
+        # a union's branch names ("constrained-int", "literal['auto']") are not keys of the config
+        key = (
+            ".".join(
+                str(part) for part in item["loc"] if not str(part).startswith(("constrained-", "literal["))
+            )
+            or "<root>"
+        )
         if item["type"] == "extra_forbidden":
             lines.append(f"{key}: unknown key")
         elif item["type"] == "missing":
             lines.append(f"{key}: required key is missing")
+        elif item["type"] == "value_error":  # a check across keys: the message names them
+            lines.append(f"{key}: {item['msg'].removeprefix('Value error, ')}")
         else:
             lines.append(f"{key}: {item['msg']} (got {item.get('input')!r})")
     return "invalid trainer config:\n  " + "\n  ".join(lines)

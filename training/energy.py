@@ -6,7 +6,10 @@ each interval at the grid intensity of its own time.
 """
 from __future__ import annotations
 
+import json
 import logging
+import os
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -20,9 +23,33 @@ def utc_now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
+ENERGY_LOG_NAME = "energy_log.jsonl"
+TOTAL_KEYS = ("kwh", "cpu_kwh", "gpu_kwh", "ram_kwh", "co2_kg", "seconds")
+
+
+def read_energy_log(path: Path) -> list[dict[str, Any]]:
+    """Every complete line of a run's energy log; a line torn by a kill mid-write is left out."""
+    if not path.is_file():
+        return []
+    entries = []
+    for line in path.read_text().splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and all(key in entry for key in (*TOTAL_KEYS, "attempt", "time")):
+            entries.append(entry)
+    return entries
+
+
 class EnergyMeter:
     """Wraps ``OfflineEmissionsTracker`` (no network). Never raises: if CodeCarbon cannot start,
-    training goes on and :meth:`summary` reports ``None`` with the reason."""
+    training goes on and :meth:`summary` reports ``None`` with the reason.
+
+    Every reading is appended to ``energy_log.jsonl`` in the run directory and fsynced before training
+    goes on, cumulative over all attempts of the run. A new attempt (a retry after a kill, OOM or
+    SIGTERM) continues from the log's last line, so every attempt's kWh counts and the timeline stays
+    monotonic; at most ``emissions.log_every_seconds`` of a killed attempt's energy goes unrecorded."""
 
     def __init__(self, config: EmissionsConfig, output_dir: Path, run_name: str, resumed_from: dict | None = None):
         self.config = config
@@ -30,10 +57,18 @@ class EnergyMeter:
         self.run_name = run_name
         self.error: str | None = None if config.enabled else "disabled in config (emissions.enabled: false)"
         self._tracker = None
-        # Energy measured by earlier attempts of the same run (a resumed run continues their totals).
-        previous = resumed_from or {}
-        self._offset = {key: float(previous.get(key, 0.0)) for key in ("kwh", "cpu_kwh", "gpu_kwh", "ram_kwh", "co2_kg", "seconds")}
-        self.timeline: list[dict[str, Any]] = list(previous.get("timeline", []))
+        self.log_path = output_dir / ENERGY_LOG_NAME
+        logged = read_energy_log(self.log_path)
+        # Energy of earlier attempts of the same run: the log, else (older runs) the checkpoint's copy.
+        previous = logged[-1] if logged else (resumed_from or {})
+        self._offset = {key: float(previous.get(key, 0.0)) for key in TOTAL_KEYS}
+        self.timeline: list[dict[str, Any]] = (
+            [{k: e[k] for k in ("time", "kwh", "label", "attempt") if k in e} for e in logged]
+            if logged
+            else list(previous.get("timeline", []))
+        )
+        self.attempt = max((e["attempt"] for e in logged), default=0) + 1
+        self._last_mark = 0.0
 
     def start(self) -> None:
         if not self.config.enabled:
@@ -86,13 +121,32 @@ class EnergyMeter:
             "seconds": self._offset["seconds"] + data.duration,
         }
 
+    def _append(self, label: str, totals: dict[str, float], attempt_kwh: float) -> None:
+        now = utc_now_iso()
+        self.timeline.append({"time": now, "kwh": totals["kwh"], "label": label, "attempt": self.attempt})
+        line = json.dumps(
+            {"time": now, "label": label, "attempt": self.attempt, "attempt_kwh": attempt_kwh, **totals}
+        )
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "a") as handle:
+            handle.write(line + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        self._last_mark = time.monotonic()
+
     def mark(self, label: str) -> float | None:
-        """Append (now, cumulative kWh) to the timeline; returns the cumulative kWh."""
+        """Append (now, cumulative kWh) to the timeline and the log; returns the cumulative kWh."""
         if not self.active:
             return None
-        kwh = self.totals()["kwh"]
-        self.timeline.append({"time": utc_now_iso(), "kwh": kwh, "label": label})
-        return kwh
+        data = self._reading()
+        totals = self.totals(data)
+        self._append(label, totals, data.energy_consumed)
+        return totals["kwh"]
+
+    def maybe_mark(self) -> None:
+        """A reading if ``emissions.log_every_seconds`` passed since the last (called every step)."""
+        if self.active and time.monotonic() - self._last_mark >= self.config.log_every_seconds:
+            self.mark("reading")
 
     def checkpoint_state(self) -> dict[str, Any] | None:
         if not self.active:
@@ -107,7 +161,7 @@ class EnergyMeter:
         data = self._tracker.final_emissions_data
         totals = self.totals(data)
         self._tracker = None
-        self.timeline.append({"time": utc_now_iso(), "kwh": totals["kwh"], "label": "end"})  # equals the total
+        self._append("end", totals, data.energy_consumed)  # equals the total
         seconds = totals["seconds"]
         return {
             "source": "codecarbon",

@@ -91,8 +91,23 @@ def validate_summary(summary: dict[str, Any]) -> None:
         raise SummarySchemaError(f"summary.json invalid at {where}: {error.message}") from None
 
 
+def device_model(device: torch.device) -> str:
+    """What the energy of a run depends on: the GPU's name, or the CPU's model and the threads torch uses."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model} x{torch.get_num_threads()} threads"
+
+
 def _device_block(device: torch.device) -> dict[str, Any]:
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine())
+    name = device_model(device)
     return {"type": device.type, "name": name, "torch_version": torch.__version__,
             "cuda_version": torch.version.cuda if device.type == "cuda" else None}
 

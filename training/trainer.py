@@ -23,9 +23,9 @@ from training.checkpoint import load_checkpoint, restore_rng_state, rng_state, s
 from training.config import TrainerConfig
 from training.files import atomic_write_json
 from training.data import BatchSource, epoch_plan, fits_on_device, load_splits
-from training.energy import EnergyMeter, utc_now_iso
+from training.energy import ENERGY_LOG_NAME, EnergyMeter, utc_now_iso
 from training.model import build_model
-from training.summary import build_summary, validate_summary
+from training.summary import build_summary, device_model, validate_summary
 
 log = logging.getLogger("training")
 
@@ -57,12 +57,60 @@ def resolve_device(requested: str) -> torch.device:
     return torch.device(requested)
 
 
+def device_model_for(requested: str) -> str:
+    """The model of the device a run with ``training.device: requested`` would use here."""
+    return device_model(resolve_device(requested))
+
+
 def resolve_precision(requested: str, device: torch.device) -> str:
     if requested != "auto":
         return requested
-    if device.type != "cuda":
-        return "fp32"
+    if device.type != "cuda":  # bf16 autocast where the CPU has native bf16 (AVX512-BF16, AMX), else fp32
+        return (
+            "bf16"
+            if torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+            else "fp32"
+        )
     return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
+# On CPU a larger micro-batch is slower per sample for this kind of network (measured on 2 cores: 256 is
+# slower than 64), so "fits" there means at most this many; on a GPU it is what memory allows.
+CPU_MAX_MICRO_BATCH = 64
+
+
+def _fits(model: torch.nn.Module, sample: torch.Tensor, batch: int, autocast) -> bool:
+    """One forward and backward pass of ``batch`` samples, to see whether the device has the memory."""
+    x = sample.expand(batch, *sample.shape[1:]).contiguous()
+    try:
+        with autocast():
+            model(x).float().sum().backward()
+        return True
+    except torch.cuda.OutOfMemoryError:
+        return False
+    finally:
+        model.zero_grad(set_to_none=True)
+        del x
+        torch.cuda.empty_cache()
+
+
+def resolve_batch(
+    t, device: torch.device, model: torch.nn.Module, sample: torch.Tensor, autocast
+) -> tuple[int, int]:
+    """(micro-batch, accumulation steps): as configured, or for ``batch_size: auto`` the largest micro-batch
+    up to ``effective_batch_size`` that fits the device, with accumulation only for what does not fit."""
+    if t.batch_size != "auto":
+        return t.batch_size, t.gradient_accumulation_steps
+    target = t.effective_batch_size
+    if device.type == "cuda":
+        largest = target
+        while largest > 1 and not _fits(model, sample, largest, autocast):
+            largest //= 2
+        torch.cuda.reset_peak_memory_stats(device)
+    else:
+        largest = min(target, CPU_MAX_MICRO_BATCH)
+    steps = math.ceil(target / largest)
+    return math.ceil(target / steps), steps
 
 
 def _optimizer(model: torch.nn.Module, config: TrainerConfig, device: torch.device) -> torch.optim.Optimizer:
@@ -118,7 +166,9 @@ def evaluate(model, batches: BatchSource, batch_size: int, autocast) -> tuple[fl
 def _check_run_dir(config: TrainerConfig, run_dir: Path, checkpoint_path: Path) -> None:
     if config.training.resume:
         return
-    leftovers = [p for p in (run_dir / "summary.json", checkpoint_path) if p.exists()]
+    leftovers = [
+        p for p in (run_dir / "summary.json", checkpoint_path, run_dir / ENERGY_LOG_NAME) if p.exists()
+    ]
     if leftovers:
         raise RunExistsError(
             f"training.run_name: output for run {config.training.run_name!r} already exists ({leftovers[0]}); "
@@ -153,12 +203,23 @@ def train(config: TrainerConfig, on_step: Callable[[int], None] | None = None) -
              "resident on device" if resident else f"DataLoader with {config.data.num_workers} workers")
 
     model = build_model(config.model).to(device)
+    autocast = (lambda: contextlib.nullcontext()) if precision == "fp32" else (
+        lambda: torch.autocast(device_type=device.type, dtype=PTDTYPE[precision]))
+    if t.batch_size == "auto":
+        sample = next(test_batches.sequential(1))[0].to(device)
+        micro, steps = resolve_batch(t, device, model, sample, autocast)
+        config.training = t = t.model_copy(update={"batch_size": micro, "gradient_accumulation_steps": steps,
+                                                   "effective_batch_size": micro * steps})
+        log.info(
+            "batch_size auto: micro-batch %d x %d accumulation steps = %d per optimizer step",
+            micro,
+            steps,
+            micro * steps,
+        )
     optimizer = _optimizer(model, config, device)
     steps_per_epoch = math.ceil(len(train_split) / t.effective_batch_size)
     scheduler = _scheduler(optimizer, config, steps_per_epoch)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
-    autocast = (lambda: contextlib.nullcontext()) if precision == "fp32" else (
-        lambda: torch.autocast(device_type=device.type, dtype=PTDTYPE[precision]))
 
     state: dict[str, Any] = {"epoch": 0, "step": 0, "global_step": 0, "history": [], "elapsed_seconds": 0.0,
                              "samples_seen": 0, "epoch_loss_sum": 0.0, "epoch_samples": 0, "attempts": 0,
@@ -189,6 +250,7 @@ def train(config: TrainerConfig, on_step: Callable[[int], None] | None = None) -
     meter.start()
     model.train()
     segment_start = time.perf_counter()
+    checkpoint_every, last_checkpoint = t.checkpoint_every_minutes * 60, time.monotonic()
     try:
         with _stop_on_sigterm() as stop:
             for epoch in range(state["epoch"], t.epochs):
@@ -218,13 +280,21 @@ def train(config: TrainerConfig, on_step: Callable[[int], None] | None = None) -
                         raise NonFiniteLossError(f"loss became {loss_sum.item()} in epoch {epoch + 1} near step {step + 1}")
                     if on_step is not None:
                         on_step(state["global_step"])
-                    if stop.is_set():
+                    meter.maybe_mark()
+                    if stop.is_set() or time.monotonic() - last_checkpoint >= checkpoint_every:
                         state.update(epoch=epoch, step=step + 1,
                                      epoch_loss_sum=state["epoch_loss_sum"] + loss_sum.item(),
                                      elapsed_seconds=state["elapsed_seconds"] + time.perf_counter() - segment_start,
                                      energy=meter.checkpoint_state())
+                        loss_sum.zero_()  # now counted in state["epoch_loss_sum"]
+                        segment_start = time.perf_counter()
                         write_checkpoint()
-                        raise TrainingInterrupted(f"SIGTERM: checkpoint written at epoch {epoch + 1}, step {step + 1} ({checkpoint_path})")
+                        last_checkpoint = time.monotonic()
+                        if stop.is_set():
+                            raise TrainingInterrupted(f"SIGTERM: checkpoint written at epoch {epoch + 1}, "
+                                                      f"step {step + 1} ({checkpoint_path})")
+                        log.info("checkpoint at epoch %d, step %d (every %g min)", epoch + 1, step + 1,
+                                 t.checkpoint_every_minutes)
 
                 epoch_loss = state["epoch_loss_sum"] + loss_sum.item()
                 if not math.isfinite(epoch_loss):
@@ -248,6 +318,7 @@ def train(config: TrainerConfig, on_step: Callable[[int], None] | None = None) -
                              energy=meter.checkpoint_state())
                 segment_start = time.perf_counter()
                 write_checkpoint()
+                last_checkpoint = time.monotonic()
                 log.info("epoch %d/%d | loss %.4f | test acc %.2f%% | %.0f samples/s | energy %s",
                          epoch + 1, t.epochs, record["train_loss"], test_accuracy, record["samples_per_second"],
                          f"{energy_kwh:.6f} kWh" if energy_kwh is not None else "n/a")

@@ -239,6 +239,28 @@ def _hours_text(hours: list[int]) -> str:
     return "every hour" if len(hours) == 24 else ", ".join(f"{h:02d}:00" for h in hours)
 
 
+def policy_for(trace: Trace, forecast: str = "auto") -> str:
+    """The evaluation policy that plans as the DAG's trace provider does with ``forecast``."""
+    own = forecast == "file" or (forecast == "auto" and trace.forecast is not None)
+    return "planner + trace's own forecast" if own else "planner + history"
+
+
+def year_line(path: str | Path, job_hours: float, horizon_hours: float, forecast: str = "auto") -> str:
+    """What the DAG's policy would have saved running daily over the whole trace, in one line."""
+    path = Path(path)
+    trace = load_trace(path)
+    ev = evaluate_trace(trace, job_hours, horizon_hours, previous=previous_year(path))
+    results = {r["policy"]: r for r in ev["results"]}
+    policy, oracle = results[policy_for(trace, forecast)], results["oracle"]
+    year = datetime.fromtimestamp((trace.start + trace.end) / 2, tz=timezone.utc).year
+    return (
+        f"run daily in {year} on this trace ({path.name}, {ev['days']} days, job {job_hours:g} h, deadline "
+        f"{horizon_hours:g} h, {_short(policy['policy'])}): "
+        f"{-policy['saving_pct']:+.1f} % vs starting at once; "
+        f"the oracle {-oracle['saving_pct']:+.1f} %"
+    )
+
+
 def previous_year(path: Path) -> Trace | None:
     """The same zone's trace for the year before (Electricity Maps portal naming), if it is there."""
     parts = path.name.split("_")

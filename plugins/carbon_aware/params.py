@@ -10,6 +10,9 @@ from carbon_aware.providers import PROVIDER_NAMES
 SECRET_KEYS = {"token", "password", "api_key", "auth_token", "secret"}
 
 
+RENAMED = {"run_baseline": "replaced by baseline: cached (default), every_run or off"}
+
+
 class ParamsError(ValueError):
     pass
 
@@ -27,7 +30,8 @@ class RunParams(BaseModel):
     baseline_config: str = "include/configs/baseline.yaml"
     optimized_config: str = "include/configs/optimized.yaml"
     training_overrides: list[str] = Field(default_factory=list)
-    run_baseline: bool = True
+    baseline: Literal["cached", "every_run", "off"] = "cached"
+    baseline_max_age_days: float = Field(default=30.0, ge=0, le=3650)
     time_compression: float = Field(default=1.0, ge=1, le=86400)
 
     @field_validator("providers")
@@ -58,6 +62,15 @@ class RunParams(BaseModel):
         return self
 
 
+def redact(value: Any) -> Any:
+    """``value`` with every secret-looking entry's value hidden, so an error can show what it refused."""
+    if isinstance(value, dict):
+        return {k: "<redacted>" if str(k).lower() in SECRET_KEYS else redact(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact(v) for v in value]
+    return value
+
+
 def validate_params(raw: dict[str, Any]) -> RunParams:
     known = {key: value for key, value in raw.items() if key in RunParams.model_fields or not key.startswith("_")}
     try:
@@ -67,5 +80,7 @@ def validate_params(raw: dict[str, Any]) -> RunParams:
         for item in error.errors():
             name = ".".join(str(part) for part in item["loc"]) or "params"
             message = "unknown param" if item["type"] == "extra_forbidden" else item["msg"]
-            lines.append(f"param {name}: {message} (got {item.get('input')!r})")
+            if name in RENAMED:
+                message += f" ({RENAMED[name]})"
+            lines.append(f"param {name}: {message} (got {redact(item.get('input'))!r})")
         raise ParamsError("invalid DAG params:\n  " + "\n  ".join(lines)) from None

@@ -2,8 +2,10 @@
 
 CodeCarbon prices every kWh at one yearly figure, so it cannot see a time-shift saving; here each
 interval of a run's energy timeline is multiplied by the intensity of that interval (actuals where
-the provider had them by report time, else the forecast). The saving splits exactly into
-timing = (I_baseline - I_optimized) x E_optimized and efficiency = (E_baseline - E_optimized) x I_baseline.
+the provider had them by report time, else the forecast, else the nearest known slot). The saving is
+counterfactual - actual, never an emitted baseline, and splits exactly into
+timing = G(optimized timeline at run-now) - G(optimized timeline in its window) and
+efficiency = G(baseline timeline at run-now) - G(optimized timeline at run-now).
 """
 from __future__ import annotations
 
@@ -14,10 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from carbon_aware.forecast import IntensityPoint, points_to_arrays
-from carbon_aware.planner import Curve
+from carbon_aware.forecast import IntensityPoint
 
-REPORT_VERSION = "1.0"
+REPORT_VERSION = "2.0"
 
 
 @dataclass
@@ -48,12 +49,21 @@ def _points(rows: list[dict[str, Any]]) -> list[IntensityPoint]:
             for r in rows]
 
 
-def grid_timeline(summary: dict[str, Any], grid_start: datetime | None, planned_hours: float) -> list[tuple[datetime, float]]:
+def grid_timeline(summary: dict[str, Any] | None, grid_start: datetime | None,
+                  planned_hours: float) -> list[tuple[datetime, float]]:
     """(grid time, cumulative kWh) of a run: its real timestamps, or (time-compressed demos) the
-    timeline laid onto [grid_start, grid_start + planned duration]."""
-    points = [(datetime.fromisoformat(p["time"]), p["kwh"]) for p in summary.get("energy_timeline") or []]
-    if len(points) < 2:
+    timeline laid onto [grid_start, grid_start + planned duration]. One reading alone is an instant:
+    all its energy is priced at that moment."""
+    points = [
+        (datetime.fromisoformat(p["time"]), p["kwh"])
+        for p in (summary or {}).get("energy_timeline") or []
+        if p.get("kwh") is not None
+    ]
+    if not points:
         return []
+    if len(points) == 1:
+        moment = grid_start or points[0][0]
+        return [(moment, 0.0), (moment, points[0][1])]
     points[0] = (points[0][0], 0.0)  # what CodeCarbon counted before its first reading belongs to the first interval
     if grid_start is None:
         return points
@@ -62,31 +72,80 @@ def grid_timeline(summary: dict[str, Any], grid_start: datetime | None, planned_
     return [(grid_start + timedelta(hours=planned_hours) * ((t - first).total_seconds() / span), kwh) for t, kwh in points]
 
 
-def price_run(timeline: list[tuple[datetime, float]], actual: list[IntensityPoint], forecast: list[IntensityPoint]) -> dict[str, Any] | None:
-    """Grams of CO2 for each interval of the timeline at the intensity of that interval."""
+def shifted(timeline: list[tuple[datetime, float]], start: datetime) -> list[tuple[datetime, float]]:
+    """The same timeline started at ``start``: the energy a run would have drawn had it begun then."""
+    return [(start + (t - timeline[0][0]), kwh) for t, kwh in timeline] if timeline else []
+
+
+def _slot_at(points: list[IntensityPoint], a: float, b: float) -> IntensityPoint | None:
+    """The slot holding [a, b] (a piece never straddles a slot boundary), or the one holding instant a."""
+    for point in points:
+        s, e = point.start.timestamp(), point.end.timestamp()
+        if s <= a and (b <= e if b > a else a < e):
+            return point
+    return None
+
+
+def _nearest(curves: dict[str, list[IntensityPoint]], a: float, b: float) -> tuple[float, str] | None:
+    """The intensity of the slot closest in time to [a, b], actual before forecast at equal distance."""
+    best = None
+    for name, points in curves.items():
+        for point in points:
+            s, e = point.start.timestamp(), point.end.timestamp()
+            distance = max(s - b, a - e, 0.0)
+            if best is None or distance < best[0]:
+                best = (distance, point.value, name)
+    return (best[1], best[2]) if best else None
+
+
+def price_run(timeline: list[tuple[datetime, float]], actual: list[IntensityPoint],
+              forecast: list[IntensityPoint]) -> dict[str, Any] | None:
+    """Grams of CO2 for each interval of the timeline at the intensity of that interval.
+
+    Each interval is cut at every slot boundary of the two curves and its energy shared in proportion
+    to time (constant power within an interval). A piece takes the actual intensity where there is one,
+    else the forecast, else (a gap, or past both curves) the nearest known slot: ``source`` is then
+    ``nearest`` and ``nearest_share`` says how much of the energy was priced that way. ``intervals``
+    lists every piece; the sum of kwh x g_per_kwh over them is ``emissions_g``."""
     if not timeline:
         return None
-    curves = {name: Curve(*points_to_arrays(points)) for name, points in (("actual", actual), ("forecast", forecast)) if points}
-    grams, energy, used = 0.0, 0.0, set()
+    curves = {name: points for name, points in (("actual", actual), ("forecast", forecast)) if points}
+    if not curves:
+        return {"error": "no intensity known at all (no forecast and no actuals)"}
+    bounds = sorted(
+        {t for points in curves.values() for p in points for t in (p.start.timestamp(), p.end.timestamp())}
+    )
+    intervals: list[dict[str, Any]] = []
     for (t0, k0), (t1, k1) in zip(timeline, timeline[1:]):
         kwh = k1 - k0
         if kwh <= 0:
             continue
-        intensity = None
-        a, b = t0.timestamp(), max(t1.timestamp(), t0.timestamp() + 1e-3)
-        for name, curve in curves.items():
-            mean = curve.window_means(np.array([a]), b - a)[0]
-            if not np.isnan(mean):
-                intensity, source = float(mean), name
-                break
-        if intensity is None:
-            return {"error": f"no intensity known for {t0.isoformat()}-{t1.isoformat()}"}
-        grams += kwh * intensity
-        energy += kwh
-        used.add(source)
-    source = "actual" if used == {"actual"} else "forecast" if used == {"forecast"} else "actual+forecast"
-    return {"energy_kwh": energy, "emissions_g": grams, "mean_intensity_g_per_kwh": grams / energy if energy else None,
-            "intensity_source": source, "window_start": timeline[0][0].isoformat(), "window_end": timeline[-1][0].isoformat()}
+        a, b = t0.timestamp(), t1.timestamp()
+        cuts = [a, *(x for x in bounds if a < x < b), b] if b > a else [a, a]
+        for x0, x1 in zip(cuts, cuts[1:]):
+            share = kwh * (x1 - x0) / (b - a) if b > a else kwh
+            found = next(((slot.value, name) for name, points in curves.items()
+                          if (slot := _slot_at(points, x0, x1)) is not None), None)
+            if found is None:
+                value, name = _nearest(curves, x0, x1)
+                found = (value, "nearest")
+            intervals.append({"start": datetime.fromtimestamp(x0, tz=t0.tzinfo).isoformat(),
+                              "end": datetime.fromtimestamp(x1, tz=t0.tzinfo).isoformat(),
+                              "kwh": share, "g_per_kwh": found[0], "source": found[1]})
+    energy = sum(i["kwh"] for i in intervals)
+    grams = sum(i["kwh"] * i["g_per_kwh"] for i in intervals)
+    used = sorted({i["source"] for i in intervals}, key=["actual", "forecast", "nearest"].index)
+    nearest = sum(i["kwh"] for i in intervals if i["source"] == "nearest")
+    return {
+        "energy_kwh": energy,
+        "emissions_g": grams,
+        "mean_intensity_g_per_kwh": grams / energy if energy else None,
+        "intensity_source": "+".join(used) or None,
+        "nearest_share": nearest / energy if energy else None,
+        "window_start": timeline[0][0].isoformat(),
+        "window_end": timeline[-1][0].isoformat(),
+        "intervals": intervals,
+    }
 
 
 def _reduction(before: float | None, after: float | None) -> float | None:
@@ -94,8 +153,25 @@ def _reduction(before: float | None, after: float | None) -> float | None:
     return 100.0 * (before - after) / before if before and after is not None else None
 
 
+def _priced(block: dict[str, Any] | None) -> dict[str, Any] | None:
+    return block if block and "error" not in block and block["energy_kwh"] else None
+
+
+BASELINE_NOTES = {
+    "measured": "baseline config measured in this run, started at once (its emissions were really emitted: "
+    "a cost of the comparison)",
+    "cached": "baseline config's energy measured earlier (see baseline.source_run), "
+              "priced as if started at once",
+    "off": "timing only: the optimized run's own energy priced at run-now; no baseline energy known",
+}
+
+
 def build_report(*, dag_run_id: str, plan: dict[str, Any], wait: dict[str, Any], baseline: dict[str, Any] | None,
                  optimized: dict[str, Any], actual: list[IntensityPoint], report_time: datetime) -> dict[str, Any]:
+    """``baseline`` is the train_baseline task's record (``kind`` measured or cached, ``summary``, where it
+    came from) or None when off. Counterfactual = the baseline config started at run-now; actual = the
+    optimized run in its window. Saving = counterfactual - actual = timing + efficiency, where timing
+    prices the optimized run's own timeline shifted to run-now."""
     clock = Clock.from_plan(plan)
     forecast = _points(plan["curve"])
     hours = plan["duration_hours"]
@@ -104,60 +180,114 @@ def build_report(*, dag_run_id: str, plan: dict[str, Any], wait: dict[str, Any],
     released = datetime.fromisoformat(wait["woke_at_grid"]) if compressed else None
     opt_timeline = grid_timeline(optimized, released, hours)
     opt = price_run(opt_timeline, actual, forecast)
-    if baseline is not None:
-        base = price_run(grid_timeline(baseline, run_now if compressed else None, hours), actual, forecast)
-        counterfactual = "measured baseline run, started at once"
-    else:
-        counterfactual = "counterfactual: the optimized run's measured energy at the run-now intensity"
-        shifted = [(run_now + (t - opt_timeline[0][0]), k) for t, k in opt_timeline]
-        base = price_run(shifted, actual, forecast)
+    at_now = price_run(shifted(opt_timeline, run_now), actual, forecast)
+    kind = baseline["kind"] if baseline else "off"
+    summary_b = baseline["summary"] if baseline else None
+    base_timeline = grid_timeline(summary_b, run_now if compressed else None, hours)
+    base = (
+        price_run(base_timeline if compressed else shifted(base_timeline, run_now), actual, forecast)
+        if baseline
+        else None
+    )
 
-    energy_b = base["energy_kwh"] if base and "error" not in base else None
-    energy_o = opt["energy_kwh"] if opt and "error" not in opt else None
-    intensity_b = base["mean_intensity_g_per_kwh"] if energy_b else None
-    intensity_o = opt["mean_intensity_g_per_kwh"] if energy_o else None
-    emis_b = base["emissions_g"] / 1000 if energy_b else None
-    emis_o = opt["emissions_g"] / 1000 if energy_o else None
-    known = None not in (energy_b, energy_o, intensity_b, intensity_o)
-    timing_kg = (intensity_b - intensity_o) * energy_o / 1000 if known else None
-    efficiency_kg = (energy_b - energy_o) * intensity_b / 1000 if known else None
+    p_opt, p_now, p_base = _priced(opt), _priced(at_now), _priced(base)
+    timing_kg = (p_now["emissions_g"] - p_opt["emissions_g"]) / 1000 if p_opt and p_now else None
+    efficiency_kg = (p_base["emissions_g"] - p_now["emissions_g"]) / 1000 if p_base and p_now else None
+    counterfactual = p_base if baseline else p_now
+    emis_b = counterfactual["emissions_g"] / 1000 if counterfactual else None
+    emis_o = p_opt["emissions_g"] / 1000 if p_opt else None
+    reduction = emis_b - emis_o if emis_b is not None and emis_o is not None else None
+    energy_b = p_base["energy_kwh"] if p_base else None
+    energy_o = p_opt["energy_kwh"] if p_opt else None
+    cost_kg = emis_b if kind == "measured" else 0.0
 
-    acc_b = baseline["final_test_accuracy_pct"] if baseline else None
+    acc_b = summary_b["final_test_accuracy_pct"] if summary_b else None
     acc_o = optimized["final_test_accuracy_pct"]
-    mem_b = baseline["peak_memory_mb"] if baseline else None
+    mem_b = summary_b["peak_memory_mb"] if summary_b else None
     mem_o = optimized["peak_memory_mb"]
     return {
         "report_version": REPORT_VERSION,
         "dag_run_id": dag_run_id,
         "generated_at": report_time.isoformat(),
-        "baseline_kind": counterfactual,
-        # The original pipeline's blocks, with emissions now priced by the time of use.
-        "carbon_savings": {"baseline_emissions_kg": emis_b, "optimized_emissions_kg": emis_o,
-                           "reduction_kg": emis_b - emis_o if known else None, "reduction_percentage": _reduction(emis_b, emis_o)},
-        "accuracy_impact": {"baseline_accuracy": acc_b, "optimized_accuracy": acc_o,
-                            "degradation_percentage": acc_b - acc_o if acc_b is not None else None},
-        "memory_savings": {"baseline_memory_mb": mem_b, "optimized_memory_mb": mem_o, "memory_kind": optimized["peak_memory_kind"],
-                           "reduction_percentage": _reduction(mem_b, mem_o)},
-        "timing": {"saving_kg": timing_kg, "saving_percentage": _reduction(intensity_b, intensity_o),
-                   "run_now_intensity_g_per_kwh": intensity_b, "chosen_window_intensity_g_per_kwh": intensity_o},
-        "efficiency": {"saving_kg": efficiency_kg, "saving_percentage": _reduction(energy_b, energy_o),
-                       "baseline_energy_kwh": energy_b, "optimized_energy_kwh": energy_o},
-        "intensities": {"planned_run_now_g_per_kwh": plan["run_now_mean_intensity"], "planned_window_g_per_kwh": plan["mean_intensity"],
-                        "expected_saving_pct": plan["expected_saving_pct"], "baseline": base, "optimized": opt},
+        "baseline_kind": kind,
+        "baseline": {
+            "kind": kind,
+            "note": BASELINE_NOTES[kind],
+            "source_run": (baseline or {}).get("dag_run_id"),
+            "measured_at": (baseline or {}).get("measured_at"),
+            "key": (baseline or {}).get("key"),
+            "measurement_cost_kg": cost_kg,
+        },
+        # The original pipeline's blocks: "baseline" is the counterfactual (a plain run started at once).
+        "carbon_savings": {
+            "baseline_emissions_kg": emis_b,
+            "optimized_emissions_kg": emis_o,
+            "reduction_kg": reduction,
+            "reduction_percentage": _reduction(emis_b, emis_o),
+        },
+        "accuracy_impact": {
+            "baseline_accuracy": acc_b,
+            "optimized_accuracy": acc_o,
+            "degradation_percentage": acc_b - acc_o if acc_b is not None else None,
+        },
+        "memory_savings": {
+            "baseline_memory_mb": mem_b,
+            "optimized_memory_mb": mem_o,
+            "memory_kind": optimized["peak_memory_kind"],
+            "reduction_percentage": _reduction(mem_b, mem_o),
+        },
+        "timing": {
+            "saving_kg": timing_kg,
+            "saving_percentage": _reduction(
+                p_now and p_now["mean_intensity_g_per_kwh"], p_opt and p_opt["mean_intensity_g_per_kwh"]
+            ),
+            "run_now_intensity_g_per_kwh": p_now["mean_intensity_g_per_kwh"] if p_now else None,
+            "chosen_window_intensity_g_per_kwh": p_opt["mean_intensity_g_per_kwh"] if p_opt else None,
+        },
+        "efficiency": {
+            "saving_kg": efficiency_kg,
+            "saving_percentage": _reduction(energy_b, energy_o),
+            "baseline_energy_kwh": energy_b,
+            "optimized_energy_kwh": energy_o,
+        },
+        "intensities": {
+            "planned_run_now_g_per_kwh": plan["run_now_mean_intensity"],
+            "planned_window_g_per_kwh": plan["mean_intensity"],
+            "expected_saving_pct": plan["expected_saving_pct"],
+            "baseline": base,
+            "optimized": opt,
+            "optimized_at_run_now": at_now,
+        },
         "codecarbon_static": {
             "note": "CodeCarbon's own figure: one yearly intensity per country, blind to timing",
-            "baseline_emissions_kg": (baseline.get("energy") or {}).get("codecarbon_emissions_kg") if baseline else None,
+            "baseline_emissions_kg": (
+                (summary_b.get("energy") or {}).get("codecarbon_emissions_kg") if summary_b else None
+            ),
             "optimized_emissions_kg": (optimized.get("energy") or {}).get("codecarbon_emissions_kg"),
             "intensity_g_per_kwh": (optimized.get("energy") or {}).get("codecarbon_intensity_g_per_kwh"),
         },
-        "schedule": {"planned_start": plan["start"], "planned_end": plan["end"], "run_now_start": plan["run_now_start"],
-                     "deadline": plan["deadline"], "actual_start": wait.get("woke_at_grid"),
-                     "wait_seconds": wait.get("waited_seconds"), "time_compression": clock.compression,
-                     "mode": plan["mode"], "reason": plan["reason"]},
+        "schedule": {
+            "planned_start": plan["start"],
+            "planned_end": plan["end"],
+            "run_now_start": plan["run_now_start"],
+            "deadline": plan["deadline"],
+            "actual_start": wait.get("woke_at_grid"),
+            "wait_seconds": wait.get("waited_seconds"),
+            "time_compression": clock.compression,
+            "mode": plan["mode"],
+            "reason": plan["reason"],
+            "horizon_note": plan.get("horizon_note"),
+        },
         "replans": wait.get("replans", []),
-        "sources": {"forecast": plan["source"], "region": plan["region"], "fallback_reasons": plan["fallback_reasons"],
-                    "intensity_used": sorted({r["intensity_source"] for r in (base, opt) if r and "intensity_source" in r})},
-        "runs": {"baseline": _run_block(baseline), "optimized": _run_block(optimized)},
+        "sources": {
+            "forecast": plan["source"],
+            "region": plan["region"],
+            "fallback_reasons": plan["fallback_reasons"],
+            "intensity_used": sorted(
+                {r["intensity_source"] for r in (base, opt, at_now) if r and r.get("intensity_source")}
+            ),
+        },
+        "runs": {"baseline": _run_block(summary_b), "optimized": _run_block(optimized)},
     }
 
 
@@ -202,12 +332,31 @@ def format_table(report: dict[str, Any]) -> str:
         f"saving: {_fmt(_g(c['reduction_kg']), '{:.3g}', ' g')} ({_fmt(c['reduction_percentage'], '{:.1f}', ' %')}) = "
         f"timing {_fmt(_g(t['saving_kg']), '{:.3g}', ' g')} (window g/kWh {_change(t['saving_percentage'])} vs run-now) + "
         f"efficiency {_fmt(_g(e['saving_kg']), '{:.3g}', ' g')} (energy {_change(e['saving_percentage'])} vs baseline)",
-        f"baseline: {report['baseline_kind']}",
+        _baseline_line(report),
         f"forecast source: {report['sources']['forecast']}; fallbacks: {report['sources']['fallback_reasons'] or 'none'}; "
         f"re-plans: {len(report['replans'])}; wait {_fmt(report['schedule']['wait_seconds'], '{:.1f}', ' s')}"
         + (f" (time compressed x{report['schedule']['time_compression']:g})" if report["schedule"]["time_compression"] != 1 else ""),
     ]
     return "\n".join(lines)
+
+
+def _baseline_line(report: dict[str, Any]) -> str:
+    b = report["baseline"]
+    line = f"baseline: {b['kind']} ({b['note']})"
+    if b["source_run"]:
+        line += f"; measured in run {b['source_run']} at {b['measured_at']}"
+    if b["measurement_cost_kg"]:
+        line += f"; measurement cost {_fmt(_g(b['measurement_cost_kg']), '{:.3g}', ' g')}"
+    nearest = [
+        f"{name} {100 * block['nearest_share']:.0f} %"
+        for name, block in report["intensities"].items()
+        if isinstance(block, dict) and block.get("nearest_share")
+    ]
+    return line + (
+        f"\npriced at the nearest known intensity (no data for its time): {', '.join(nearest)}"
+        if nearest
+        else ""
+    )
 
 
 def _change(saving_pct: float | None) -> str:
@@ -251,4 +400,3 @@ def write_plot(report: dict[str, Any], plan: dict[str, Any], actual: list[Intens
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
     plt.close(fig)
-

@@ -65,12 +65,23 @@ def make_plan(raw_params: dict[str, Any], dag_run_id: str, now: datetime | None 
         hours = hours or DEFAULT_JOB_HOURS
     duration = timedelta(hours=hours)
     deadline = now + timedelta(hours=params.deadline_hours)
-    forecast, reasons = fetch_forecast(params.providers, now, timedelta(hours=params.deadline_hours), deadline)
+    # A provider whose forecast ends before the deadline (the UK API's fw48h with a 48 h deadline) is kept
+    # as long as the job fits inside it: the plan stays within the forecast's horizon and says so.
+    forecast, reasons = fetch_forecast(
+        params.providers, now, timedelta(hours=params.deadline_hours), now + duration
+    )
     chosen = plan_window(forecast, duration, now, deadline, mode=params.planning_mode, threshold=params.carbon_threshold,
                          fallback_reasons=reasons, planned_at=now)
     plan = chosen.to_dict()
+    plan["horizon_note"] = (
+        f"{forecast.source}'s forecast ends at {forecast.end.isoformat()}, before the deadline "
+        f"{deadline.isoformat()}: planned within its horizon"
+        if forecast.end < deadline
+        else None
+    )
     plan["summary"] = (f"{chosen.summary_line()}\nreason: {chosen.reason}; duration {hours:g} h ({duration_note})"
-                       + (f"\nfallbacks: {reasons}" if reasons else ""))
+                       + (f"\nfallbacks: {reasons}" if reasons else "")
+                       + (f"\nhorizon: {plan['horizon_note']}" if plan["horizon_note"] else ""))
     plan["duration_source"] = duration_note
     plan["clock"] = {"anchor": now.isoformat(), "compression": params.time_compression}
     plan["request"] = params.model_dump()
@@ -108,7 +119,9 @@ def check_window(plan: dict[str, Any], grid_now: datetime) -> tuple[dict[str, An
         check["decision"] = "above tolerance, but no re-plan left or no time before the deadline: start now"
         return plan, check
     try:
-        forecast, reasons = fetch_forecast(request["providers"], grid_now, deadline - grid_now, grid_now + duration)
+        forecast, reasons = fetch_forecast(
+            request["providers"], grid_now, deadline - grid_now, grid_now + duration, anchor=anchor
+        )
         fresh = plan_window(forecast, duration, grid_now, deadline, mode=request["planning_mode"],
                             threshold=request["carbon_threshold"], fallback_reasons=reasons, planned_at=grid_now).to_dict()
     except (ForecastError, PlanningError) as error:
@@ -148,18 +161,66 @@ def run_trainer(config: str, overrides: list[str], run_dir: Path, run_name: str,
     return json.loads((run_dir / run_name / "summary.json").read_text())
 
 
+def train_or_reuse_baseline(
+    params: dict[str, Any],
+    dag_run_id: str,
+    run_dir: Path,
+    now: datetime | None = None,
+    emit: Callable[[str], None] = print,
+) -> dict[str, Any] | None:
+    """The baseline the report compares against, per ``params['baseline']``: None (off), a fresh
+    measurement (every_run, or cached with nothing usable stored), or the stored one (cached)."""
+    from carbon_aware import baselines
+    from training import TRAINER_VERSION
+    from training.config import load_config
+    from training.trainer import device_model_for
+
+    kind = params["baseline"]
+    if kind == "off":
+        return None
+    config = load_config(_config_path(params["baseline_config"]), params["training_overrides"])
+    ident = baselines.identity(
+        config.model_dump(), device_model_for(config.training.device), TRAINER_VERSION
+    )
+    key = baselines.key_of(ident)
+    now = now or datetime.now(timezone.utc)
+    if kind == "cached":
+        entry, why = baselines.lookup(key, params["baseline_max_age_days"], now)
+        emit(f"baseline: {why}")
+        if entry is not None:
+            return {
+                "kind": "cached",
+                "key": key,
+                "dag_run_id": entry["dag_run_id"],
+                "measured_at": entry["measured_at"],
+                "summary": entry["summary"],
+            }
+    emit(f"baseline: measuring the baseline config now (baseline: {kind})")
+    summary = run_trainer(params["baseline_config"], params["training_overrides"], run_dir, "baseline", emit)
+    stored = baselines.save(key, ident, dag_run_id, summary, now)
+    if stored:
+        emit(f"baseline: stored as {stored}")
+    return {
+        "kind": "measured",
+        "key": key,
+        "dag_run_id": dag_run_id,
+        "measured_at": now.isoformat(),
+        "summary": summary,
+    }
+
+
 def actuals_for_report(plan: dict[str, Any], grid_now: datetime) -> list:
-    """Measured intensities over the plotted span, from the first provider that has them by now."""
+    """Measured intensities refetched for the whole span, from an hour before run-now (or the first
+    re-plan's anchor) to report time, from the first provider that has them by now."""
     from carbon_aware.forecast import ForecastError
     from carbon_aware.providers import build_provider
 
     anchor = datetime.fromisoformat(plan["clock"]["anchor"])
-    start = anchor - timedelta(hours=1)
-    end = min(grid_now, datetime.fromisoformat(plan["deadline"]) + timedelta(hours=plan["duration_hours"]))
+    start = min(anchor, datetime.fromisoformat(plan["run_now_start"])) - timedelta(hours=1)
     for spec in plan["request"]["providers"]:
         try:
             provider = build_provider(spec, anchor)
-            points = provider.actuals(start, end)
+            points = provider.actuals(start, grid_now)
         except (ForecastError, ValueError, OSError) as error:
             log.info("actuals from %s unavailable: %s", spec.get("name"), error)
             continue

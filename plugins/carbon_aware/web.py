@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import html
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import quote
 
+import jinja2
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from carbon_aware.outputs import PLOT_NAME, REPO_ROOT, REPORT_NAME, output_root
-from carbon_aware.runs_view import load_report, load_rows, report_file, totals
+from carbon_aware.runs_view import cumulative, load_report, load_rows, report_file, totals
 
 DAG_ID = "carbon_training"
 MOUNT = "/carbon"
@@ -170,11 +172,73 @@ COLUMNS: list[tuple[str, str, Callable[[dict[str, Any]], str], bool]] = [
                                         f'<span class="local">{percent(row["saving_pct"])}</span>', True),
     ("by timing", "timing_saving_kg", _shown("timing_saving_kg", mass), True),
     ("by efficiency", "efficiency_saving_kg", _shown("efficiency_saving_kg", mass), True),
+    ("baseline", "baseline_kind", lambda row: f'{html.escape(str(row["baseline_kind"]))}<span class="local">'
+                                              f'cost {mass(row["baseline_cost_kg"])}</span>', False),
     ("accuracy baseline", "baseline_accuracy_pct", _shown("baseline_accuracy_pct", accuracy), True),
     ("accuracy optimized", "optimized_accuracy_pct", _shown("optimized_accuracy_pct", accuracy), True),
     ("re-plans", "replans", _shown("replans", str), True),
     ("fallbacks", "fallback_reasons", lambda row: html.escape("; ".join(row["fallback_reasons"] or [])) or "none", False),
 ]
+
+
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+_jinja = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True)
+CARDS = (("net_saving_kg", "Avoided in total (net)", "counterfactual − actual − baseline measurements"),
+         ("saving_kg", "counterfactual − actual", "{priced} of {runs} runs priced"),
+         ("baseline_cost_kg", "baseline measurements emitted", "subtracted from the net total"),
+         ("timing_saving_kg", "by timing (cleaner window)", "{priced} of {runs} runs priced"),
+         ("efficiency_saving_kg", "by efficiency (less energy)", "{priced} of {runs} runs priced"))
+
+
+def _chart(points: list[dict[str, Any]], width: int = 640, height: int = 200) -> dict[str, Any] | None:
+    """Screen coordinates of the cumulative net and gross avoided CO2e over runs."""
+    if not points:
+        return None
+    left, right, top, bottom = 80, width - 10, 10, height - 22
+    values = [0.0, *(p["net_kg"] for p in points), *(p["avoided_kg"] for p in points)]
+    low, high = min(values), max(values)
+    span = (high - low) or 1.0
+    step = (right - left) / max(len(points) - 1, 1)
+
+    def y(v: float) -> float:
+        return round(bottom - (v - low) / span * (bottom - top), 1)
+
+    xs = [round(left + i * step, 1) for i in range(len(points))]
+    return {
+        "width": width,
+        "height": height,
+        "left": left,
+        "right": right,
+        "top": top,
+        "bottom": bottom,
+        "zero": y(0.0),
+        "max_text": mass(high),
+        "min_text": mass(low),
+        "first": points[0]["run_id"][:28],
+        "last": points[-1]["run_id"][:28] if len(points) > 1 else "",
+        "net": " ".join(f"{x},{y(p['net_kg'])}" for x, p in zip(xs, points)),
+        "avoided": " ".join(f"{x},{y(p['avoided_kg'])}" for x, p in zip(xs, points)),
+        "points": [
+            {
+                "x": x,
+                "y": y(p["net_kg"]),
+                "run_id": p["run_id"],
+                "value": p["net_kg"],
+                "text": mass(p["net_kg"]),
+            }
+            for x, p in zip(xs, points)
+        ],
+    }
+
+
+def _totals_html(total: dict[str, Any], points: list[dict[str, Any]]) -> str:
+    cards = []
+    for key, label, note in CARDS:
+        value = total[key]
+        css = _saving_class(-value if key == "baseline_cost_kg" else value)
+        cards.append({"key": key, "value": value, "label": label, "text": mass(value), "css": css,
+                      "note": note.format(priced=total.get(f"{key}_runs_priced"), runs=total["runs"])})
+    return _jinja.get_template("totals.html").render(cards=cards, chart=_chart(points))
 
 
 def _row_html(row: dict[str, Any], request: Request) -> str:
@@ -202,26 +266,39 @@ def runs_page(request: Request) -> HTMLResponse:
     if not rows:
         return _page("Carbon", f"<h1>Carbon saving per run</h1>{_empty_state()}")
     total = totals(rows)
-    cards = "".join(
-        f'<div class="card" data-total="{key}" data-value="{total[key]}">{label}<b class="{_saving_class(total[key])}">'
-        f'{mass(total[key])}</b><span class="muted">{total[f"{key}_runs_priced"]} of {total["runs"]} runs priced</span></div>'
-        for key, label in (("saving_kg", "Avoided in total"), ("timing_saving_kg", "by timing (cleaner window)"),
-                           ("efficiency_saving_kg", "by efficiency (less energy)")))
     header = "".join(f"<th>{html.escape(name)}</th>" for name in ["run", *(column[0] for column in COLUMNS)])
     body = "".join(_row_html(row, request) for row in rows)
-    return _page("Carbon", f"""<h1>Carbon saving per run</h1>
+    return _page(
+        "Carbon",
+        f"""<h1>Carbon saving per run</h1>
 <p class="muted">Emissions are each run's measured energy over time × the grid's intensity at that time (actual where
-known, else the forecast). Saving = baseline (run at once) − optimized (chosen window) = timing + efficiency.
-Positive is avoided CO₂e. Times in UTC, your local time beneath. <a href="{_here(request)}/api/runs">JSON</a></p>
-<div class="cards">{cards}</div>
-<table id="runs"><thead><tr>{header}</tr></thead><tbody>{body}</tbody></table>""")
+known, else the forecast). Saving = counterfactual (the baseline config started at once) − actual
+(the optimized run in its window) = timing + efficiency; a baseline measured in a run was really emitted,
+so the net total subtracts it. Positive is avoided CO₂e. Times in UTC, your local time beneath.
+<a href="{_here(request)}/api/runs">JSON</a></p>
+{_totals_html(total, cumulative(rows))}
+<table id="runs"><thead><tr>{header}</tr></thead><tbody>{body}</tbody></table>""",
+    )
 
 
 @app.get("/api/runs")
 def runs_json() -> JSONResponse:
     rows = load_rows()
-    return JSONResponse({"dag_id": DAG_ID, "runs": rows, "totals": totals(rows),
-                         "units": {"_kg": "kg CO2e", "_kwh": "kWh", "_g_per_kwh": "gCO2e/kWh", "_pct": "%", "_seconds": "s"}})
+    return JSONResponse(
+        {
+            "dag_id": DAG_ID,
+            "runs": rows,
+            "totals": totals(rows),
+            "cumulative": cumulative(rows),
+            "units": {
+                "_kg": "kg CO2e",
+                "_kwh": "kWh",
+                "_g_per_kwh": "gCO2e/kWh",
+                "_pct": "%",
+                "_seconds": "s",
+            },
+        }
+    )
 
 
 def _report_or_404(directory: str) -> dict[str, Any]:
@@ -237,14 +314,27 @@ def run_page(directory: str, request: Request) -> HTMLResponse:
     here, run_id = _here(request), report["dag_run_id"]
     run_link = f"{_ui_base(request)}/dags/{DAG_ID}/runs/{quote(run_id, safe='')}"
     blocks = []
-    for block in ("carbon_savings", "timing", "efficiency", "intensities", "accuracy_impact", "memory_savings",
-                  "schedule", "sources", "codecarbon_static"):
+    for block in (
+        "baseline",
+        "carbon_savings",
+        "timing",
+        "efficiency",
+        "intensities",
+        "accuracy_impact",
+        "memory_savings",
+        "schedule",
+        "sources",
+        "codecarbon_static",
+    ):
         values = report.get(block) or {}
         rows = []
         for key, value in values.items():
             if isinstance(value, dict):
-                rows += [f'<tr><th>{html.escape(key)}.{html.escape(k)}</th><td data-field="{block}.{key}.{k}">{_value(k, v)}</td></tr>'
-                         for k, v in value.items()]
+                rows += [
+                    f'<tr><th>{html.escape(key)}.{html.escape(k)}</th><td data-field="{block}.{key}.{k}">'
+                    f'{_value(k, len(v) if k == "intervals" else v)}</td></tr>'
+                    for k, v in value.items()
+                ]
             else:
                 rows.append(f'<tr><th>{html.escape(key)}</th><td data-field="{block}.{key}">{_value(key, value)}</td></tr>')
         blocks.append(f'<div><h2>{html.escape(block)}</h2><table>{"".join(rows)}</table></div>')

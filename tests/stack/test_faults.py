@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.stack, pytest.mark.timeout(90
 
 
 def test_training_worker_killed_mid_epoch_retries_when_it_is_back_and_resumes(stack):
-    run_id = stack.trigger(trace_conf(wait_seconds=3, run_baseline=False, training_overrides=["training.epochs=3"]))
+    run_id = stack.trigger(trace_conf(wait_seconds=3, baseline="off", training_overrides=["training.epochs=3"]))
     run_dir = stack.output_dir / run_id.replace(":", "_").replace("+", "_")
     checkpoint = run_dir / "optimized" / "checkpoints" / "last.pt"
 
@@ -49,6 +49,16 @@ def test_training_worker_killed_mid_epoch_retries_when_it_is_back_and_resumes(st
     summary = json.loads((run_dir / "optimized" / "summary.json").read_text())
     assert epoch_at_kill < 3
     assert [e["epoch"] for e in summary["epochs"]] == [1, 2, 3] and summary["attempts"] == 2
+    # No energy lost: the append-only energy log holds both attempts' readings, and the summary's energy
+    # is the killed attempt's last reading plus everything the retry measured.
+    log = [json.loads(line) for line in (run_dir / "optimized" / "energy_log.jsonl").read_text().splitlines()]
+    attempts = sorted({entry["attempt"] for entry in log})
+    assert attempts == [1, 2], attempts
+    last = {attempt: [e for e in log if e["attempt"] == attempt][-1] for attempt in attempts}
+    assert last[1]["attempt_kwh"] > 0 and last[2]["attempt_kwh"] > 0
+    assert summary["energy"]["energy_kwh"] == pytest.approx(last[1]["attempt_kwh"] + last[2]["attempt_kwh"], rel=1e-6)
+    assert summary["energy"]["energy_kwh"] == pytest.approx(log[-1]["kwh"], rel=1e-9)
+    assert [e["kwh"] for e in log] == sorted(e["kwh"] for e in log), "the energy timeline went backwards"
     final = torch.load(checkpoint, map_location="cpu", weights_only=False)  # loads: not corrupt
     assert final["state"]["epoch"] == 3
     assert not list(checkpoint.parent.glob("*.tmp*")), "a temporary checkpoint was left behind"
@@ -62,7 +72,7 @@ def _wait_deferred_in_a_triggerer(stack, run_id: str) -> int:
 
 
 def test_redis_restarted_while_the_sensor_is_deferred_the_run_still_finishes(stack):
-    run_id = stack.trigger(trace_conf(wait_seconds=45, run_baseline=False))
+    run_id = stack.trigger(trace_conf(wait_seconds=45, baseline="off"))
     _wait_deferred_in_a_triggerer(stack, run_id)
     old = stack.redis.process.pid
     stack.redis.restart()
@@ -77,7 +87,7 @@ def test_redis_restarted_while_the_sensor_is_deferred_the_run_still_finishes(sta
 
 def test_api_server_restarted_the_carbon_page_answers_again_with_the_same_data(stack):
     if not list(stack.output_dir.glob("*/comparison_report.json")):
-        stack.wait_for_run(stack.trigger(trace_conf(wait_seconds=3, run_baseline=False)), timeout=600)
+        stack.wait_for_run(stack.trigger(trace_conf(wait_seconds=3, baseline="off")), timeout=600)
     headers = {"Authorization": f"Bearer {stack.token()}"}
     before = requests.get(f"{stack.base_url}/carbon/api/runs", headers=headers, timeout=30)
     assert before.status_code == 200 and before.json()["runs"], before.text[:500]
@@ -95,7 +105,7 @@ def test_api_server_restarted_the_carbon_page_answers_again_with_the_same_data(s
 def test_triggerer_restart_while_deferred_still_wakes_on_time(stack):
     from carbon_aware.report import Clock
 
-    run_id = stack.trigger(trace_conf(wait_seconds=60, run_baseline=False))
+    run_id = stack.trigger(trace_conf(wait_seconds=60, baseline="off"))
 
     first_job = _wait_deferred_in_a_triggerer(stack, run_id)
     trigger_logs = stack.home / "logs" / "dag_id=carbon_training" / f"run_id={run_id}" / "task_id=wait_for_window"
@@ -127,7 +137,7 @@ def _read(path: Path) -> str:
 def test_provider_unreachable_runs_on_the_fallback_and_says_so(stack):
     closed = free_port()  # nothing listens there
     conf = {"providers": [{"name": "carbon_aware_sdk", "location": "westeurope", "base_url": f"http://127.0.0.1:{closed}"}],
-            "job_duration_hours": 1, "deadline_hours": 24, "time_compression": 20000, "run_baseline": False,
+            "job_duration_hours": 1, "deadline_hours": 24, "time_compression": 20000, "baseline": "off",
             "baseline_config": "include/configs/test.yaml", "optimized_config": "include/configs/test.yaml"}
     run_id = stack.trigger(conf)
     stack.wait_for_run(run_id, timeout=600)

@@ -83,8 +83,9 @@ def _interval(ti: dict) -> tuple[datetime, datetime]:
 
 
 def test_two_runs_back_to_back_stay_apart(stack):
-    first = stack.trigger(trace_conf(wait_seconds=3))
-    second = stack.trigger(trace_conf(wait_seconds=3))
+    # Both runs train their baseline too (every_run), so four trainings compete for the gpu pool's slot.
+    first = stack.trigger(trace_conf(wait_seconds=3, baseline="every_run"))
+    second = stack.trigger(trace_conf(wait_seconds=3, baseline="every_run"))
     assert first != second
     runs = [stack.wait_for_run(run_id, timeout=600) for run_id in (first, second)]
 
@@ -115,8 +116,8 @@ def test_whatever_a_failed_test_leaves_is_cleared_before_the_next(stack):
     test fails both runs, starts the worker again and leaves nothing active, and a run after it works."""
     from tests.stack.services import DEFAULT_WORKER, kill_tree
 
-    stuck = stack.trigger(trace_conf(wait_seconds=3, time_compression=1, run_baseline=False))
-    behind = stack.trigger(trace_conf(wait_seconds=3, run_baseline=False))
+    stuck = stack.trigger(trace_conf(wait_seconds=3, time_compression=1, baseline="off"))
+    behind = stack.trigger(trace_conf(wait_seconds=3, baseline="off"))
     wait_until(lambda: stack.task_instances(stuck).get("wait_for_window", {}).get("state") == "deferred", 300,
                "the first run's sensor to defer")
     kill_tree(stack.processes[DEFAULT_WORKER].pid)
@@ -126,4 +127,4 @@ def test_whatever_a_failed_test_leaves_is_cleared_before_the_next(stack):
     assert stack.run(stuck)["state"] == "failed" and stack.run(behind)["state"] == "failed"
     assert stack.processes[DEFAULT_WORKER].poll() is None
     assert stack.get("/api/v2/pools/gpu")["occupied_slots"] == 0
-    stack.wait_for_run(stack.trigger(trace_conf(wait_seconds=3, run_baseline=False)), timeout=600)
+    stack.wait_for_run(stack.trigger(trace_conf(wait_seconds=3, baseline="off")), timeout=600)

@@ -91,12 +91,14 @@ def record(provider: Provider, forecast: Forecast, now: datetime, store: GridSto
 
 
 def fetch_forecast(specs: list[dict[str, Any]], now: datetime, horizon: timedelta, needed_until: datetime,
-                   mock: dict[str, Any] | None = None,
-                   store: GridStore | None = None) -> tuple[Forecast, list[str]]:
+                   mock: dict[str, Any] | None = None, store: GridStore | None = None,
+                   anchor: datetime | None = None) -> tuple[Forecast, list[str]]:
     """Try each provider in order; the first whose forecast validates and covers [now, needed_until]
     wins, and what it returned is recorded in the grid store. If all fail: the history forecaster on
     the store's actuals for the providers' regions; the mock curve only when the store holds less than
-    a day for each of them. Returns the forecast and every reason a step was skipped or taken."""
+    a day for each of them. Returns the forecast and every reason a step was skipped or taken.
+    ``anchor`` is the real moment a replayed trace maps to its ``replay_start`` (the run's first plan);
+    a re-plan later in the run passes it so that the replay does not restart at ``now``."""
     from carbon_aware.store import GridStore
 
     store = store or GridStore()
@@ -105,7 +107,7 @@ def fetch_forecast(specs: list[dict[str, Any]], now: datetime, horizon: timedelt
     for spec in specs:
         provider = None
         try:
-            provider = build_provider(spec, now)
+            provider = build_provider(spec, anchor or now)
             forecast = provider.forecast(now, horizon)
             forecast.require_coverage(now, needed_until)
             record(provider, forecast, now, store)
