@@ -167,8 +167,9 @@ def test_the_reports_actuals_are_kept_in_the_store(carbon_dir, grid_store):
     path = carbon_dir / "neso_carbon_intensity_api" / "neso_2023_national_intensity.csv"
     anchor = datetime(2026, 3, 1, 10, 0, tzinfo=timezone.utc)
     spec = {"name": "trace", "path": str(path), "replay_start": "2023-05-01T10:00:00+00:00"}
-    plan = {"clock": {"anchor": anchor.isoformat()}, "deadline": (anchor + timedelta(hours=6)).isoformat(),
+    plan = {"clock": {"anchor": anchor.isoformat()}, "run_now_start": anchor.isoformat(),
+            "deadline": (anchor + timedelta(hours=6)).isoformat(),
             "duration_hours": 1.0, "request": {"providers": [spec]}}
     points = actuals_for_report(plan, anchor + timedelta(hours=7))
-    assert len(points) == 16  # 8 h of half-hours: an hour before the anchor to the deadline plus the job
+    assert len(points) == 16  # 8 h of half-hours: an hour before run-now to report time
     assert GridStore().sources("GB") == {"trace:neso_2023_national_intensity.csv": 8.0}

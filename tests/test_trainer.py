@@ -232,3 +232,19 @@ def test_real_mnist_subset_one_epoch_over_90_percent_with_energy(tmp_path, mnist
     kwh = [point["kwh"] for point in summary["energy_timeline"]]
     assert kwh == sorted(kwh) and kwh[-1] == pytest.approx(summary["energy"]["energy_kwh"])
     assert (tmp_path / "test" / "emissions.csv").is_file()
+
+
+def test_on_device_settings_apply_only_on_that_device_and_the_callers_overrides_win(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("training: {run_name: r, epochs: 1, batch_size: auto, gradient_accumulation_steps: auto,\n"
+                      "           effective_batch_size: 64, learning_rate: 0.003, device: cpu}\n"
+                      "on_device:\n  cuda: ['training.effective_batch_size=512', 'training.learning_rate=0.006']\n")
+    on_cpu = load_config(config)
+    assert (on_cpu.training.effective_batch_size, on_cpu.training.learning_rate) == (64, 0.003)
+    on_gpu = load_config(config, ["training.device=cuda"])
+    assert (on_gpu.training.effective_batch_size, on_gpu.training.learning_rate) == (512, 0.006)
+    mine = load_config(config, ["training.device=cuda", "training.learning_rate=0.01"])
+    assert (mine.training.effective_batch_size, mine.training.learning_rate) == (512, 0.01)
+    config.write_text(config.read_text().replace("  cuda:", "  tpu:"))
+    with pytest.raises(ConfigError, match="on_device"):
+        load_config(config)

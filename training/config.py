@@ -5,6 +5,8 @@ instead of being silently ignored.
 """
 from __future__ import annotations
 
+import copy
+
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -113,6 +115,9 @@ class TrainerConfig(_Block):
     model: ModelConfig = Field(default_factory=ModelConfig)
     emissions: EmissionsConfig = Field(default_factory=EmissionsConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
+    on_device: dict[Literal["cpu", "cuda"], list[str]] = Field(
+        default_factory=dict, description="KEY=VALUE settings for training on that device (the device "
+        "training.device resolves to), applied before the caller's overrides, which win")
 
     def run_dir(self) -> Path:
         return resolve_path(self.output.dir) / self.training.run_name
@@ -185,4 +190,16 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Trainer
         raise ConfigError(f"{path}: not valid YAML: {error}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of blocks (training, data, ...)")
-    return build_config(apply_overrides(raw, overrides or []))
+    overrides = list(overrides or [])
+    config = build_config(apply_overrides(copy.deepcopy(raw), overrides))
+    device_settings = config.on_device.get(training_device(config.training.device), [])
+    return build_config(apply_overrides(raw, [*device_settings, *overrides])) if device_settings else config
+
+
+def training_device(requested: str) -> str:
+    """The device type ``training.device`` resolves to on this machine (auto: cuda when one is there)."""
+    if requested != "auto":
+        return requested
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"

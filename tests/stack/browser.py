@@ -99,6 +99,12 @@ return fiber ? {lines: editor.querySelector('.view-lines'), value: fiber.memoize
 """
 
 
+_EDITOR_FOCUSED_JS = """
+const focused = document.activeElement;
+return !!(focused && focused.closest && focused.closest('.monaco-editor'));
+"""
+
+
 def _form_conf(browser: WebDriver) -> dict | None:
     field = browser.execute_script(_CONF_FIELD_JS)
     return field and {"lines": field["lines"], "value": field["value"]}
@@ -116,27 +122,34 @@ def trigger_with_conf(browser: WebDriver, base_url: str, dag_id: str, conf: dict
     field = wait_for(browser, lambda b: (f := _form_conf(b)) and f["value"].strip().startswith("{") and f,
                      message="the Configuration JSON editor never showed the params' defaults")
     browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", field["lines"])
-    click(browser, lambda b: (_form_conf(b) or {}).get("lines"), what="the Configuration JSON editor")
-    select_all(browser)
-    # Inserted as one piece of text (as a paste would be), so the editor adds no closing brackets;
-    # whatever it auto-closed when the text began is cut from the end.
-    browser.execute_cdp_cmd("Input.insertText", {"text": json.dumps(conf)})
-    ActionChains(browser).key_down(Keys.CONTROL).key_down(Keys.SHIFT).send_keys(Keys.END) \
-        .key_up(Keys.SHIFT).key_up(Keys.CONTROL).send_keys(Keys.DELETE).perform()
-    click(browser, lambda b: b.find_element(By.XPATH, "//*[@role='dialog']//label[normalize-space()="
-                                                 "'Configuration JSON']"), what="outside the editor")  # blur
 
     def took(b):
         try:
             return json.loads((_form_conf(b) or {}).get("value") or "null") == conf
         except ValueError:
             return False
-    try:
-        wait_for(browser, took, timeout=15)
-    except TimeoutException:
+    for _attempt in range(3):  # a click can land while the editor re-renders: type again, then give up
+        click(browser, lambda b: (_form_conf(b) or {}).get("lines"), what="the Configuration JSON editor")
+        try:
+            wait_for(browser, lambda b: b.execute_script(_EDITOR_FOCUSED_JS), timeout=5)
+        except TimeoutException:
+            continue
+        select_all(browser)
+        # Inserted as one piece of text (as a paste would be), so the editor adds no closing brackets;
+        # whatever it auto-closed when the text began is cut from the end.
+        browser.execute_cdp_cmd("Input.insertText", {"text": json.dumps(conf)})
+        ActionChains(browser).key_down(Keys.CONTROL).key_down(Keys.SHIFT).send_keys(Keys.END) \
+            .key_up(Keys.SHIFT).key_up(Keys.CONTROL).send_keys(Keys.DELETE).perform()
+        try:
+            wait_for(browser, took, timeout=10)
+            print(f"trigger form: the conf took on attempt {_attempt + 1}")
+            break
+        except TimeoutException:
+            continue
+    else:
         held = (_form_conf(browser) or {}).get("value")
         raise AssertionError(f"the trigger form did not take the conf: its Configuration JSON holds {held!r}, "
-                             f"expected {json.dumps(conf)}") from None
+                             f"expected {json.dumps(conf)}")
     click(browser, button("Trigger", dialog), what="the form's Trigger button")
     wait_for(browser, ec.url_contains(f"/dags/{dag_id}/runs/"), message="the UI did not open the new run")
     return unquote(browser.current_url.split("/runs/", 1)[1].split("/")[0].split("?")[0])
