@@ -68,7 +68,8 @@ def button(label: str, within: str = "body"):
 
 def link(label: str):
     def find(browser: WebDriver):
-        found = [a for a in browser.find_elements(By.CSS_SELECTOR, "a") if a.is_displayed() and a.text.strip() == label]
+        found = [a for a in browser.find_elements(By.CSS_SELECTOR, "a")
+                 if a.is_displayed() and a.text.strip() == label]
         return found[0] if found else None
     return find
 
@@ -148,8 +149,8 @@ def trigger_with_conf(browser: WebDriver, base_url: str, dag_id: str, conf: dict
             continue
     else:
         held = (_form_conf(browser) or {}).get("value")
-        raise AssertionError(f"the trigger form did not take the conf: its Configuration JSON holds {held!r}, "
-                             f"expected {json.dumps(conf)}")
+        raise AssertionError(f"the trigger form did not take the conf: its Configuration JSON holds "
+                             f"{held!r}, expected {json.dumps(conf)}")
     click(browser, button("Trigger", dialog), what="the form's Trigger button")
     wait_for(browser, ec.url_contains(f"/dags/{dag_id}/runs/"), message="the UI did not open the new run")
     return unquote(browser.current_url.split("/runs/", 1)[1].split("/")[0].split("?")[0])

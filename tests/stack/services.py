@@ -89,7 +89,8 @@ def kill_tree(pid: int) -> list[int]:
     return [process.pid for process in family]
 
 
-def trainer_processes(output_dir: Path, run_dir: Path | None = None, run_name: str | None = None) -> list[psutil.Process]:
+def trainer_processes(output_dir: Path, run_dir: Path | None = None,
+                      run_name: str | None = None) -> list[psutil.Process]:
     """The trainer processes (``python -m training``) writing under ``output_dir``, or one run's."""
     found = []
     for process in psutil.process_iter(["cmdline"]):
@@ -97,7 +98,8 @@ def trainer_processes(output_dir: Path, run_dir: Path | None = None, run_name: s
         out = next((arg.split("=", 1)[1] for arg in cmdline if arg.startswith("output.dir=")), None)
         if "training" not in cmdline or out is None or not out.startswith(str(output_dir)):
             continue
-        if (run_dir is None or out == str(run_dir)) and (run_name is None or f"training.run_name={run_name}" in cmdline):
+        same_run = run_dir is None or out == str(run_dir)
+        if same_run and (run_name is None or f"training.run_name={run_name}" in cmdline):
             found.append(process)
     return found
 
@@ -152,7 +154,8 @@ class Redis:
     def __init__(self, data_dir: Path):
         self.binary = shutil.which("redis-server")
         if not self.binary:
-            raise RuntimeError("redis-server not found: run `make system-deps` (apt-get install redis-server)")
+            raise RuntimeError("redis-server not found: run `make system-deps` "
+                               "(apt-get install redis-server)")
         self.data_dir = data_dir
         self.port = free_port()
         self.password = secrets.token_hex(12)
@@ -161,8 +164,9 @@ class Redis:
     def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         config = self.data_dir / "redis.conf"  # the password in a file, not on a command line
-        config.write_text(f"bind 127.0.0.1\nport {self.port}\nrequirepass {self.password}\ndir {self.data_dir}\n"
-                          "save 1 1\nappendonly yes\nappendfsync always\nprotected-mode yes\n")
+        config.write_text(f"bind 127.0.0.1\nport {self.port}\nrequirepass {self.password}\n"
+                          f"dir {self.data_dir}\nsave 1 1\nappendonly yes\nappendfsync always\n"
+                          "protected-mode yes\n")
         config.chmod(0o600)
         log = open(self.data_dir.parent / "redis.log", "a")
         self.process = subprocess.Popen([self.binary, str(config)], stdout=log, stderr=subprocess.STDOUT,
@@ -187,7 +191,8 @@ class Redis:
 
 
 class AirflowStack:
-    """PostgreSQL, Redis and the Airflow services of docker-compose.yaml, with this checkout's DAGs and plugins."""
+    """PostgreSQL, Redis and the Airflow services of docker-compose.yaml, with this checkout's DAGs and
+    plugins."""
 
     def __init__(self, root: Path):
         self.root = root
@@ -270,12 +275,13 @@ class AirflowStack:
         return self
 
     def init(self) -> None:
-        """compose's airflow-init, its own script: the shared airflow.cfg, the login, DB migration, the pool."""
+        """compose's airflow-init, its own script: the shared airflow.cfg, the login, DB migration, the
+        pool."""
         service = self.compose_services()["airflow-init"]
         argv = [service["entrypoint"], *service_command(service)]
         argv = [self.local(arg) for arg in argv]
-        done = subprocess.run(argv, env=self.env("airflow-init"), cwd=REPO_ROOT, capture_output=True, text=True,
-                              timeout=600)
+        done = subprocess.run(argv, env=self.env("airflow-init"), cwd=REPO_ROOT, capture_output=True,
+                              text=True, timeout=600)
         if done.returncode != 0:
             raise RuntimeError(f"airflow-init failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
 
@@ -284,8 +290,8 @@ class AirflowStack:
         if argv[1:3] == ["celery", "worker"]:  # containers have their own host names; here, name each worker
             argv += ["--celery-hostname", f"{component}@%h"]
         log = open(self.root / f"{component}.log", "a")
-        process = subprocess.Popen(argv, env=self.env(component), cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
+        process = subprocess.Popen(argv, env=self.env(component), cwd=REPO_ROOT, stdout=log,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
         self.processes[component] = process
         return process
 
@@ -319,7 +325,7 @@ class AirflowStack:
             done.append(f"marked {run['dag_run_id']} ({run['state']}) failed")
 
         def settled():
-            busy = self.get("/api/v2/dags/~/dagRuns/~/taskInstances", dag_ids=["carbon_training"],
+            busy = self.get("/api/v2/dags/carbon_training/dagRuns/~/taskInstances",
                             state=["running", "queued", "scheduled", "deferred", "up_for_retry", "restarting"])
             pool = self.get("/api/v2/pools/gpu")
             return busy["total_entries"] == 0 and pool["occupied_slots"] == 0

@@ -84,11 +84,12 @@ def test_carbon_page_in_the_browser(stack, browser):
     row_css = f'tr[data-run-id="{run_id}"]'
     wait_for(browser, lambda b: b.find_elements(By.CSS_SELECTOR, row_css), message=f"no row for {run_id}")
     # The page is static once its script has written the local times: read every cell in one go.
-    wait_for(browser, lambda b: "your time" in b.find_element(By.CSS_SELECTOR, f'{row_css} td[data-field="planned_start"]').text)
+    planned_css = f'{row_css} td[data-field="planned_start"]'
+    wait_for(browser, lambda b: "your time" in b.find_element(By.CSS_SELECTOR, planned_css).text)
     cells = browser.execute_script(
         "return Object.fromEntries([...document.querySelectorAll(arguments[0] + ' td[data-field]')].map("
         "td => [td.dataset.field, {value: td.dataset.value, text: td.innerText,"
-        " datetime: (td.querySelector('time') || {}).getAttribute ? td.querySelector('time').getAttribute('datetime') : null}]))",
+        " datetime: td.querySelector('time') && td.querySelector('time').getAttribute('datetime')}]))",
         row_css)
     assert cells["provider"]["text"].startswith(report["sources"]["forecast"]), cells["provider"]
 
@@ -104,8 +105,8 @@ def test_carbon_page_in_the_browser(stack, browser):
 
     # The totals add up every report on disk.
     all_reports = [json.loads(p.read_text()) for p in stack.output_dir.glob("*/comparison_report.json")]
-    shown = {key: float(browser.find_element(By.CSS_SELECTOR, f'[data-total="{key}"]').get_attribute("data-value"))
-             for key in ("saving_kg", "baseline_cost_kg", "net_saving_kg")}
+    shown = {key: float(browser.find_element(By.CSS_SELECTOR, f'[data-total="{key}"]')
+                        .get_attribute("data-value")) for key in ("saving_kg", "baseline_cost_kg", "net_saving_kg")}
     avoided = sum(r["carbon_savings"]["reduction_kg"] for r in all_reports)
     cost = sum(r["baseline"]["measurement_cost_kg"] or 0.0 for r in all_reports)
     assert shown["saving_kg"] == pytest.approx(avoided) and shown["baseline_cost_kg"] == pytest.approx(cost)
@@ -116,7 +117,8 @@ def test_carbon_page_in_the_browser(stack, browser):
 
     # One run: the chart renders and the download is the report.
     browser.get(f"{stack.base_url}/carbon/")
-    click(browser, lambda b: b.find_element(By.CSS_SELECTOR, f'tr[data-run-id="{run_id}"] td a'), what="the run's link")
+    click(browser, lambda b: b.find_element(By.CSS_SELECTOR, f'tr[data-run-id="{run_id}"] td a'),
+          what="the run's link")
     chart = wait_for(browser, lambda b: b.find_elements(By.ID, "chart"))[0]
     wait_for(browser, lambda b: b.execute_script("return arguments[0].complete && arguments[0].naturalWidth", chart))
     assert browser.execute_script("return arguments[0].naturalWidth", chart) > 500
@@ -127,7 +129,8 @@ def test_carbon_page_in_the_browser(stack, browser):
 
     # The run's graph view, for the artefacts.
     browser.get(f"{stack.base_url}/dags/carbon_training/runs/{quote(run_id, safe='')}")
-    click(browser, lambda b: b.find_element(By.CSS_SELECTOR, "button[aria-label^='Show Graph']"), what="Show Graph")
+    click(browser, lambda b: b.find_element(By.CSS_SELECTOR, "button[aria-label^='Show Graph']"),
+          what="Show Graph")
     wait_for(browser, lambda b: b.find_elements(By.CSS_SELECTOR, ".react-flow__node"))
     time.sleep(1)
     screenshot(browser, SCREENSHOTS / "run-graph.png")

@@ -16,7 +16,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.stack, pytest.mark.timeout(90
 
 
 def test_training_worker_killed_mid_epoch_retries_when_it_is_back_and_resumes(stack):
-    run_id = stack.trigger(trace_conf(wait_seconds=3, baseline="off", training_overrides=["training.epochs=3"]))
+    run_id = stack.trigger(trace_conf(wait_seconds=3, baseline="off",
+                                      training_overrides=["training.epochs=3"]))
     run_dir = stack.output_dir / run_id.replace(":", "_").replace("+", "_")
     checkpoint = run_dir / "optimized" / "checkpoints" / "last.pt"
 
@@ -33,8 +34,10 @@ def test_training_worker_killed_mid_epoch_retries_when_it_is_back_and_resumes(st
     def retry_waiting():
         ti = stack.task_instances(run_id)["train_optimized"]
         return ti["try_number"] == 2 and ti["state"] in ("up_for_retry", "scheduled", "queued") and ti
-    wait_until(retry_waiting, 180, "the scheduler to fail the killed attempt and schedule a retry", interval=1)
-    wait_until(lambda: stack.task_instances(run_id)["train_optimized"]["state"] == "queued", 60, "the retry queued")
+    wait_until(retry_waiting, 180, "the scheduler to fail the killed attempt and schedule a retry",
+               interval=1)
+    wait_until(lambda: stack.task_instances(run_id)["train_optimized"]["state"] == "queued", 60,
+               "the retry queued")
     for _ in range(5):
         assert stack.task_instances(run_id)["train_optimized"]["state"] == "queued"
         time.sleep(1)
@@ -56,7 +59,8 @@ def test_training_worker_killed_mid_epoch_retries_when_it_is_back_and_resumes(st
     assert attempts == [1, 2], attempts
     last = {attempt: [e for e in log if e["attempt"] == attempt][-1] for attempt in attempts}
     assert last[1]["attempt_kwh"] > 0 and last[2]["attempt_kwh"] > 0
-    assert summary["energy"]["energy_kwh"] == pytest.approx(last[1]["attempt_kwh"] + last[2]["attempt_kwh"], rel=1e-6)
+    both = last[1]["attempt_kwh"] + last[2]["attempt_kwh"]
+    assert summary["energy"]["energy_kwh"] == pytest.approx(both, rel=1e-6)
     assert summary["energy"]["energy_kwh"] == pytest.approx(log[-1]["kwh"], rel=1e-9)
     assert [e["kwh"] for e in log] == sorted(e["kwh"] for e in log), "the energy timeline went backwards"
     final = torch.load(checkpoint, map_location="cpu", weights_only=False)  # loads: not corrupt
