@@ -321,7 +321,7 @@ class AirflowStack:
         done = [f"started {name}" for name in self.revive()]
         unfinished = self.get("/api/v2/dags/carbon_training/dagRuns", state=["queued", "running"])["dag_runs"]
         for run in unfinished:
-            self.patch(f"/api/v2/dags/carbon_training/dagRuns/{run['dag_run_id']}", {"state": "failed"})
+            self._mark_failed(run["dag_run_id"])
             done.append(f"marked {run['dag_run_id']} ({run['state']}) failed")
 
         def settled():
@@ -334,6 +334,27 @@ class AirflowStack:
             done.append(f"killed trainer {process.pid}")
             kill_tree(process.pid)
         return done
+
+    def _mark_failed(self, run_id: str) -> None:
+        """PATCH the run to failed. The API server answers 500 when its transaction collides with the
+        scheduler's on the same rows (a database error it reports as such): ask again."""
+        path = f"/api/v2/dags/carbon_training/dagRuns/{run_id}"
+        answers: list[str] = []
+
+        def marked():
+            response = self._request("PATCH", path, ok_only=False, json={"state": "failed"})
+            if response.status_code < 500:
+                if not response.ok:
+                    raise RuntimeError(f"PATCH {path}: {response.status_code} {response.text[:500]}")
+                return True
+            answers.append(f"{response.status_code} {response.text[:200]}")
+            return False
+        try:
+            wait_until(marked, 60, f"run {run_id} to be marked failed", interval=2)
+        except TimeoutError:
+            raise RuntimeError(f"PATCH {path} kept failing: {answers[-3:]}\n{self.diagnostics()}") from None
+        if answers:
+            print(f"marking {run_id} failed took {len(answers) + 1} tries: {answers}")
 
     def wait_healthy(self) -> None:
         wait_until(self._healthy, 240, "the API server to report every component healthy", interval=2)
