@@ -11,7 +11,7 @@ from carbon_aware.forecaster import HistoryModel
 from carbon_aware.planner import Curve, best_start, plan_window
 from carbon_aware.providers import fetch_forecast
 from carbon_aware.store import GridStore
-from carbon_aware.trace import load_trace
+from carbon_aware.trace_csv import load_trace
 from tests.fake_provider_server import FakeProviderServer, Reply
 
 DAYS, RUNS_PER_DAY, JOB_H, HORIZON_H = 30, 4, 4.0, 24

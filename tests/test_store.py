@@ -12,7 +12,7 @@ from carbon_aware.forecast import IntensityPoint
 from carbon_aware.planner import plan_window
 from carbon_aware.providers import fetch_forecast
 from carbon_aware.store import GridStore, import_trace
-from carbon_aware.trace import load_trace
+from carbon_aware.trace_csv import load_trace
 from tests.conftest import REPO_ROOT
 from tests.fake_provider_server import FakeProviderServer, Reply
 from tests.test_providers import NOW, SLOT, UK_PATH, uk_rows

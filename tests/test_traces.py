@@ -12,7 +12,7 @@ from carbon_aware.evaluate import evaluate_trace, previous_year, year_line
 from carbon_aware.forecast import ForecastError
 from carbon_aware.forecaster import HistoryModel, fit, fit_files
 from carbon_aware.providers.trace import TraceProvider
-from carbon_aware.trace import load_trace
+from carbon_aware.trace_csv import load_trace
 from tests.conftest import REPO_ROOT
 
 

@@ -29,7 +29,7 @@ from carbon_aware.forecaster import (REGION_TIMEZONES, WINDOW_H, HistoryModel, f
                                      weekly_profile)
 from carbon_aware.planner import Curve, PlanningError, best_start
 from carbon_aware.providers.mock import MockProvider
-from carbon_aware.trace import Trace, load_trace
+from carbon_aware.trace_csv import Trace, load_trace
 
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "carbon"
 THRESHOLD_G_PER_KWH = 300.0

@@ -312,7 +312,7 @@ def _same_hour(origins: np.ndarray, leads: int, days_back: int) -> np.ndarray:
 
 def fit_files(data_dir: Path) -> tuple[list[tuple[np.ndarray, float, str]], list[str]]:
     """The 2021-2022 Electricity Maps traces, each zone's two years joined into one series."""
-    from carbon_aware.trace import load_trace
+    from carbon_aware.trace_csv import load_trace
 
     folder = data_dir / "electricitymaps_via_green-dcc"
     paths = sorted(p for year in FIT_YEARS for p in folder.glob(f"*_{year}_hourly.csv"))

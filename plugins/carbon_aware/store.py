@@ -175,7 +175,7 @@ def import_trace(path: str | Path, store: GridStore | None = None, region: str |
                  source: str | None = None) -> tuple[int, str, str]:
     """Seed the store with a trace file's actuals (NESO export, Electricity Maps portal, EIA-930).
     Returns (new lines, region, source)."""
-    from carbon_aware.trace import load_trace
+    from carbon_aware.trace_csv import load_trace
 
     trace = load_trace(str(path))
     region = region or trace.region

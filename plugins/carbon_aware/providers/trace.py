@@ -10,7 +10,7 @@ import numpy as np
 from carbon_aware.forecast import Forecast, ForecastError, IntensityPoint, validate_points
 from carbon_aware.forecaster import HistoryModel
 from carbon_aware.providers.base import Provider
-from carbon_aware.trace import load_trace
+from carbon_aware.trace_csv import load_trace
 
 
 class TraceProvider(Provider):
