@@ -9,9 +9,9 @@ from __future__ import annotations
 import os
 
 import pendulum
-from airflow.sdk import DAG, Param, TriggerRule, get_current_context, task
+from airflow.sdk import DAG, Param, get_current_context, task
 
-from carbon_aware.sensors import CarbonWindowSensor
+from carbon_aware import CarbonPlanOperator, CarbonReportOperator, CarbonTrainerOperator, CarbonWindowSensor
 
 GPU_POOL = "gpu"
 # CeleryExecutor: the training tasks go to this queue, which the GPU workers consume (docker-compose.yaml).
@@ -50,6 +50,10 @@ PARAMS = {
     "baseline_max_age_days": Param(
         30.0, type="number", minimum=0, maximum=3650,
         description="A cached baseline older than this is measured again (0: now)."),
+    "carbon_budget_g": Param(
+        None, type=["number", "null"], exclusiveMinimum=0,
+        description="Optional: grams of CO2 the optimized run may emit, priced as its energy comes in; it "
+                    "stops at its next checkpoint when finishing would exceed it (the task fails, no retry)."),
     "time_compression": Param(1.0, type="number", minimum=1, maximum=86400,
                               description="Demos only: 3600 makes each forecast hour of waiting pass in one second."),
 }
@@ -60,14 +64,6 @@ def _schedule() -> str | None:
     a preset such as @weekly, or "none" (manual and API-triggered runs only)."""
     value = os.environ.get("CARBON_TRAINING_SCHEDULE", "@daily").strip()
     return None if value.lower() in ("", "none") else value
-
-
-def _params() -> dict:
-    return dict(get_current_context()["params"])
-
-
-def _run_id() -> str:
-    return get_current_context()["dag_run"].run_id
 
 
 with DAG(
@@ -82,13 +78,7 @@ with DAG(
     doc_md=__doc__,
 ) as dag:
 
-    @task
-    def plan_window() -> dict:
-        from carbon_aware.tasks import make_plan
-
-        plan = make_plan(_params(), _run_id())
-        print(plan["summary"])
-        return plan
+    plan = CarbonPlanOperator(task_id="plan_window", trainer_configs=True)
 
     @task(pool=GPU_POOL, queue=TRAINING_QUEUE, retries=2)
     def train_baseline(plan: dict) -> dict | None:
@@ -96,36 +86,22 @@ with DAG(
 
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from carbon_aware.tasks import train_or_reuse_baseline
+        from carbon_aware.baselines import train_or_reuse_baseline
 
-        params = _params()
+        context = get_current_context()
+        params = dict(context["params"])
         if params["baseline"] == "off":
             raise AirflowSkipException("baseline is off: the report shows the timing saving only")
-        return train_or_reuse_baseline(params, _run_id(), Path(plan["run_dir"]))
+        return train_or_reuse_baseline(params, context["dag_run"].run_id, Path(plan["run_dir"]))
 
     wait_for_window = CarbonWindowSensor(task_id="wait_for_window", plan_task_id="plan_window")
+    train_optimized = CarbonTrainerOperator(
+        task_id="train_optimized", run_name="optimized", pool=GPU_POOL, queue=TRAINING_QUEUE, retries=2
+    )
+    report = CarbonReportOperator(
+        task_id="report", job_task_id="train_optimized", baseline_task_id="train_baseline"
+    )
 
-    @task(pool=GPU_POOL, queue=TRAINING_QUEUE, retries=2)
-    def train_optimized(wait: dict) -> dict:
-        from pathlib import Path
-
-        from carbon_aware.tasks import run_trainer
-
-        params = _params()
-        return run_trainer(params["optimized_config"], params["training_overrides"], Path(wait["plan"]["run_dir"]), "optimized")
-
-    @task(trigger_rule=TriggerRule.NONE_FAILED)
-    def report(wait: dict, optimized: dict) -> dict:
-        from carbon_aware.tasks import write_report
-
-        baseline = get_current_context()["ti"].xcom_pull(task_ids="train_baseline")  # None when skipped
-        result, table = write_report(_run_id(), wait["plan"], wait, baseline, optimized)
-        print(table)
-        print(f"report: {result['files']['json']}\nplot:   {result['files']['plot']}")
-        return result
-
-    planned = plan_window()
-    baseline_summary = train_baseline(planned)
-    planned >> wait_for_window
-    optimized_summary = train_optimized(wait_for_window.output)
-    baseline_summary >> report(wait_for_window.output, optimized_summary)
+    baseline_summary = train_baseline(plan.output)
+    plan >> wait_for_window >> train_optimized >> report
+    baseline_summary >> report

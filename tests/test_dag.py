@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from carbon_aware.params import ParamsError
-from carbon_aware.tasks import make_plan
+from carbon_aware.planning import make_plan
 from tests.conftest import REPO_ROOT, compression_for_wait
 from tests.fake_provider_server import FakeProviderServer, Reply
 
@@ -113,7 +113,7 @@ def test_trigger_fires_at_its_moment_and_the_sensor_resumes():
 
 
 def test_compressed_wait_does_not_compress_the_scheduler_lag_after_the_trigger_fired():
-    from carbon_aware.report import Clock
+    from carbon_aware.clock import Clock
 
     plan = make_plan(trace_params(time_compression=3600.0), "test-run")
     started = datetime.now(timezone.utc) - timedelta(seconds=5)
@@ -273,7 +273,7 @@ def test_plugins_folder_does_not_load_the_package_file_by_file():
 
 def test_a_replan_on_a_trace_sees_the_slots_of_its_own_moment_not_the_anchors():
     from carbon_aware.providers.trace import TraceProvider
-    from carbon_aware.tasks import check_window
+    from carbon_aware.planning import check_window
 
     anchor = datetime(2026, 11, 24, 0, 0, tzinfo=timezone.utc)
     plan = make_plan(

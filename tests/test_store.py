@@ -162,7 +162,7 @@ def test_seeded_store_serves_a_provider_without_a_token(carbon_dir, grid_store, 
 
 
 def test_the_reports_actuals_are_kept_in_the_store(carbon_dir, grid_store):
-    from carbon_aware.tasks import actuals_for_report
+    from carbon_aware.report import actuals_for_report
 
     path = carbon_dir / "neso_carbon_intensity_api" / "neso_2023_national_intensity.csv"
     anchor = datetime(2026, 3, 1, 10, 0, tzinfo=timezone.utc)

@@ -10,17 +10,23 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from carbon_aware.outputs import output_root
+from carbon_aware.outputs import REPO_ROOT, output_root
 
 log = logging.getLogger(__name__)
 
 STORE_NAME = "baselines"
 # Keys of a trainer config that name or place a run but do not change what it computes.
 NOT_IDENTITY = {"training": ("run_name", "resume", "model_save_path"), "output": ("dir",)}
+
+
+def config_path(path: str) -> Path:
+    """A trainer config path from params: relative paths are relative to the repository."""
+    candidate = Path(path).expanduser()
+    return candidate if candidate.is_absolute() else REPO_ROOT / candidate
 
 
 def store_dir() -> Path:
@@ -80,3 +86,43 @@ def save(
     atomic_write_json(path, {"key": key, "identity": ident, "dag_run_id": dag_run_id,
                              "measured_at": now.isoformat(), "summary": summary})
     return path
+
+
+def train_or_reuse_baseline(
+    params: dict[str, Any],
+    dag_run_id: str,
+    run_dir: Path,
+    now: datetime | None = None,
+    emit: Callable[[str], None] = print,
+) -> dict[str, Any] | None:
+    """The baseline the report compares against, per ``params['baseline']``: None (off), a fresh
+    measurement (every_run, or cached with nothing usable stored), or the stored one (cached).
+    The baseline is the built-in trainer run as a command and measured from outside, as any job is."""
+    from carbon_aware.jobs import job_summary, run_attempt, trainer_command
+    from training import TRAINER_VERSION
+    from training.config import load_config
+    from training.trainer import device_model_for
+
+    kind = params["baseline"]
+    if kind == "off":
+        return None
+    config = load_config(config_path(params["baseline_config"]), params["training_overrides"])
+    ident = identity(config.model_dump(), device_model_for(config.training.device), TRAINER_VERSION)
+    key = key_of(ident)
+    now = now or datetime.now(timezone.utc)
+    if kind == "cached":
+        entry, why = lookup(key, params["baseline_max_age_days"], now)
+        emit(f"baseline: {why}")
+        if entry is not None:
+            return {"kind": "cached", "key": key, "dag_run_id": entry["dag_run_id"],
+                    "measured_at": entry["measured_at"], "summary": entry["summary"]}
+    emit(f"baseline: measuring the baseline config now (baseline: {kind})")
+    command = trainer_command(params["baseline_config"], params["training_overrides"], run_dir, "baseline")
+    attempt = run_attempt(command, run_dir / "baseline", "baseline", emit=emit)
+    segment = {"index": 0, "grid_start": None, "grid_hours": None, "attempts": [attempt]}
+    summary = job_summary(run_dir / "baseline", "baseline", command, [segment])
+    stored = save(key, ident, dag_run_id, summary, now)
+    if stored:
+        emit(f"baseline: stored as {stored}")
+    return {"kind": "measured", "key": key, "dag_run_id": dag_run_id, "measured_at": now.isoformat(),
+            "summary": summary}

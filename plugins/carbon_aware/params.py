@@ -33,6 +33,7 @@ class RunParams(BaseModel):
     baseline: Literal["cached", "every_run", "off"] = "cached"
     baseline_max_age_days: float = Field(default=30.0, ge=0, le=3650)
     time_compression: float = Field(default=1.0, ge=1, le=86400)
+    carbon_budget_g: float | None = Field(default=None, gt=0)
 
     @field_validator("providers")
     @classmethod

@@ -9,39 +9,20 @@ efficiency = G(baseline timeline at run-now) - G(optimized timeline at run-now).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+import logging
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from carbon_aware.clock import Clock
 from carbon_aware.forecast import IntensityPoint
+from carbon_aware.outputs import PLOT_NAME, REPORT_NAME
+
+log = logging.getLogger(__name__)
 
 REPORT_VERSION = "2.0"
-
-
-@dataclass
-class Clock:
-    """Maps real time to grid time. ``compression`` > 1 only in demos: waiting passes that much faster
-    from ``started`` (real) = ``anchor`` (grid), and each run is priced as if it took its planned
-    duration from its intended start (the baseline at once, the optimized run when it was released:
-    the trigger's moment plus the real seconds the scheduler took to resume the sensor)."""
-
-    anchor: datetime
-    compression: float = 1.0
-    started: datetime | None = None
-
-    def grid(self, real: datetime) -> datetime:
-        return self.anchor + (real - (self.started or self.anchor)) * self.compression
-
-    def real(self, grid: datetime) -> datetime:
-        return (self.started or self.anchor) + (grid - self.anchor) / self.compression
-
-    @classmethod
-    def from_plan(cls, plan: dict[str, Any], started: datetime | None = None) -> "Clock":
-        compression = plan["clock"]["compression"]
-        return cls(datetime.fromisoformat(plan["clock"]["anchor"]), compression, started if compression != 1 else None)
 
 
 def _points(rows: list[dict[str, Any]]) -> list[IntensityPoint]:
@@ -49,30 +30,84 @@ def _points(rows: list[dict[str, Any]]) -> list[IntensityPoint]:
             for r in rows]
 
 
-def grid_timeline(summary: dict[str, Any] | None, grid_start: datetime | None,
-                  planned_hours: float) -> list[tuple[datetime, float]]:
-    """(grid time, cumulative kWh) of a run: its real timestamps, or (time-compressed demos) the
-    timeline laid onto [grid_start, grid_start + planned duration]. One reading alone is an instant:
-    all its energy is priced at that moment."""
-    points = [
-        (datetime.fromisoformat(p["time"]), p["kwh"])
-        for p in (summary or {}).get("energy_timeline") or []
-        if p.get("kwh") is not None
-    ]
-    if not points:
+Timeline = list[tuple[datetime, float]]
+
+
+def _attempt_segments(segments: list[dict[str, Any]]) -> dict[int, int]:
+    """Attempt number -> index in ``segments``. An attempt with no record (killed with its worker)
+    belongs to the segment of the next recorded attempt: the retry that went on with the same slot."""
+    owner = {a["attempt"]: k for k, segment in enumerate(segments) for a in segment["attempts"]}
+    return owner
+
+
+def timeline_pieces(summary: dict[str, Any] | None, grid_start: datetime | None,
+                    planned_hours: float) -> list[Timeline]:
+    """(grid time, cumulative kWh) of a run, one piece per segment it ran in (one for a contiguous run).
+
+    Real timestamps are grid time, except in time-compressed demos (``grid_start`` given): there each
+    piece is laid onto its planned span (the whole run onto [grid_start, + planned duration]; a segment
+    of an interruptible job onto its slot). A piece starts at the cumulative kWh the one before it
+    ended with, so a pause draws nothing, and what CodeCarbon counted before a piece's first reading
+    belongs to its first interval. One reading alone is an instant."""
+    readings = [(datetime.fromisoformat(p["time"]), p["kwh"], p.get("attempt"))
+                for p in (summary or {}).get("energy_timeline") or [] if p.get("kwh") is not None]
+    if not readings:
         return []
-    if len(points) == 1:
-        moment = grid_start or points[0][0]
-        return [(moment, 0.0), (moment, points[0][1])]
-    points[0] = (points[0][0], 0.0)  # what CodeCarbon counted before its first reading belongs to the first interval
-    if grid_start is None:
-        return points
-    first, last = points[0][0], points[-1][0]
-    span = (last - first).total_seconds() or 1.0
-    return [(grid_start + timedelta(hours=planned_hours) * ((t - first).total_seconds() / span), kwh) for t, kwh in points]
+    segments = [s for s in (summary or {}).get("segments") or [] if s.get("attempts")]
+    owner = _attempt_segments(segments)
+    groups: list[list[tuple[datetime, float]]] = [[] for _ in segments] or [[]]
+    for moment, kwh, attempt in readings:
+        if attempt in owner:
+            k = owner[attempt]
+        else:
+            later = [owner[a] for a in owner if attempt is not None and a > attempt]
+            k = min(later) if later else len(groups) - 1
+        groups[k].append((moment, kwh))
+    pieces, before = [], 0.0
+    for k, points in enumerate(groups):
+        if not points:
+            continue
+        segment = segments[k] if segments else {}
+        start = grid_start
+        if grid_start is not None and segment.get("grid_start"):
+            start = datetime.fromisoformat(segment["grid_start"])
+        hours = segment.get("grid_hours") or planned_hours
+        if len(points) == 1:
+            moment = start or points[0][0]
+            piece = [(moment, before), (moment, points[0][1])]
+        else:
+            piece = [(points[0][0], before), *points[1:]]
+            if start is not None:
+                first, last = piece[0][0], piece[-1][0]
+                span = (last - first).total_seconds() or 1.0
+                piece = [(start + timedelta(hours=hours) * ((t - first).total_seconds() / span), kwh)
+                         for t, kwh in piece]
+        pieces.append(piece)
+        before = piece[-1][1]
+    return pieces
 
 
-def shifted(timeline: list[tuple[datetime, float]], start: datetime) -> list[tuple[datetime, float]]:
+def joined(pieces: list[Timeline]) -> Timeline:
+    """The pieces as one timeline: between two segments the cumulative kWh stays put (a pause)."""
+    return [point for piece in pieces for point in piece]
+
+
+def back_to_back(pieces: list[Timeline], start: datetime) -> Timeline:
+    """The run had it started at ``start`` and run without pausing: the pieces placed end to end."""
+    out: Timeline = []
+    at = start
+    for piece in pieces:
+        out += [(at + (t - piece[0][0]), kwh) for t, kwh in piece]
+        at = out[-1][0]
+    return out
+
+
+def grid_timeline(summary: dict[str, Any] | None, grid_start: datetime | None,
+                  planned_hours: float) -> Timeline:
+    return joined(timeline_pieces(summary, grid_start, planned_hours))
+
+
+def shifted(timeline: Timeline, start: datetime) -> Timeline:
     """The same timeline started at ``start``: the energy a run would have drawn had it begun then."""
     return [(start + (t - timeline[0][0]), kwh) for t, kwh in timeline] if timeline else []
 
@@ -178,17 +213,13 @@ def build_report(*, dag_run_id: str, plan: dict[str, Any], wait: dict[str, Any],
     compressed = clock.compression != 1
     run_now = datetime.fromisoformat(plan["run_now_start"])
     released = datetime.fromisoformat(wait["woke_at_grid"]) if compressed else None
-    opt_timeline = grid_timeline(optimized, released, hours)
-    opt = price_run(opt_timeline, actual, forecast)
-    at_now = price_run(shifted(opt_timeline, run_now), actual, forecast)
+    opt_pieces = timeline_pieces(optimized, released, hours)
+    opt = price_run(joined(opt_pieces), actual, forecast)
+    at_now = price_run(back_to_back(opt_pieces, run_now), actual, forecast)
     kind = baseline["kind"] if baseline else "off"
     summary_b = baseline["summary"] if baseline else None
-    base_timeline = grid_timeline(summary_b, run_now if compressed else None, hours)
-    base = (
-        price_run(base_timeline if compressed else shifted(base_timeline, run_now), actual, forecast)
-        if baseline
-        else None
-    )
+    base_pieces = timeline_pieces(summary_b, run_now if compressed else None, hours)
+    base = price_run(back_to_back(base_pieces, run_now), actual, forecast) if baseline else None
 
     p_opt, p_now, p_base = _priced(opt), _priced(at_now), _priced(base)
     timing_kg = (p_now["emissions_g"] - p_opt["emissions_g"]) / 1000 if p_opt and p_now else None
@@ -201,10 +232,10 @@ def build_report(*, dag_run_id: str, plan: dict[str, Any], wait: dict[str, Any],
     energy_o = p_opt["energy_kwh"] if p_opt else None
     cost_kg = emis_b if kind == "measured" else 0.0
 
-    acc_b = summary_b["final_test_accuracy_pct"] if summary_b else None
-    acc_o = optimized["final_test_accuracy_pct"]
-    mem_b = summary_b["peak_memory_mb"] if summary_b else None
-    mem_o = optimized["peak_memory_mb"]
+    acc_b = summary_b.get("final_test_accuracy_pct") if summary_b else None
+    acc_o = optimized.get("final_test_accuracy_pct")
+    mem_b = summary_b.get("peak_memory_mb") if summary_b else None
+    mem_o = optimized.get("peak_memory_mb")
     return {
         "report_version": REPORT_VERSION,
         "dag_run_id": dag_run_id,
@@ -228,12 +259,12 @@ def build_report(*, dag_run_id: str, plan: dict[str, Any], wait: dict[str, Any],
         "accuracy_impact": {
             "baseline_accuracy": acc_b,
             "optimized_accuracy": acc_o,
-            "degradation_percentage": acc_b - acc_o if acc_b is not None else None,
+            "degradation_percentage": acc_b - acc_o if acc_b is not None and acc_o is not None else None,
         },
         "memory_savings": {
             "baseline_memory_mb": mem_b,
             "optimized_memory_mb": mem_o,
-            "memory_kind": optimized["peak_memory_kind"],
+            "memory_kind": optimized.get("peak_memory_kind"),
             "reduction_percentage": _reduction(mem_b, mem_o),
         },
         "timing": {
@@ -288,18 +319,52 @@ def build_report(*, dag_run_id: str, plan: dict[str, Any], wait: dict[str, Any],
             ),
         },
         "runs": {"baseline": _run_block(summary_b), "optimized": _run_block(optimized)},
+        "job": {
+            "command": optimized.get("command"),
+            "status": optimized.get("status", "completed"),
+            "attempts": optimized.get("attempts"),
+            "interruptible": bool(plan.get("request", {}).get("interruptible")),
+            "planned_segments": plan.get("segments"),
+            "segments": _segment_blocks(optimized, opt_pieces, actual, forecast),
+        },
+        "stop": optimized.get("stop"),
     }
+
+
+def _segment_blocks(summary: dict[str, Any], pieces: list[Timeline], actual: list[IntensityPoint],
+                    forecast: list[IntensityPoint]) -> list[dict[str, Any]]:
+    """Each segment the job ran in, priced on its own, with its attempts."""
+    recorded = [s for s in summary.get("segments") or [] if s.get("attempts")]
+    blocks = []
+    for k, piece in enumerate(pieces):
+        priced = _priced(price_run(piece, actual, forecast)) or {}
+        segment = recorded[k] if k < len(recorded) else {}
+        blocks.append({
+            "index": k + 1,
+            "start": piece[0][0].isoformat(),
+            "end": piece[-1][0].isoformat(),
+            "planned_start": segment.get("planned_start"),
+            "planned_end": segment.get("planned_end"),
+            "energy_kwh": priced.get("energy_kwh"),
+            "emissions_g": priced.get("emissions_g"),
+            "mean_intensity_g_per_kwh": priced.get("mean_intensity_g_per_kwh"),
+            "attempts": [a["attempt"] for a in segment.get("attempts", [])],
+            "stopped": [a["stopped"] for a in segment.get("attempts", [])],
+        })
+    return blocks
 
 
 def _run_block(summary: dict[str, Any] | None) -> dict[str, Any] | None:
     if summary is None:
         return None
     energy = summary.get("energy") or {}
-    return {"run_name": summary["run_name"], "device": summary["device"]["type"], "precision": summary["precision"],
-            "effective_batch_size": summary["effective_batch_size"], "wall_time_seconds": summary["wall_time_seconds"],
+    return {"run_name": summary["run_name"], "command": summary.get("command"),
+            "device": (summary.get("device") or {}).get("type"), "precision": summary.get("precision"),
+            "effective_batch_size": summary.get("effective_batch_size"),
+            "wall_time_seconds": summary["wall_time_seconds"], "attempts": summary.get("attempts"),
             "energy_kwh": energy.get("energy_kwh"), "energy_error": summary.get("energy_error"),
-            "final_test_accuracy_pct": summary["final_test_accuracy_pct"], "started_at": summary["started_at"],
-            "finished_at": summary["finished_at"]}
+            "final_test_accuracy_pct": summary.get("final_test_accuracy_pct"),
+            "started_at": summary.get("started_at"), "finished_at": summary.get("finished_at")}
 
 
 def _fmt(value, pattern="{:.3g}", unit=""):
@@ -333,11 +398,27 @@ def format_table(report: dict[str, Any]) -> str:
         f"timing {_fmt(_g(t['saving_kg']), '{:.3g}', ' g')} (window g/kWh {_change(t['saving_percentage'])} vs run-now) + "
         f"efficiency {_fmt(_g(e['saving_kg']), '{:.3g}', ' g')} (energy {_change(e['saving_percentage'])} vs baseline)",
         _baseline_line(report),
+        *_job_lines(report),
         f"forecast source: {report['sources']['forecast']}; fallbacks: {report['sources']['fallback_reasons'] or 'none'}; "
         f"re-plans: {len(report['replans'])}; wait {_fmt(report['schedule']['wait_seconds'], '{:.1f}', ' s')}"
         + (f" (time compressed x{report['schedule']['time_compression']:g})" if report["schedule"]["time_compression"] != 1 else ""),
     ]
     return "\n".join(lines)
+
+
+def _job_lines(report: dict[str, Any]) -> list[str]:
+    job, stop = report.get("job") or {}, report.get("stop")
+    lines = []
+    if job.get("interruptible") or len(job.get("segments") or []) > 1:
+        lines.append(f"segments: {len(job['segments'])}, attempts: {job['attempts']}")
+        lines += [f"  {s['index']}: {s['start'][:19]} to {s['end'][:19]}  "
+                  f"{_fmt(s['energy_kwh'], '{:.3g}', ' kWh')}  {_fmt(s['emissions_g'], '{:.3g}', ' g')}  "
+                  f"attempts {s['attempts']}" for s in job["segments"]]
+    if stop and stop.get("reason") == "carbon_budget":
+        lines.append(f"stopped by the carbon budget at {stop['spent_g']:.4g} g (budget {stop['budget_g']:g} g, "
+                     f"finishing projected at {stop['projected_g']:.4g} g): trained until its last checkpoint, "
+                     f"accuracy {_fmt(report['accuracy_impact']['optimized_accuracy'], '{:.2f}', ' %')}")
+    return lines
 
 
 def _baseline_line(report: dict[str, Any]) -> str:
@@ -400,3 +481,56 @@ def write_plot(report: dict[str, Any], plan: dict[str, Any], actual: list[Intens
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
     plt.close(fig)
+
+
+def actuals_for_report(plan: dict[str, Any], grid_now: datetime) -> list:
+    """Measured intensities refetched for the whole span, from an hour before run-now (or the first
+    re-plan's anchor) to report time, from the first provider that has them by now."""
+    from carbon_aware.forecast import ForecastError
+    from carbon_aware.providers import build_provider
+
+    anchor = datetime.fromisoformat(plan["clock"]["anchor"])
+    start = min(anchor, datetime.fromisoformat(plan["run_now_start"])) - timedelta(hours=1)
+    for spec in plan["request"]["providers"]:
+        try:
+            provider = build_provider(spec, anchor)
+            points = provider.actuals(start, grid_now)
+        except (ForecastError, ValueError, OSError) as error:
+            log.info("actuals from %s unavailable: %s", spec.get("name"), error)
+            continue
+        if points:
+            _keep_actuals(provider, points)
+            return points
+    return []
+
+
+def _keep_actuals(provider, points: list) -> None:
+    """The grid store keeps every actual a provider returned (for the history forecaster's fallback)."""
+    from carbon_aware.store import GridStore
+
+    try:
+        GridStore().add_actuals(provider.region or "unknown", provider.actuals_source, points)
+    except OSError as error:
+        log.warning("grid store: actuals not recorded (%s)", error)
+
+
+def write_report(dag_run_id: str, plan: dict[str, Any], wait: dict[str, Any], baseline: dict[str, Any] | None,
+                 optimized: dict[str, Any], now: datetime | None = None) -> tuple[dict[str, Any], str]:
+    from training.files import atomic_write_json
+
+    now = now or datetime.now(timezone.utc)
+    if plan["clock"]["compression"] != 1:  # a demo: the runs are priced as if they took their planned time
+        grid_now = max(datetime.fromisoformat(wait["woke_at_grid"]) + timedelta(hours=plan["duration_hours"]),
+                       *(datetime.fromisoformat(s["grid_start"]) + timedelta(hours=s["grid_hours"])
+                         for s in optimized.get("segments") or [] if s.get("grid_start")))
+    else:
+        grid_now = now
+    actual = actuals_for_report(plan, grid_now)
+    report = build_report(dag_run_id=dag_run_id, plan=plan, wait=wait, baseline=baseline, optimized=optimized,
+                          actual=actual, report_time=now)
+    run_dir = Path(plan["run_dir"])
+    report["files"] = {"json": str(run_dir / REPORT_NAME), "plot": str(run_dir / PLOT_NAME)}
+    write_plot(report, plan, actual, run_dir / PLOT_NAME)
+    atomic_write_json(run_dir / REPORT_NAME, report)
+    atomic_write_json(run_dir / "plan.json", plan)
+    return report, format_table(report)

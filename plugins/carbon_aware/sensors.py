@@ -38,7 +38,7 @@ class CarbonWindowSensor(BaseSensorOperator):
         return self._on_wake(event["plan"], event["started_at"], fired_at=datetime.fromisoformat(event["moment"]))
 
     def _wait_or_start(self, plan: dict[str, Any], started_at: str) -> dict[str, Any]:
-        from carbon_aware.report import Clock
+        from carbon_aware.clock import Clock
 
         clock = Clock.from_plan(plan, started=datetime.fromisoformat(started_at))
         wake = clock.real(datetime.fromisoformat(plan["start"]))
@@ -57,8 +57,8 @@ class CarbonWindowSensor(BaseSensorOperator):
                    method_name="execute_complete", timeout=max(latest_start - now, timedelta(0)) + TIMEOUT_SLACK)
 
     def _on_wake(self, plan: dict[str, Any], started_at: str, fired_at: datetime | None = None) -> dict[str, Any]:
-        from carbon_aware.report import Clock
-        from carbon_aware.tasks import check_window
+        from carbon_aware.clock import Clock
+        from carbon_aware.planning import check_window
 
         clock = Clock.from_plan(plan, started=datetime.fromisoformat(started_at))
         now = datetime.now(timezone.utc)

@@ -107,7 +107,7 @@ def test_api_server_restarted_the_carbon_page_answers_again_with_the_same_data(s
 
 
 def test_triggerer_restart_while_deferred_still_wakes_on_time(stack):
-    from carbon_aware.report import Clock
+    from carbon_aware.clock import Clock
 
     run_id = stack.trigger(trace_conf(wait_seconds=60, baseline="off"))
 
