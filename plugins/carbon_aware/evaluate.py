@@ -364,7 +364,7 @@ def _first_origin_day(region: RegionTrace) -> float:
 
 
 def _slice(curve: Curve, a: float, b: float) -> Curve:
-    """The slots of ``curve`` that overlap [a, b] (best_start on a year-long curve at every trigger is slow)."""
+    """The slots of ``curve`` overlapping [a, b]: best_start on a whole year at every trigger is slow."""
     lo = max(int(np.searchsorted(curve.ends, a, side="right")) - 1, 0)
     hi = int(np.searchsorted(curve.starts, b, side="left")) + 1
     return Curve(curve.starts[lo:hi], curve.ends[lo:hi], curve.values[lo:hi])
@@ -423,14 +423,16 @@ def evaluate_regions(regions: list[RegionTrace], job_hours: float, horizon_hours
             if (i, duration) not in cache:
                 cache[i, duration] = _region_windows(regions[i], duration, origins, horizon, forecasts[i])
         windows = [cache[i, job_hours * 3600.0 * home.speed / regions[i].speed] for i in order]
-        table = {k: energy[:, None] * np.array([w[k] for w in windows]) for k in windows[0]}  # (regions, origins)
+        # (regions, origins): emissions index, g/kWh x the job's energy there relative to home
+        table = {k: energy[:, None] * np.array([w[k] for w in windows]) for k in windows[0]}
         ok = ~np.any([np.isnan(v).any(axis=0) for v in table.values()], axis=0)
         table = {k: v[:, ok] for k, v in table.items()}
         columns = np.arange(int(ok.sum()))
         spatial = np.argmin(table["fc_now"], axis=0)  # argmin: the first of equal values (home first)
         both = np.argmin(table["fc_best"], axis=0)
         realised = {REGION_RUN_NOW: table["now"][0], TEMPORAL: table["at_fc_best"][0],
-                    SPATIAL: table["now"][spatial, columns], SPATIO_TEMPORAL: table["at_fc_best"][both, columns],
+                    SPATIAL: table["now"][spatial, columns],
+                    SPATIO_TEMPORAL: table["at_fc_best"][both, columns],
                     REGION_ORACLE: table["oracle"].min(axis=0)}
         chosen = {SPATIAL: spatial, SPATIO_TEMPORAL: both}
         run_now, oracle = float(np.mean(realised[REGION_RUN_NOW])), float(np.mean(realised[REGION_ORACLE]))
@@ -446,8 +448,8 @@ def evaluate_regions(regions: list[RegionTrace], job_hours: float, horizon_hours
             results.append(row)
         records.append({"kind": "regions", "home": home.name, "regions": [regions[i].name for i in order],
                         "traces": [Path(regions[i].trace.path).name for i in order],
-                        "forecasts": {regions[i].name: _short(policy_for(regions[i].trace, regions[i].forecast))
-                                      for i in order},
+                        "forecasts": {r.name: _short(policy_for(r.trace, r.forecast))
+                                      for r in (regions[i] for i in order)},
                         "job_hours": job_hours, "horizon_hours": horizon_hours,
                         "trigger_hours_utc": list(trigger_hours),
                         "days": len(np.unique(np.floor(origins / 86400))), "triggers": int(ok.sum()),
@@ -473,7 +475,8 @@ def format_regions_table(records: list[dict]) -> str:
             share = f"{np.mean(shares):.2f}" if shares else "n/a"
             lines.append(f"  {policy:34}{np.mean([x['mean_intensity'] for x in rows]):>20.1f}"
                          f"{np.mean([x['saving_pct'] for x in rows]):>10.1f}{share:>14}")
-        lines.append(f"  {'home: saving % / share':22}" + "".join(f"{_short_region(p):>20}" for p in policies))
+        lines.append(f"  {'home: saving % / share':22}"
+                     + "".join(f"{_short_region(p):>20}" for p in policies))
         for r in group:
             cells = {x["policy"]: x for x in r["results"]}
             lines.append(f"  {r['home']:22}" + "".join(
@@ -492,14 +495,15 @@ def regions_main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
                      "and no --trace")
     try:
         trigger_hours = parse_trigger_hours(args.trigger_hours)
-        regions = all_region_traces(Path(args.data_dir)) if args.all else region_traces_from_file(args.regions)
+        regions = (all_region_traces(Path(args.data_dir)) if args.all
+                   else region_traces_from_file(args.regions))
     except (ValueError, OSError) as error:  # RegionsError and ForecastError (trace files) are ValueErrors
         raise SystemExit(f"error: {error}") from None
     model = HistoryModel.load(args.model) if args.model else HistoryModel.load()
     homes = list(range(len(regions))) if args.all else [0]
     began = time.perf_counter()
-    records = [record for hours in args.job_hours
-               for record in evaluate_regions(regions, hours, args.horizon_hours, model, trigger_hours, homes)]
+    records = [record for hours in args.job_hours for record in
+               evaluate_regions(regions, hours, args.horizon_hours, model, trigger_hours, homes)]
     print(format_regions_table(records), f"\n  ({time.perf_counter() - began:.2f} s)")
     if args.json:
         Path(args.json).write_text(json.dumps(records, indent=2))

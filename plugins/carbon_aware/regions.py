@@ -72,8 +72,8 @@ class RegionsFile(BaseModel):
             for i, region in enumerate(self.regions):
                 value = getattr(region, field)
                 if value in seen:
-                    raise ValueError(f"regions[{i}].{field}: {value!r} is already used by regions[{seen[value]}]; "
-                                     f"each region needs its own {field}")
+                    raise ValueError(f"regions[{i}].{field}: {value!r} is already used by "
+                                     f"regions[{seen[value]}]; each region needs its own {field}")
                 seen[value] = i
         return self
 
