@@ -218,6 +218,7 @@ def plan_regions(regions: list[Region], forecasts: dict[str, tuple[Any, list[str
     baseline = rows[0]["run_now_emissions_index"]
     chosen = plans[best["name"]].to_dict()
     chosen.update(
+        grid_region=chosen["region"],  # the forecast's grid zone; ``region`` becomes the region's name
         region=best["name"], queue=best["queue"], home_region=home.name, ranking=ranking, regions=rows,
         run_now_start=plans[home.name].run_now_start,
         run_now_mean_intensity=plans[home.name].run_now_mean_intensity,
@@ -243,7 +244,7 @@ def format_regions(plan: dict[str, Any]) -> str:
             continue
         start = datetime.fromisoformat(row["start"])
         lines.append(f"{mark} {row['name']:12} {row['queue']:16} start {start:%Y-%m-%d %H:%M} UTC "
-                     f"{row['duration_hours']:g} h at {row['mean_intensity']:.0f} g/kWh, "
+                     f"{row['duration_hours']:.3g} h at {row['mean_intensity']:.0f} g/kWh, "
                      f"emissions index {row['expected_emissions_index']:.0f} "
                      f"(run now {row['run_now_emissions_index']:.0f}); source {row['source']}"
                      + (f"; fallbacks: {row['fallback_reasons']}" if row["fallback_reasons"] else ""))
