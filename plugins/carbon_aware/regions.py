@@ -171,7 +171,8 @@ def plan_regions(regions: list[Region], forecasts: dict[str, tuple[Any, list[str
     ``duration`` is the job's length in the home region (the first); in a region it is
     duration x home speed / speed. Returns the chosen region's plan dict (``planner.Plan`` keys) whose
     ``run_now_*`` and ``expected_saving_pct`` are against the home region started at once, plus
-    ``region``, ``queue``, ``home_region``, ``ranking`` (names by expected emissions, best first) and
+    ``region``, ``queue``, ``home_region``, ``grid_region``, ``ranking`` (names by expected emissions,
+    best first), ``run_now_region``, ``expected_emissions_index``, ``run_now_emissions_index`` and
     ``regions`` (every region's figures, or its error)."""
     from carbon_aware.forecast import ForecastError
     from carbon_aware.planner import PlanningError, plan_window
