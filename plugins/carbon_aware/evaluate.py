@@ -5,6 +5,8 @@ the horizon.
     python -m carbon_aware.evaluate --all                       # every 2023 trace, one trigger at 00:00 UTC
     python -m carbon_aware.evaluate --all --trigger-hours all   # a trigger at every hour of the day
     python -m carbon_aware.evaluate --all --trigger-hours all --update-readme README.md
+    python -m carbon_aware.evaluate --regions FILE              # where and when: a regions file, home first
+    python -m carbon_aware.evaluate --all --regions             # the six 2023 zones, each in turn home
 
 For each policy: the mean *actual* intensity of the windows it chose, the saving against running
 at once (%), and the share of the oracle's saving it captured, pooled over every trigger of the year
@@ -275,6 +277,239 @@ def all_2023_traces(data_dir: Path) -> list[Path]:
     return sorted(p for p in data_dir.rglob("*.csv") if "2023" in p.name)
 
 
+# --- regions: where as well as when (``--regions FILE``, ``--all --regions``) -----------------------
+
+REGION_RUN_NOW, TEMPORAL, SPATIAL = "run now (home)", "temporal only", "spatial only"
+SPATIO_TEMPORAL, REGION_ORACLE = "spatial + temporal", "oracle (all regions and starts)"
+REGION_POLICIES = [REGION_RUN_NOW, TEMPORAL, SPATIAL, SPATIO_TEMPORAL, REGION_ORACLE]
+
+
+@dataclass
+class RegionTrace:
+    """A region replayed from a trace: what it plans on is what the DAG's trace provider would use."""
+    name: str
+    trace: Trace
+    previous: Trace | None
+    forecast: str = "auto"  # the trace provider's option: auto, file or history
+    speed: float = 1.0
+    power: float = 1.0
+
+
+def region_traces_from_file(path: str | Path) -> list[RegionTrace]:
+    """The regions file's regions, each replayed from its first ``trace`` provider (relative paths from
+    the working directory, else the repository root)."""
+    from carbon_aware.outputs import REPO_ROOT
+    from carbon_aware.regions import RegionsError, load_regions
+
+    out = []
+    for i, region in enumerate(load_regions(path)):
+        spec = next((s for s in region.providers if s.get("name") == "trace"), None)
+        if spec is None or not spec.get("path"):
+            raise RegionsError(f"{path}: regions[{i}].providers: the evaluation replays traces; "
+                               f"region {region.name} has no trace provider with a path")
+        forecast = spec.get("forecast", "auto")
+        if forecast not in ("auto", "file", "history"):
+            raise RegionsError(f"{path}: regions[{i}].providers: trace forecast {forecast!r}: expected auto, "
+                               "file or history (the oracle is scored separately)")
+        trace_path = Path(spec["path"])
+        if not trace_path.is_absolute() and not trace_path.is_file():
+            trace_path = REPO_ROOT / trace_path
+        out.append(RegionTrace(region.name, load_trace(trace_path, spec.get("signal", "direct")),
+                               previous_year(trace_path), forecast, region.speed, region.power))
+    return out
+
+
+def all_region_traces(data_dir: Path) -> list[RegionTrace]:
+    """The six Electricity Maps 2023 traces as six regions of equal speed and power."""
+    paths = [p for p in all_2023_traces(data_dir) if "_hourly" in p.name]
+    if not paths:
+        raise SystemExit(f"no Electricity Maps 2023 traces (*2023_hourly.csv) under {data_dir}")
+    traces = [load_trace(p) for p in paths]
+    return [RegionTrace(t.region, t, previous_year(p)) for p, t in zip(paths, traces)]
+
+
+def _region_forecasts(region: RegionTrace, origins: np.ndarray, horizon_hours: float,
+                      model: HistoryModel) -> tuple[float, np.ndarray]:
+    """(slot length, (origins, slots)) forecasts made at each origin, as ``policy_for`` plans on them:
+    the trace's own forecast where it has one (or ``forecast: file``), else the history model."""
+    trace = region.trace
+    if policy_for(trace, region.forecast) == OWN:
+        slots = int(round(horizon_hours * 3600 / trace.step))
+        first = np.array([trace.index(o) for o in origins])
+        raw = np.concatenate([trace.forecast, np.full(slots, np.nan)])
+        return trace.step, raw[first[:, None] + np.arange(slots)[None, :]]
+    hourly_start, hourly = _with_previous(region)
+    hour_index = ((origins - hourly_start) / 3600).astype(int) - 1
+    return 3600.0, model.predict_many(hourly, hour_index, int(np.ceil(horizon_hours)), hourly_start,
+                                      trace.region)
+
+
+def _with_previous(region: RegionTrace) -> tuple[float, np.ndarray]:
+    hourly_start, hourly = region.trace.hourly()
+    if region.previous is not None:
+        before_start, before = region.previous.hourly()
+        if abs(before_start + 3600 * len(before) - hourly_start) < 1:
+            return before_start, np.concatenate([before, hourly])
+    return hourly_start, hourly
+
+
+def _first_origin_day(region: RegionTrace) -> float:
+    """The first day every trigger of which has the history (or own forecast) the region plans on."""
+    if policy_for(region.trace, region.forecast) == OWN:
+        return float(np.ceil(region.trace.start / 86400) * 86400)
+    hourly_start, _ = _with_previous(region)
+    if hourly_start < region.trace.start:  # the year before supplies the first weeks' history
+        return float(np.ceil(region.trace.start / 86400) * 86400)
+    return float(np.ceil((hourly_start + WINDOW_H * 3600) / 86400) * 86400)
+
+
+def _slice(curve: Curve, a: float, b: float) -> Curve:
+    """The slots of ``curve`` overlapping [a, b]: best_start on a whole year at every trigger is slow."""
+    lo = max(int(np.searchsorted(curve.ends, a, side="right")) - 1, 0)
+    hi = int(np.searchsorted(curve.starts, b, side="left")) + 1
+    return Curve(curve.starts[lo:hi], curve.ends[lo:hi], curve.values[lo:hi])
+
+
+def _region_windows(region: RegionTrace, duration: float, origins: np.ndarray, horizon: float,
+                    forecast: tuple[float, np.ndarray]) -> dict[str, np.ndarray]:
+    """Per origin: the forecast's mean if started now, its best window's forecast and actual means,
+    the actual mean if started now, and the oracle's (actuals) best mean. NaN where not scorable."""
+    trace = region.trace
+    valid = ~np.isnan(trace.actual)
+    actual = Curve(trace.times()[valid], trace.times()[valid] + trace.step, trace.actual[valid])
+    step, values = forecast
+    out = {k: np.full(len(origins), np.nan) for k in ("fc_now", "fc_best", "at_fc_best", "now", "oracle")}
+    for i, origin in enumerate(origins):
+        latest = origin + horizon - duration
+        here = _slice(actual, origin, origin + horizon)
+        out["now"][i] = here.window_means(np.array([origin]), duration)[0]
+        try:
+            out["oracle"][i] = best_start(here, duration, origin, latest)[1]
+        except PlanningError:
+            pass
+        if np.isnan(values[i]).any():
+            continue
+        planned = _curve(origin, step, values[i])
+        out["fc_now"][i] = planned.window_means(np.array([origin]), duration)[0]
+        start, out["fc_best"][i] = best_start(planned, duration, origin, latest)
+        out["at_fc_best"][i] = here.window_means(np.array([start]), duration)[0]
+    return out
+
+
+def evaluate_regions(regions: list[RegionTrace], job_hours: float, horizon_hours: float = 24.0,
+                     model: HistoryModel | None = None, trigger_hours: list[int] | None = None,
+                     homes: list[int] | None = None) -> list[dict]:
+    """Score the region policies with each of ``homes`` (indices; default: the first) as the home region.
+    The job takes ``job_hours`` at home and job_hours x home speed / speed elsewhere; every figure is an
+    emissions index, g/kWh x the job's energy there relative to home (power / speed), so run-now at home
+    is its mean intensity. Savings are against the home region started at once (actuals); the oracle
+    plans every region and start on the actuals. Ties go to the home region, then the listed order."""
+    model = model or HistoryModel.load()
+    trigger_hours = trigger_hours or [0]
+    horizon = horizon_hours * 3600.0
+    first = max(_first_origin_day(r) for r in regions)
+    end = min(r.trace.end for r in regions)
+    days = np.arange(first, end, 86400.0)
+    origins = np.sort((days[:, None] + 3600.0 * np.array(trigger_hours)[None, :]).ravel())
+    origins = origins[origins <= end - horizon]
+    forecasts = [_region_forecasts(r, origins, horizon_hours, model) for r in regions]
+    records, cache = [], {}
+    for h in homes if homes is not None else [0]:
+        home = regions[h]
+        order = [h] + [i for i in range(len(regions)) if i != h]
+        energy = np.array([(regions[i].power / regions[i].speed) / (home.power / home.speed) for i in order])
+        for i in order:
+            duration = job_hours * 3600.0 * home.speed / regions[i].speed
+            if (i, duration) not in cache:
+                cache[i, duration] = _region_windows(regions[i], duration, origins, horizon, forecasts[i])
+        windows = [cache[i, job_hours * 3600.0 * home.speed / regions[i].speed] for i in order]
+        # (regions, origins): emissions index, g/kWh x the job's energy there relative to home
+        table = {k: energy[:, None] * np.array([w[k] for w in windows]) for k in windows[0]}
+        ok = ~np.any([np.isnan(v).any(axis=0) for v in table.values()], axis=0)
+        table = {k: v[:, ok] for k, v in table.items()}
+        columns = np.arange(int(ok.sum()))
+        spatial = np.argmin(table["fc_now"], axis=0)  # argmin: the first of equal values (home first)
+        both = np.argmin(table["fc_best"], axis=0)
+        realised = {REGION_RUN_NOW: table["now"][0], TEMPORAL: table["at_fc_best"][0],
+                    SPATIAL: table["now"][spatial, columns],
+                    SPATIO_TEMPORAL: table["at_fc_best"][both, columns],
+                    REGION_ORACLE: table["oracle"].min(axis=0)}
+        chosen = {SPATIAL: spatial, SPATIO_TEMPORAL: both}
+        run_now, oracle = float(np.mean(realised[REGION_RUN_NOW])), float(np.mean(realised[REGION_ORACLE]))
+        results = []
+        for name, values in realised.items():
+            mean = float(np.mean(values))
+            share = (run_now - mean) / (run_now - oracle) if run_now - oracle > 1e-9 else None
+            row = {"policy": name, "mean_intensity": mean, "saving_pct": 100.0 * (run_now - mean) / run_now,
+                   "oracle_share": share}
+            if name in chosen:
+                row["chosen"] = {regions[order[k]].name: int(n) for k, n in
+                                 enumerate(np.bincount(chosen[name], minlength=len(order))) if n}
+            results.append(row)
+        records.append({"kind": "regions", "home": home.name, "regions": [regions[i].name for i in order],
+                        "traces": [Path(regions[i].trace.path).name for i in order],
+                        "forecasts": {r.name: _short(policy_for(r.trace, r.forecast))
+                                      for r in (regions[i] for i in order)},
+                        "job_hours": job_hours, "horizon_hours": horizon_hours,
+                        "trigger_hours_utc": list(trigger_hours),
+                        "days": len(np.unique(np.floor(origins / 86400))), "triggers": int(ok.sum()),
+                        "results": results})
+    return records
+
+
+def format_regions_table(records: list[dict]) -> str:
+    """Per job length: each policy's mean over the homes, then saving % / oracle share per home."""
+    lines = []
+    policies = [p for p in REGION_POLICIES if p != REGION_RUN_NOW]
+    for hours in sorted({r["job_hours"] for r in records}):
+        group = [r for r in records if r["job_hours"] == hours]
+        first = group[0]
+        lines.append(f"\nregions {', '.join(first['regions'])}: job {hours:g} h (at home), horizon "
+                     f"{first['horizon_hours']:g} h, {first['triggers']} triggers at "
+                     f"{_hours_text(first['trigger_hours_utc'])} UTC over {first['days']} days; "
+                     f"mean over {len(group)} home region(s)")
+        lines.append(f"  {'policy':34}{'emissions g/kWh-eq':>20}{'saving %':>10}{'oracle share':>14}")
+        for policy in REGION_POLICIES:
+            rows = [next(x for x in r["results"] if x["policy"] == policy) for r in group]
+            shares = [x["oracle_share"] for x in rows if x["oracle_share"] is not None]
+            share = f"{np.mean(shares):.2f}" if shares else "n/a"
+            lines.append(f"  {policy:34}{np.mean([x['mean_intensity'] for x in rows]):>20.1f}"
+                         f"{np.mean([x['saving_pct'] for x in rows]):>10.1f}{share:>14}")
+        lines.append(f"  {'home: saving % / share':22}"
+                     + "".join(f"{_short_region(p):>20}" for p in policies))
+        for r in group:
+            cells = {x["policy"]: x for x in r["results"]}
+            lines.append(f"  {r['home']:22}" + "".join(
+                f"{cells[p]['saving_pct']:>12.1f} / {_fmt(cells[p]['oracle_share']):>5}" for p in policies))
+    return "\n".join(lines)
+
+
+def _short_region(policy: str) -> str:
+    return "oracle" if policy == REGION_ORACLE else policy
+
+
+def regions_main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """``--regions FILE`` (its first region is home) or ``--all --regions`` (each trace in turn home)."""
+    if args.all == bool(args.regions) or args.trace:
+        parser.error("give --regions FILE, or --all --regions (the Electricity Maps 2023 traces), "
+                     "and no --trace")
+    try:
+        trigger_hours = parse_trigger_hours(args.trigger_hours)
+        regions = (all_region_traces(Path(args.data_dir)) if args.all
+                   else region_traces_from_file(args.regions))
+    except (ValueError, OSError) as error:  # RegionsError and ForecastError (trace files) are ValueErrors
+        raise SystemExit(f"error: {error}") from None
+    model = HistoryModel.load(args.model) if args.model else HistoryModel.load()
+    homes = list(range(len(regions))) if args.all else [0]
+    began = time.perf_counter()
+    records = [record for hours in args.job_hours for record in
+               evaluate_regions(regions, hours, args.horizon_hours, model, trigger_hours, homes)]
+    print(format_regions_table(records), f"\n  ({time.perf_counter() - began:.2f} s)")
+    if args.json:
+        Path(args.json).write_text(json.dumps(records, indent=2))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m carbon_aware.evaluate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -288,7 +523,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", help="a history model file (default: the shipped one)")
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument("--update-readme", metavar="README", help="rewrite the table between the markers")
+    parser.add_argument("--regions", nargs="?", const="", metavar="FILE",
+                        help="score where as well as when: a regions file (its first region is home), or "
+                             "with --all and no FILE the Electricity Maps 2023 traces, each in turn home")
     args = parser.parse_args(argv)
+    if args.regions is not None:
+        return regions_main(args, parser)
     paths = [Path(p) for p in args.trace] + (all_2023_traces(Path(args.data_dir)) if args.all else [])
     if not paths:
         parser.error("give --trace PATH or --all")

@@ -17,6 +17,19 @@ class ParamsError(ValueError):
     pass
 
 
+def check_provider_specs(providers: list[Any], where: str) -> list[dict[str, Any]]:
+    """Each provider spec is an object with a known ``name`` and no secrets (``where`` says whose)."""
+    for i, spec in enumerate(providers):
+        if not isinstance(spec, dict) or spec.get("name") not in PROVIDER_NAMES:
+            raise ValueError(f"entry {i}: expected an object with name one of {', '.join(PROVIDER_NAMES)}, "
+                             f"got {redact(spec)!r}")
+        secrets = SECRET_KEYS & {key.lower() for key in spec}
+        if secrets:
+            raise ValueError(f"entry {i}: secrets ({', '.join(sorted(secrets))}) do not belong in {where}; "
+                             "use an Airflow connection or an environment variable")
+    return providers
+
+
 class RunParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -38,14 +51,7 @@ class RunParams(BaseModel):
     @field_validator("providers")
     @classmethod
     def _known_providers(cls, providers: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        for i, spec in enumerate(providers):
-            if not isinstance(spec, dict) or spec.get("name") not in PROVIDER_NAMES:
-                raise ValueError(f"entry {i}: expected an object with name one of {', '.join(PROVIDER_NAMES)}, got {spec!r}")
-            secrets = SECRET_KEYS & {key.lower() for key in spec}
-            if secrets:
-                raise ValueError(f"entry {i}: secrets ({', '.join(sorted(secrets))}) do not belong in params; "
-                                 "use an Airflow connection or an environment variable")
-        return providers
+        return check_provider_specs(providers, "params")
 
     @field_validator("training_overrides")
     @classmethod
