@@ -98,7 +98,7 @@ def train_or_reuse_baseline(
     """The baseline the report compares against, per ``params['baseline']``: None (off), a fresh
     measurement (every_run, or cached with nothing usable stored), or the stored one (cached).
     The baseline is the built-in trainer run as a command and measured from outside, as any job is."""
-    from carbon_aware.jobs import job_summary, run_attempt, trainer_command
+    from carbon_aware.jobs import job_summary, run_attempt, trainer_command, trainer_emissions
     from training import TRAINER_VERSION
     from training.config import load_config
     from training.trainer import device_model_for
@@ -118,7 +118,8 @@ def train_or_reuse_baseline(
                     "measured_at": entry["measured_at"], "summary": entry["summary"]}
     emit(f"baseline: measuring the baseline config now (baseline: {kind})")
     command = trainer_command(params["baseline_config"], params["training_overrides"], run_dir, "baseline")
-    attempt = run_attempt(command, run_dir / "baseline", "baseline", emit=emit)
+    emissions = trainer_emissions(params["baseline_config"], params["training_overrides"])
+    attempt = run_attempt(command, run_dir / "baseline", "baseline", emissions=emissions, emit=emit)
     segment = {"index": 0, "grid_start": None, "grid_hours": None, "attempts": [attempt]}
     summary = job_summary(run_dir / "baseline", "baseline", command, [segment])
     stored = save(key, ident, dag_run_id, summary, now)

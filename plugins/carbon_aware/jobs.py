@@ -43,12 +43,20 @@ class JobFailed(RuntimeError):
 
 def trainer_command(config: str, overrides: list[str], run_dir: Path, run_name: str) -> list[str]:
     """The built-in trainer as a command: measured from outside like any other, so its own meter is off."""
-    config_path = Path(config).expanduser()
-    config_path = config_path if config_path.is_absolute() else REPO_ROOT / config_path
+    from carbon_aware.baselines import config_path
+
     sets = [*overrides, f"output.dir={run_dir}", f"training.run_name={run_name}", "training.resume=true",
             "emissions.enabled=false"]
-    return [sys.executable, "-u", "-m", "training", "--config", str(config_path),
+    return [sys.executable, "-u", "-m", "training", "--config", str(config_path(config)),
             *[part for item in sets for part in ("--set", item)]]
+
+
+def trainer_emissions(config: str, overrides: list[str]) -> dict[str, Any]:
+    """The trainer config's ``emissions`` block (country, sampling): how the outside meter measures it."""
+    from carbon_aware.baselines import config_path
+    from training.config import load_config
+
+    return load_config(config_path(config), overrides).emissions.model_dump()
 
 
 def _utc(moment: float | None = None) -> str:

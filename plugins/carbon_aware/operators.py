@@ -206,9 +206,11 @@ class CarbonTrainerOperator(CarbonJobOperator):
         self.config_param = config_param
 
     def build_command(self, plan: dict[str, Any], job_dir: Path) -> list[str]:
-        from carbon_aware.jobs import trainer_command
+        from carbon_aware.jobs import trainer_command, trainer_emissions
 
         request = plan["request"]
+        if self.emissions is None:  # measured from outside as the config says (country, sampling)
+            self.emissions = trainer_emissions(request[self.config_param], request["training_overrides"])
         return trainer_command(request[self.config_param], request["training_overrides"], job_dir.parent,
                                self.run_name)
 

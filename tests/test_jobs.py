@@ -1,0 +1,67 @@
+"""Any command, measured from outside: the example user script run, stopped at a slot's end with SIGTERM,
+resumed, and stopped by a budget check; every attempt's energy in one append-only log."""
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from carbon_aware.jobs import CARBON_BUDGET, SLOT_END, JobFailed, job_summary, run_attempt
+from tests.conftest import REPO_ROOT
+from training.energy import ENERGY_LOG_NAME, read_energy_log
+
+SCRIPT = [sys.executable, str(REPO_ROOT / "include" / "examples" / "own_training.py")]
+FAST_METER = {"measure_power_secs": 0.5, "log_every_seconds": 1.0}
+
+
+def test_a_command_is_stopped_at_its_slot_end_resumes_and_every_attempt_is_measured(tmp_path):
+    job_dir, lines = tmp_path / "own", []
+    first = run_attempt([*SCRIPT, "--steps", "400000", "--checkpoint-every", "50"], job_dir, "own",
+                        emissions=FAST_METER, until=datetime.now(timezone.utc) + timedelta(seconds=8),
+                        grace_seconds=60, emit=lines.append)
+    assert first["stopped"] == SLOT_END and first["exit_code"] == 143, lines[-5:]
+    assert any("SIGTERM: checkpoint written" in line for line in lines)  # the child's output was streamed
+    stopped_at = int(next(line for line in lines if "SIGTERM" in line and "step" in line).split("step ")[1].split(";")[0])
+
+    second = run_attempt([*SCRIPT, "--steps", str(stopped_at + 100), "--checkpoint-every", "50"], job_dir, "own",
+                         emissions=FAST_METER, emit=lines.append)
+    assert second["stopped"] is None and second["exit_code"] == 0
+    assert f"resumed from {job_dir / 'checkpoint.pt'} at step {stopped_at}" in lines
+    log = read_energy_log(job_dir / ENERGY_LOG_NAME)
+    assert sorted({e["attempt"] for e in log}) == [1, 2]
+    assert [e["kwh"] for e in log] == sorted(e["kwh"] for e in log) and log[-1]["kwh"] > 0
+    last = {a: [e for e in log if e["attempt"] == a][-1] for a in (1, 2)}
+    assert log[-1]["kwh"] == pytest.approx(last[1]["attempt_kwh"] + last[2]["attempt_kwh"], rel=1e-9)
+
+    segments = [{"index": k, "grid_start": None, "grid_hours": None, "attempts": [a]}
+                for k, a in enumerate((first, second))]
+    summary = job_summary(job_dir, "own", SCRIPT, segments)
+    own = json.loads((job_dir / "summary.json").read_text())
+    assert summary["final_test_accuracy_pct"] == own["final_test_accuracy_pct"] and own["attempts"] == 2
+    assert summary["energy"]["energy_kwh"] == log[-1]["kwh"] and summary["attempts"] == 2
+    assert [p["attempt"] for p in summary["energy_timeline"]] == [e["attempt"] for e in log]
+
+
+def test_a_budget_check_stops_the_command_at_its_checkpoint(tmp_path):
+    job_dir, lines = tmp_path / "budget", []
+    seen = []
+
+    def over_budget(kwh: float) -> str | None:
+        seen.append(kwh)
+        return CARBON_BUDGET if len(seen) >= 4 else None
+
+    record = run_attempt([*SCRIPT, "--steps", "400000"], job_dir, "budget", emissions=FAST_METER,
+                         check=over_budget, grace_seconds=60, emit=lines.append)
+    assert record["stopped"] == CARBON_BUDGET and record["exit_code"] == 143
+    assert (job_dir / "checkpoint.pt").is_file() and not (job_dir / "summary.json").exists()
+    assert seen == sorted(seen) and seen[-1] > 0
+
+
+def test_a_failing_command_raises_with_its_output_and_its_energy_is_kept(tmp_path):
+    with pytest.raises(JobFailed, match="exited with 3") as error:
+        run_attempt([sys.executable, "-c", "import sys, time; time.sleep(2); print('boom'); sys.exit(3)"],
+                    tmp_path / "bad", "bad", emissions=FAST_METER, emit=lambda line: None)
+    assert "boom" in str(error.value)
+    assert read_energy_log(tmp_path / "bad" / ENERGY_LOG_NAME)[-1]["label"] == "end"

@@ -1,0 +1,76 @@
+"""carbon_own_job through the real CLI (`airflow dags test`): a user's script, planned, measured from
+outside, reported; and a carbon budget that stops it at its checkpoint."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from carbon_aware.planning import make_plan
+from tests.conftest import CARBON_DIR, REPO_ROOT, compression_for_wait
+
+NESO = CARBON_DIR / "neso_carbon_intensity_api" / "neso_2023_national_intensity.csv"
+
+
+def own_conf(**extra) -> dict:
+    conf = {"providers": [{"name": "trace", "path": str(NESO), "replay_start": "2023-03-01T06:00:00Z"}],
+            "job_duration_hours": 1, "deadline_hours": 12, "interruptible": False, "steps": 300}
+    conf.update(extra)
+    return conf
+
+
+def _dags_test(env, conf) -> tuple[subprocess.CompletedProcess, str]:
+    airflow = str(Path(sys.executable).parent / "airflow")
+    out = subprocess.run([airflow, "dags", "test", "carbon_own_job", "-c", json.dumps(conf)], cwd=REPO_ROOT,
+                         env=env, capture_output=True, text=True, timeout=600)
+    log = out.stdout + out.stderr
+    return out, log
+
+
+def _report(log: str) -> dict:
+    from carbon_aware.outputs import run_dir_for
+
+    run_id = log.split("DagRun Finished:")[1].split("run_id=")[1].split(",")[0]
+    return json.loads((run_dir_for(run_id) / "comparison_report.json").read_text())
+
+
+@pytest.mark.integration
+def test_own_job_runs_offline_and_its_report_prices_the_measured_energy(airflow_db):
+    from training.energy import ENERGY_LOG_NAME, read_energy_log
+
+    conf = own_conf()
+    probe = {k: v for k, v in conf.items() if k != "steps"}
+    conf["time_compression"] = compression_for_wait(make_plan(probe, "probe", trainer_configs=False), 10)
+    out, log = _dags_test(airflow_db, conf)
+    assert out.returncode == 0 and "state=success" in log, log[-4000:]
+    report = _report(log)
+    job_dir = Path(report["files"]["json"]).parent / "own_training"
+    measured = read_energy_log(job_dir / ENERGY_LOG_NAME)
+    own = json.loads((job_dir / "summary.json").read_text())
+    assert report["job"]["command"][-3:] == ["include/examples/own_training.py", "--steps", "300"]
+    assert report["baseline_kind"] == "off" and report["accuracy_impact"]["optimized_accuracy"] == own[
+        "final_test_accuracy_pct"]
+    for name in ("optimized", "optimized_at_run_now"):  # the script's own energy, priced interval by interval
+        block = report["intensities"][name]
+        assert block["energy_kwh"] == pytest.approx(measured[-1]["kwh"], rel=1e-6)
+        grams = sum(i["kwh"] * i["g_per_kwh"] for i in block["intervals"])
+        assert grams == pytest.approx(block["emissions_g"], rel=0.01)
+    assert report["carbon_savings"]["reduction_kg"] == pytest.approx(report["timing"]["saving_kg"])
+    assert "saving:" in log and "deferring until" in log
+
+
+@pytest.mark.integration
+def test_a_carbon_budget_stops_the_job_at_its_checkpoint_without_retry(airflow_db):
+    conf = own_conf(steps=10_000_000, carbon_budget_g=1e-7, job_duration_hours=0.05, time_compression=1)
+    out, log = _dags_test(airflow_db, conf)
+    assert "stopped by the carbon budget at" in log, log[-4000:]
+    assert "SIGTERM: checkpoint written at step" in log  # the script checkpointed before it exited
+    report = _report(log)
+    job_dir = Path(report["files"]["json"]).parent / "own_training"
+    assert (job_dir / "checkpoint.pt").is_file() and not (job_dir / "summary.json").exists()
+    assert report["stop"]["reason"] == "carbon_budget" and report["stop"]["spent_g"] > 1e-7
+    assert report["job"]["status"] == "stopped_by_budget" and report["job"]["attempts"] == 1
+    assert log.count("attempt 1: launching") == 1 and "attempt 2: launching" not in log  # not retried
