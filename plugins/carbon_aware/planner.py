@@ -395,7 +395,8 @@ def best_segments(curve: Curve, duration_s: float, earliest: float, latest_end: 
 
 def plan_segments(forecast: Forecast, duration: timedelta, earliest_start: datetime, deadline: datetime, *,
                   min_segment: timedelta = timedelta(minutes=30),
-                  resume_cost: timedelta = timedelta(minutes=5), cost_points: list[IntensityPoint] | None = None, fallback_reasons: list[str] | None = None,
+                  resume_cost: timedelta = timedelta(minutes=5),
+                  cost_points: list[IntensityPoint] | None = None, fallback_reasons: list[str] | None = None,
                   planned_at: datetime | None = None) -> Plan:
     """Plan an interruptible job with :func:`best_segments`. ``start``/``end`` are the first segment's
     start and the last one's end; ``mean_intensity`` is the time-weighted mean over the segments (resume
