@@ -7,12 +7,21 @@ the horizon.
     python -m carbon_aware.evaluate --all --trigger-hours all --update-readme README.md
     python -m carbon_aware.evaluate --regions FILE              # where and when: a regions file, home first
     python -m carbon_aware.evaluate --all --regions             # the six 2023 zones, each in turn home
+    python -m carbon_aware.evaluate --all --job-hours 4 12 24 --horizon-hours 48 --interruptible
 
 For each policy: the mean *actual* intensity of the windows it chose, the saving against running
 at once (%), and the share of the oracle's saving it captured, pooled over every trigger of the year
 (the oracle plans on the actuals). For each forecast: MAPE and rank correlation by lead hour. Per
 policy: the mean over the Electricity Maps zones and the worst zone. Every planner policy goes through
 the same ``best_start`` the DAG uses.
+
+With --interruptible, each planner policy and the oracle are also scored as an interruptible job
+("<policy>, interruptible"): the same forecast chooses segments with ``best_segments`` (minimum segment
+--min-segment-hours, default 1 h; each resume re-runs --resume-cost-minutes, default 5, of overhead), and
+the actuals over the chosen segments, overhead included, score them, as emissions per hour of the job's
+work (so comparable with a window's mean). Savings are against running the whole job contiguously at
+once (the same counterfactual), and the oracle share is against the *contiguous* oracle, so it can exceed
+1; the interruptible oracle plans segments on the actuals.
 """
 from __future__ import annotations
 
@@ -29,7 +38,8 @@ import numpy as np
 
 from carbon_aware.forecaster import (REGION_TIMEZONES, WINDOW_H, HistoryModel, fill_gaps, persistence,
                                      weekly_profile)
-from carbon_aware.planner import Curve, PlanningError, best_start
+from carbon_aware.planner import (Curve, PlanningError, best_start, cheapest_segments, segment_grid,
+                                   segments_cost, unit_costs)
 from carbon_aware.providers.mock import MockProvider
 from carbon_aware.trace_csv import Trace, load_trace
 
@@ -101,10 +111,11 @@ def _spearman(f: np.ndarray, a: np.ndarray) -> float:
 
 def evaluate_trace(trace: Trace, job_hours: float, horizon_hours: float = 24.0,
                    model: HistoryModel | None = None,
-                   previous: Trace | None = None, trigger_hours: list[int] | None = None) -> dict:
+                   previous: Trace | None = None, trigger_hours: list[int] | None = None,
+                   interruptible: Interruptible | None = None) -> dict:
     """Score every policy on ``trace``, triggered every day at each of ``trigger_hours`` (UTC; default
     00:00 only); ``previous`` (the year before, if given) only supplies history for the first weeks'
-    forecasts, so every day of the trace can be scored."""
+    forecasts, so every day of the trace can be scored. ``interruptible`` adds the segmented policies."""
     model = model or HistoryModel.load()
     trigger_hours = trigger_hours or [0]
     duration, horizon = job_hours * 3600.0, horizon_hours * 3600.0
@@ -149,7 +160,7 @@ def evaluate_trace(trace: Trace, job_hours: float, horizon_hours: float = 24.0,
     zone = ZoneInfo(REGION_TIMEZONES.get(trace.region, "UTC"))
     mock = MockProvider(timezone_name=zone.key)  # the original curve, in the grid's local time
     policies: dict[str, list[float]] = {}
-    scored = 0
+    scored, kept = 0, []
     for i, origin in enumerate(origins):
         latest = origin + horizon - duration
         starts = {"run_now": origin,
@@ -170,6 +181,7 @@ def evaluate_trace(trace: Trace, job_hours: float, horizon_hours: float = 24.0,
         if np.isnan(realised).any() or len(starts) != 5 + len(curves):
             continue  # a gap in the actuals or a forecast: cannot be scored fairly for every policy
         scored += 1
+        kept.append(i)
         for name, value in zip(starts, realised):
             policies.setdefault(name, []).append(float(value))
 
@@ -181,10 +193,65 @@ def evaluate_trace(trace: Trace, job_hours: float, horizon_hours: float = 24.0,
         share = (run_now - mean) / (run_now - oracle) if run_now - oracle > 1e-9 else None
         rows.append(PolicyResult(name, mean, 100.0 * (run_now - mean) / run_now, share))
     skill = {name: forecast_skill(values, truth) for name, values in forecasts.items()}
-    return {"trace": Path(trace.path).name, "region": trace.region, "job_hours": job_hours,
-            "horizon_hours": horizon_hours, "trigger_hours_utc": list(trigger_hours),
-            "days": len(np.unique(np.floor(origins / 86400))), "triggers": scored,
-            "results": [r.__dict__ for r in rows], "forecast_skill": skill}
+    record = {"trace": Path(trace.path).name, "region": trace.region, "job_hours": job_hours,
+              "horizon_hours": horizon_hours, "trigger_hours_utc": list(trigger_hours),
+              "days": len(np.unique(np.floor(origins / 86400))), "triggers": scored,
+              "results": [r.__dict__ for r in rows], "forecast_skill": skill}
+    if interruptible is not None:
+        planned = {"planner + mock curve": lambda i: Curve(*mock.forecast(
+            datetime.fromtimestamp(origins[i], tz=timezone.utc), timedelta(seconds=horizon)).arrays())}
+        for name, (step, values) in curves.items():
+            planned[name] = lambda i, step=step, values=values: _curve(origins[i], step, values[i])
+        planned["oracle"] = lambda i: actual
+        rows, record["interruptible"] = score_interruptible(actual, origins[kept], list(planned.values()),
+                                                            list(planned), kept, policies, duration, horizon,
+                                                            interruptible)
+        record["results"] += rows
+    return record
+
+
+@dataclass(frozen=True)
+class Interruptible:
+    min_segment_hours: float = 1.0
+    resume_cost_minutes: float = 5.0
+
+
+def score_interruptible(actual: Curve, origins: np.ndarray, planners: list, names: list[str], kept: list[int],
+                        contiguous: dict[str, list[float]], duration: float, horizon: float,
+                        settings: Interruptible) -> tuple[list[dict], dict]:
+    """The interruptible counterpart of each planner policy (see the module docstring): each planner
+    maps a trigger's index to the curve it plans on. Triggers where some policy's segments hit a gap in
+    the actuals are left out of every interruptible row (and of its run-now and oracle baselines).
+    Returns the rows (``mean_segments`` added) and the settings with the number of triggers scored."""
+    realised, segment_counts = {}, {}
+    for name, planner in zip(names, planners):
+        first = planner(kept[0])
+        grid = segment_grid(np.concatenate([first.starts, first.ends]), duration, origins[0],
+                            origins[0] + horizon, min_segment_s=settings.min_segment_hours * 3600,
+                            resume_cost_s=settings.resume_cost_minutes * 60)
+        costs = np.array([unit_costs(planner(i), grid.edges(origin)) for i, origin in zip(kept, origins)])
+        _, found = cheapest_segments(costs, grid)
+        values, counts = [], []
+        for origin, units in zip(origins, found):
+            edges = grid.edges(origin)
+            segments = [(edges[a], edges[b]) for a, b in units]
+            area, covered = segments_cost(actual, segments)
+            running = sum(b - a for a, b in segments)
+            values.append(area / duration if units and covered >= running - 1e-6 else np.nan)
+            counts.append(len(units))
+        realised[f"{name}, interruptible"], segment_counts[f"{name}, interruptible"] = values, counts
+    ok = ~np.isnan(np.array(list(realised.values()))).any(axis=0)
+    run_now = float(np.mean(np.array(contiguous["run_now"])[ok]))
+    oracle = float(np.mean(np.array(contiguous["oracle"])[ok]))
+    rows = []
+    for name, values in realised.items():
+        mean = float(np.mean(np.array(values)[ok]))
+        share = (run_now - mean) / (run_now - oracle) if run_now - oracle > 1e-9 else None
+        rows.append({"policy": name, "mean_intensity": mean, "saving_pct": 100.0 * (run_now - mean) / run_now,
+                     "oracle_share": share,
+                     "mean_segments": float(np.mean(np.array(segment_counts[name])[ok]))})
+    return rows, {"min_segment_hours": settings.min_segment_hours,
+                  "resume_cost_minutes": settings.resume_cost_minutes, "triggers": int(ok.sum())}
 
 
 def _next_local_hour(origin: float, hour: int, zone: ZoneInfo, latest: float) -> float:
@@ -215,10 +282,12 @@ def format_table(evaluations: list[dict]) -> str:
         lines.append(f"\n{ev['trace']} ({ev['region']}), job {ev['job_hours']:g} h, "
                      f"horizon {ev['horizon_hours']:g} h, {ev['triggers']} triggers at "
                      f"{_hours_text(ev['trigger_hours_utc'])} UTC over {ev['days']} days")
-        lines.append(f"  {'policy':40}{'mean g/kWh':>12}{'saving %':>10}{'oracle share':>14}")
+        width = max([40] + [len(r["policy"]) + 2 for r in ev["results"]])
+        lines.append(f"  {'policy':{width}}{'mean g/kWh':>12}{'saving %':>10}{'oracle share':>14}")
         for r in ev["results"]:
             share = f"{r['oracle_share']:.2f}" if r["oracle_share"] is not None else "n/a"
-            lines.append(f"  {r['policy']:40}{r['mean_intensity']:>12.1f}{r['saving_pct']:>10.1f}{share:>14}")
+            lines.append(f"  {r['policy']:{width}}{r['mean_intensity']:>12.1f}{r['saving_pct']:>10.1f}"
+                         f"{share:>14}")
         lines.append(f"  {'forecast':40}{'MAPE % at lead 1/6/12/24 h':>30}{'rank corr 1/6/12/24 h':>26}"
                      f"{'in-horizon':>12}")
         for name, skill in ev.get("forecast_skill", {}).items():
@@ -526,6 +595,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--regions", nargs="?", const="", metavar="FILE",
                         help="score where as well as when: a regions file (its first region is home), or "
                              "with --all and no FILE the Electricity Maps 2023 traces, each in turn home")
+    add_interruptible_arguments(parser)
     args = parser.parse_args(argv)
     if args.regions is not None:
         return regions_main(args, parser)
@@ -537,6 +607,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         parser.error(str(error))
     model = HistoryModel.load(args.model) if args.model else HistoryModel.load()
+    segmented = interruptible_settings(parser, args)
     evaluations = []
     for path in paths:
         began = time.perf_counter()
@@ -544,10 +615,12 @@ def main(argv: list[str] | None = None) -> int:
         previous = previous_year(path)
         for hours in args.job_hours:
             evaluations.append(evaluate_trace(trace, hours, args.horizon_hours, model, previous,
-                                              trigger_hours))
+                                              trigger_hours, interruptible=segmented))
         evaluations[-1]["seconds"] = time.perf_counter() - began
         print(format_table(evaluations[-len(args.job_hours):]), f"\n  ({time.perf_counter() - began:.2f} s)")
     print(format_summary(evaluations))
+    if segmented is not None:
+        print(format_interruptible_summary(evaluations))
     if args.json:
         Path(args.json).write_text(json.dumps(evaluations, indent=2))
     if args.update_readme:
@@ -556,6 +629,56 @@ def main(argv: list[str] | None = None) -> int:
         command = "python -m carbon_aware.evaluate " + " ".join(kept)  # --json only names a side file
         update_readme(Path(args.update_readme), markdown_table(evaluations, command))
     return 0
+
+
+def add_interruptible_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--interruptible", action="store_true",
+                        help="also score each planner policy and the oracle as an interruptible job")
+    parser.add_argument("--min-segment-hours", type=float, default=1.0,
+                        help="interruptible: shortest segment of work (default 1)")
+    parser.add_argument("--resume-cost-minutes", type=float, default=5.0,
+                        help="interruptible: overhead re-run at each resume (default 5)")
+
+
+def interruptible_settings(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Interruptible | None:
+    if args.min_segment_hours <= 0:
+        parser.error(f"--min-segment-hours: expected a positive number of hours, "
+                     f"got {args.min_segment_hours:g}")
+    if args.resume_cost_minutes < 0:
+        parser.error(f"--resume-cost-minutes: expected 0 or more minutes, got {args.resume_cost_minutes:g}")
+    return Interruptible(args.min_segment_hours, args.resume_cost_minutes) if args.interruptible else None
+
+
+def format_interruptible_summary(evaluations: list[dict]) -> str:
+    """Saving % of run-now, contiguous vs interruptible, and the gain in percentage points, per trace and
+    job length, for the forecast-driven policies and the oracle; then the mean over the traces."""
+    policies = [p for p in _present(SUMMARY_POLICIES + ["oracle"], evaluations)
+                if _present([f"{p}, interruptible"], evaluations)]
+    if not policies:
+        return ""
+    settings = next(ev["interruptible"] for ev in evaluations if "interruptible" in ev)
+    lines = [f"\ninterruptible vs contiguous: saving % of running at once, contiguous -> interruptible "
+             f"(gain in pp); segments of at least {settings['min_segment_hours']:g} h, "
+             f"{settings['resume_cost_minutes']:g} min per resume",
+             f"  {'trace':34}{'job h':>6}" + "".join(f"{_short(p):>30}" for p in policies)]
+    gains: dict[tuple[float, str], list[float]] = {}
+    for ev in evaluations:
+        saving = {r["policy"]: r["saving_pct"] for r in ev["results"]}
+        cells = ""
+        for p in policies:
+            if p in saving and f"{p}, interruptible" in saving:
+                gain = saving[f"{p}, interruptible"] - saving[p]
+                gains.setdefault((ev["job_hours"], p), []).append(gain)
+                cell = f"{saving[p]:.1f} -> {saving[f'{p}, interruptible']:.1f} ({gain:+.1f})"
+            else:
+                cell = "-"
+            cells += f"{cell:>30}"
+        lines.append(f"  {ev['trace']:34}{ev['job_hours']:>6g}{cells}")
+    for hours in sorted({ev["job_hours"] for ev in evaluations}):
+        cells = "".join(f"{np.mean(gains[(hours, p)]):>+30.1f}" if (hours, p) in gains else f"{'-':>30}"
+                        for p in policies)
+        lines.append(f"  {'mean gain over traces (pp)':34}{hours:>6g}{cells}")
+    return "\n".join(lines)
 
 
 def _short(policy: str) -> str:

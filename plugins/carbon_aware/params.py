@@ -47,6 +47,10 @@ class RunParams(BaseModel):
     baseline_max_age_days: float = Field(default=30.0, ge=0, le=3650)
     time_compression: float = Field(default=1.0, ge=1, le=86400)
     carbon_budget_g: float | None = Field(default=None, gt=0)
+    # interruptible jobs (checkpointed training): run in the cleanest segments instead of one window
+    interruptible: bool = False
+    min_segment_minutes: float = Field(default=30.0, gt=0, le=48 * 60)
+    resume_cost_minutes: float = Field(default=5.0, ge=0, le=24 * 60)
 
     @field_validator("providers")
     @classmethod
