@@ -29,11 +29,13 @@ def run(command: list[str], timeout: float = 300) -> subprocess.CompletedProcess
     return subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout)
 
 
-def test_two_processes_make_the_single_process_update(tmp_path):
-    """fp32 on a synthetic set whose last step of each epoch has one sample: rank 1's share of it is
-    empty, rank 0's is one sample. The split over ranks, the loss scaling against DDP's averaging and
-    no_sync on accumulation micro-steps must together give the single-process weights. Rank 1 serves
-    its shards through the DataLoader path (device_resident: never)."""
+@pytest.mark.parametrize("nproc", [2, 1])
+def test_ddp_makes_the_single_process_update(tmp_path, nproc):
+    """fp32 on a synthetic set whose last step of each epoch has one sample: with 2 processes rank 1's
+    share of it is empty, rank 0's is one sample. The split over ranks, the loss scaling against DDP's
+    averaging and no_sync on accumulation micro-steps must together give the single-process weights.
+    The ranks serve their shards through the DataLoader path (device_resident: never). One process under
+    torchrun takes the DDP path too (what a single-GPU comparison with the plain path measures)."""
     training = {"epochs": 2, "batch_size": 16, "gradient_accumulation_steps": 4, "optimizer": "adam",
                 "learning_rate": 0.003}
     data = {"synthetic_train_size": 193}
@@ -42,10 +44,10 @@ def test_two_processes_make_the_single_process_update(tmp_path):
                          data={**data, "device_resident": "never", "num_workers": 0})
     config_file = tmp_path / "ddp.yaml"
     config_file.write_text(json.dumps(config.model_dump()))
-    result = run(torchrun(2, str(config_file), []))
+    result = run(torchrun(nproc, str(config_file), []))
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     ddp = json.loads((tmp_path / "ddp" / "summary.json").read_text())
-    assert ddp["distributed"] == {"world_size": 2, "backend": "gloo"}
+    assert ddp["distributed"] == {"world_size": nproc, "backend": "gloo"}
     assert single["distributed"] == {"world_size": 1, "backend": None}
     assert ddp["effective_batch_size"] == single["effective_batch_size"] == 64
     assert_same_weights(final_weights(single), final_weights(ddp), atol=1e-5)

@@ -1,9 +1,10 @@
 """Data-parallel training under ``torchrun``: the process group, each rank's shard, agreement between ranks.
 
-``training.distributed: auto`` trains with DistributedDataParallel when ``torchrun`` launched more than one
-process (``WORLD_SIZE`` > 1): NCCL on GPUs (rank ``r`` on ``cuda:LOCAL_RANK``), gloo on CPU. Otherwise
-:func:`setup` returns a single-process :class:`Distributed` whose collectives do nothing, so the loop has
-one code path.
+``training.distributed: auto`` trains with DistributedDataParallel when ``torchrun`` launched the process
+(``LOCAL_RANK`` and ``MASTER_ADDR`` set, or ``WORLD_SIZE`` > 1; one process too, which measures the DDP
+path against the plain one): NCCL on GPUs (rank ``r`` on ``cuda:LOCAL_RANK``), gloo on CPU. Otherwise
+:func:`setup` returns a plain :class:`Distributed` whose collectives do nothing, so the loop has one
+code path.
 
 ``training.effective_batch_size`` stays the samples per optimizer step *across all ranks*: every rank draws
 the same epoch plan, and each optimizer step's indices are split into ``world_size`` contiguous shards, one
@@ -33,13 +34,14 @@ class Distributed:
     rank: int = 0
     local_rank: int = 0
     backend: str | None = None
+    active: bool = False  # in a process group, the model wrapped in DDP
     # Flags and Python objects travel over gloo on the CPU even when the gradients go over NCCL, so agreeing
     # on a stop does not wait for the GPU's queued work each step.
     cpu_group: Any = None
 
     @property
     def enabled(self) -> bool:
-        return self.world_size > 1
+        return self.active
 
     @property
     def is_main(self) -> bool:
@@ -125,7 +127,8 @@ def setup(mode: str, device: torch.device) -> tuple[Distributed, torch.device]:
     """Joins the process group when launched by torchrun with more than one process; returns the context
     and this rank's device (``cuda:LOCAL_RANK`` on GPUs)."""
     world_size = launched_world_size()
-    if world_size <= 1:
+    by_torchrun = world_size > 1 or {"LOCAL_RANK", "MASTER_ADDR"} <= os.environ.keys()
+    if not by_torchrun or (mode == "off" and world_size == 1):
         return Distributed(), device
     if mode == "off":
         raise DistributedError(
@@ -150,7 +153,7 @@ def setup(mode: str, device: torch.device) -> tuple[Distributed, torch.device]:
         kwargs = {"device_id": device} if backend == "nccl" else {}
         dist.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=30), **kwargs)
     cpu_group = dist.new_group(backend="gloo") if backend == "nccl" else None
-    return Distributed(world_size, rank, local_rank, backend, cpu_group), device
+    return Distributed(world_size, rank, local_rank, backend, True, cpu_group), device
 
 
 def teardown(ctx: Distributed) -> None:
