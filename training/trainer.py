@@ -187,9 +187,9 @@ def _check_run_dir(config: TrainerConfig, run_dir: Path, checkpoint_path: Path) 
 def train(config: TrainerConfig, on_step: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Train per ``config``; writes ``summary.json`` under the run directory and returns it.
 
-    Launched by ``torchrun`` with more than one process (and ``training.distributed: auto``), every rank
-    calls this: they train one model with DistributedDataParallel, rank 0 alone writes files, and every
-    rank returns rank 0's summary."""
+    Launched by ``torchrun`` (and ``training.distributed: auto``), every rank calls this: they train one
+    model with DistributedDataParallel, rank 0 alone writes files, and every rank returns rank 0's
+    summary (see training/distributed.py)."""
     try:
         ctx, device = setup(config.training.distributed, resolve_device(config.training.device))
     except DistributedError as error:
