@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 
 from training.config import ConfigError, load_config
@@ -37,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     except (TrainingError, DataError, ValueError) as error:
         log.error("%s", error)
         return 1
+    if os.environ.get("RANK", "0") != "0":  # under torchrun: rank 0 reports, as it alone wrote the files
+        return 0
     log.info("summary: %s", config.run_dir() / "summary.json")
     if args.print_summary:
         print(json.dumps(summary, indent=2))

@@ -41,6 +41,9 @@ class TrainingConfig(_Block):
     max_grad_norm: float | None = Field(default=None, gt=0)
     precision: Literal["fp32", "fp16", "bf16", "auto"] = "fp32"
     device: Literal["auto", "cuda", "cpu"] = "auto"
+    distributed: Literal["auto", "off"] = Field(
+        default="auto",
+        description="auto: DistributedDataParallel when torchrun starts more than one process")
     seed: int = 0
     resume: bool = False
     model_save_path: str = "model.pt"

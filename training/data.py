@@ -167,7 +167,7 @@ class BatchSource:
             for group in plan:
                 yield [self._take(idx.to(self.device, non_blocking=True)) for idx in group]
             return
-        micro_batches = [idx.tolist() for group in plan for idx in group]
+        micro_batches = [idx.tolist() for group in plan for idx in group if len(idx)]
         loader = DataLoader(
             _IndexedDataset(self.split),
             batch_sampler=micro_batches,
@@ -177,7 +177,11 @@ class BatchSource:
         )
         batches = iter(loader)
         for group in plan:
-            yield [self._prepare(*next(batches)) for _ in group]
+            yield [self._prepare(*next(batches)) if len(idx) else self._empty() for idx in group]
+
+    def _empty(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """A micro-batch of no samples (a DDP rank's share of a step shorter than the world size)."""
+        return self._prepare(self.split.images[:0], self.split.labels[:0])
 
     def _take(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return normalize(self.split.images.index_select(0, idx)), self.split.labels.index_select(0, idx)
@@ -186,9 +190,11 @@ class BatchSource:
         images = images.to(self.device, non_blocking=True)
         return normalize(images), labels.to(self.device, non_blocking=True)
 
-    def sequential(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Unshuffled batches, for evaluation."""
-        indices = torch.arange(len(self.split))
+    def sequential(
+        self, batch_size: int, indices: torch.Tensor | None = None
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Unshuffled batches (of ``indices``, default all), for evaluation."""
+        indices = torch.arange(len(self.split)) if indices is None else indices
         for group in self.groups([[idx] for idx in indices.split(batch_size)]):
             yield group[0]
 

@@ -75,6 +75,11 @@ SUMMARY_SCHEMA: dict[str, Any] = {
         },
         "started_at": _TIME, "finished_at": _TIME,
         "attempts": {"type": "integer", "minimum": 1},
+        "distributed": {
+            "type": "object", "required": ["world_size", "backend"],
+            "properties": {"world_size": {"type": "integer", "minimum": 1},
+                           "backend": {"enum": ["nccl", "gloo", None]}},
+        },
     },
 }
 
@@ -114,7 +119,8 @@ def _device_block(device: torch.device) -> dict[str, Any]:
 
 def build_summary(*, config, device, precision, grad_scaler, resident, train_samples, test_samples, state,
                   peak_memory_mb, peak_memory_kind, energy, energy_error, energy_timeline,
-                  checkpoint_path: Path, model_path: Path) -> dict[str, Any]:
+                  checkpoint_path: Path, model_path: Path,
+                  distributed: dict[str, Any] | None = None) -> dict[str, Any]:
     t = config.training
     history = state["history"]
     last = history[-1]
@@ -146,6 +152,7 @@ def build_summary(*, config, device, precision, grad_scaler, resident, train_sam
         "started_at": state["started_at"],
         "finished_at": utc_now_iso(),
         "attempts": state["attempts"],
+        "distributed": distributed or {"world_size": 1, "backend": None},
         "checkpoint_path": str(checkpoint_path),
         "model_path": str(model_path),
         # The original pipeline's blocks, kept so its users find their numbers where they were.

@@ -19,8 +19,11 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
+from torch.nn.parallel import DistributedDataParallel
+
 from training.checkpoint import load_checkpoint, restore_rng_state, rng_state, save_checkpoint
 from training.config import TrainerConfig
+from training.distributed import Distributed, DistributedError, setup, teardown
 from training.files import atomic_write_json
 from training.data import BatchSource, epoch_plan, fits_on_device, load_splits
 from training.energy import ENERGY_LOG_NAME, EnergyMeter, utc_now_iso
@@ -150,17 +153,22 @@ def _peak_memory_mb(device: torch.device) -> tuple[float, str]:
 
 
 @torch.no_grad()
-def evaluate(model, batches: BatchSource, batch_size: int, autocast) -> tuple[float, float]:
+def evaluate(model, batches: BatchSource, batch_size: int, autocast,
+             ctx: Distributed | None = None) -> tuple[float, float]:
+    """(mean loss, accuracy %) over the whole test set; under DDP each rank scores its shard and the
+    sums are added, so the figures mean what they mean in a single process."""
+    ctx = ctx or Distributed()
     model.eval()
     loss_sum = torch.zeros((), device=batches.device)
     correct = torch.zeros((), device=batches.device, dtype=torch.long)
-    for x, y in batches.sequential(batch_size):
+    for x, y in batches.sequential(batch_size, ctx.shard(torch.arange(len(batches)))):
         with autocast():
             logits = model(x)
         loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
         correct += (logits.argmax(dim=1) == y).sum()
     model.train()
-    return loss_sum.item() / len(batches), 100.0 * correct.item() / len(batches)
+    totals = ctx.sum(torch.stack([loss_sum.double(), correct.double()])).tolist()
+    return totals[0] / len(batches), 100.0 * totals[1] / len(batches)
 
 
 def _check_run_dir(config: TrainerConfig, run_dir: Path, checkpoint_path: Path) -> None:
@@ -177,16 +185,41 @@ def _check_run_dir(config: TrainerConfig, run_dir: Path, checkpoint_path: Path) 
 
 
 def train(config: TrainerConfig, on_step: Callable[[int], None] | None = None) -> dict[str, Any]:
-    """Train per ``config``; writes ``summary.json`` under the run directory and returns it."""
+    """Train per ``config``; writes ``summary.json`` under the run directory and returns it.
+
+    Launched by ``torchrun`` (and ``training.distributed: auto``), every rank calls this: they train one
+    model with DistributedDataParallel, rank 0 alone writes files, and every rank returns rank 0's
+    summary (see training/distributed.py)."""
+    try:
+        ctx, device = setup(config.training.distributed, resolve_device(config.training.device))
+    except DistributedError as error:
+        raise TrainingError(str(error)) from None
+    quiet = not ctx.is_main and log.level < logging.WARNING
+    previous_level = log.level
+    if quiet:  # one progress log, rank 0's
+        log.setLevel(logging.WARNING)
+    try:
+        return _train(config, ctx, device, on_step)
+    finally:
+        if quiet:
+            log.setLevel(previous_level)
+        teardown(ctx)
+
+
+def _train(config: TrainerConfig, ctx: Distributed, device: torch.device,
+           on_step: Callable[[int], None] | None) -> dict[str, Any]:
     t = config.training
     run_dir = config.run_dir()
     checkpoint_path = run_dir / "checkpoints" / "last.pt"
     _check_run_dir(config, run_dir, checkpoint_path)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    ctx.barrier()  # every rank has looked before rank 0 writes anything
+    if ctx.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
 
-    device = resolve_device(t.device)
     precision = resolve_precision(t.precision, device)
-    log.info("device: %s%s | precision: %s", device, f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "", precision)
+    log.info("device: %s%s | precision: %s%s", device,
+             f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "", precision,
+             f" | DDP: {ctx.world_size} processes, {ctx.backend}" if ctx.enabled else "")
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -202,12 +235,18 @@ def train(config: TrainerConfig, on_step: Callable[[int], None] | None = None) -
     log.info("data: %s, %d train / %d test samples, %s", config.data.dataset, len(train_split), len(test_split),
              "resident on device" if resident else f"DataLoader with {config.data.num_workers} workers")
 
-    model = build_model(config.model).to(device)
+    model = build_model(config.model).to(device)  # DDP gives every rank rank 0's initial weights
+    if ctx.rank > 0:
+        torch.manual_seed(t.seed + ctx.rank)  # own dropout masks; rank 0 draws what a single process draws
     autocast = (lambda: contextlib.nullcontext()) if precision == "fp32" else (
         lambda: torch.autocast(device_type=device.type, dtype=PTDTYPE[precision]))
     if t.batch_size == "auto":
         sample = next(test_batches.sequential(1))[0].to(device)
         micro, steps = resolve_batch(t, device, model, sample, autocast)
+        agreed = ctx.min_int(micro, device)
+        if agreed != micro:  # the ranks' GPUs differ: the largest micro-batch that fits them all
+            steps = math.ceil(t.effective_batch_size / agreed)
+            micro = math.ceil(t.effective_batch_size / steps)
         config.training = t = t.model_copy(update={"batch_size": micro, "gradient_accumulation_steps": steps,
                                                    "effective_batch_size": micro * steps})
         log.info(
@@ -216,6 +255,9 @@ def train(config: TrainerConfig, on_step: Callable[[int], None] | None = None) -
             steps,
             micro * steps,
         )
+    if ctx.enabled:
+        log.info("DDP: each optimizer step's %d samples split over %d ranks, micro-batches of %d",
+                 t.effective_batch_size, ctx.world_size, t.batch_size)
     optimizer = _optimizer(model, config, device)
     steps_per_epoch = math.ceil(len(train_split) / t.effective_batch_size)
     scheduler = _scheduler(optimizer, config, steps_per_epoch)
@@ -226,11 +268,19 @@ def train(config: TrainerConfig, on_step: Callable[[int], None] | None = None) -
                              "started_at": utc_now_iso(), "energy": None}
     if t.resume and checkpoint_path.exists():
         checkpoint = load_checkpoint(checkpoint_path, device)
+        saved_world = checkpoint.get("world_size", 1)
+        if saved_world != ctx.world_size:
+            launch = (f"torchrun --nproc_per_node={saved_world}" if saved_world > 1
+                      else "one process (python -m training)")
+            raise TrainingError(
+                f"training.resume: checkpoint {checkpoint_path} was written by {saved_world} process(es), "
+                f"this run has {ctx.world_size}; resume it with {launch}, or start a new run_name"
+            )
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         scheduler.load_state_dict(checkpoint["scheduler"])
         scaler.load_state_dict(checkpoint["scaler"])
-        restore_rng_state(checkpoint["rng"])
+        restore_rng_state(checkpoint.get("rank_rng", [checkpoint["rng"]])[ctx.rank])
         state.update(checkpoint["state"])
         if state["epoch"] >= t.epochs:
             log.info("checkpoint %s already holds all %d epochs: writing the summary", checkpoint_path, t.epochs)
@@ -239,14 +289,26 @@ def train(config: TrainerConfig, on_step: Callable[[int], None] | None = None) -
     elif t.resume:
         log.info("resume: no checkpoint at %s, starting fresh", checkpoint_path)
     state["attempts"] += 1
+    ddp_model = (DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+                 if ctx.enabled else model)
 
     def write_checkpoint() -> None:
-        save_checkpoint(checkpoint_path, {
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict(), "rng": rng_state(), "config": config.model_dump(), "state": state,
-        })
+        """Rank 0 writes (atomically); the barrier keeps every rank until the file is complete."""
+        rank_rng = ctx.gather_objects(rng_state())
+        if ctx.is_main:
+            checkpoint = {
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": rank_rng[0],
+                "config": config.model_dump(), "state": state, "world_size": ctx.world_size,
+            }
+            if ctx.enabled:
+                checkpoint["rank_rng"] = rank_rng
+            save_checkpoint(checkpoint_path, checkpoint)
+        ctx.barrier()
 
-    meter = EnergyMeter(config.emissions, run_dir, t.run_name, resumed_from=state["energy"])
+    # CodeCarbon measures the machine: one tracker, rank 0's, writes the energy log.
+    emissions = config.emissions if ctx.is_main else config.emissions.model_copy(update={"enabled": False})
+    meter = EnergyMeter(emissions, run_dir, t.run_name, resumed_from=state["energy"])
     meter.start()
     model.train()
     segment_start = time.perf_counter()
@@ -256,16 +318,22 @@ def train(config: TrainerConfig, on_step: Callable[[int], None] | None = None) -
             for epoch in range(state["epoch"], t.epochs):
                 epoch_start = time.perf_counter()
                 plan = epoch_plan(len(train_split), t.batch_size, t.gradient_accumulation_steps, t.seed, epoch)
-                loss_sum = torch.zeros((), device=device)
+                plan = plan[state["step"]:]
+                group_sizes = [sum(len(idx) for idx in group) for group in plan]  # samples over all ranks
+                loss_sum = torch.zeros((), device=device)  # this rank's, summed over ranks when read
                 epoch_samples_before = state["epoch_samples"]
-                for step, group in enumerate(train_batches.groups(plan[state["step"]:]), start=state["step"]):
-                    group_size = sum(y.shape[0] for _x, y in group)
-                    for x, y in group:
-                        with autocast():
-                            logits = model(x)
-                            loss = F.cross_entropy(logits.float(), y, reduction="sum") / group_size
-                        scaler.scale(loss).backward()
-                        loss_sum += loss.detach() * group_size
+                batches = zip(group_sizes, train_batches.groups(ctx.shard_plan(plan, t.batch_size)))
+                for step, (group_size, group) in enumerate(batches, start=state["step"]):
+                    for i, (x, y) in enumerate(group):
+                        with ctx.no_sync(ddp_model, last=i == len(group) - 1):
+                            with autocast():
+                                logits = ddp_model(x)
+                                summed = F.cross_entropy(logits.float(), y, reduction="sum")
+                                loss = summed / group_size
+                                if ctx.enabled:  # DDP averages the ranks' gradients: undo its division
+                                    loss = loss * ctx.world_size
+                            scaler.scale(loss).backward()
+                        loss_sum += summed.detach()
                     if t.max_grad_norm is not None:
                         scaler.unscale_(optimizer)
                         torch.nn.utils.clip_grad_norm_(model.parameters(), t.max_grad_norm)
@@ -276,30 +344,37 @@ def train(config: TrainerConfig, on_step: Callable[[int], None] | None = None) -
                     state["global_step"] += 1
                     state["epoch_samples"] += group_size
                     state["samples_seen"] += group_size
-                    if state["global_step"] % NONFINITE_CHECK_EVERY == 0 and not torch.isfinite(loss_sum):
-                        raise NonFiniteLossError(f"loss became {loss_sum.item()} in epoch {epoch + 1} near step {step + 1}")
+                    if state["global_step"] % NONFINITE_CHECK_EVERY == 0:
+                        so_far = ctx.sum(loss_sum.clone())
+                        if not torch.isfinite(so_far):
+                            raise NonFiniteLossError(
+                                f"loss became {so_far.item()} in epoch {epoch + 1} near step {step + 1}")
                     if on_step is not None:
                         on_step(state["global_step"])
                     meter.maybe_mark()
-                    if stop.is_set() or time.monotonic() - last_checkpoint >= checkpoint_every:
+                    # every rank stops or checkpoints at the same step, whichever saw SIGTERM first
+                    stopping, due = ctx.any_of(
+                        [stop.is_set(), time.monotonic() - last_checkpoint >= checkpoint_every])
+                    if stopping or due:
                         state.update(epoch=epoch, step=step + 1,
-                                     epoch_loss_sum=state["epoch_loss_sum"] + loss_sum.item(),
+                                     epoch_loss_sum=state["epoch_loss_sum"] + ctx.sum(loss_sum).item(),
                                      elapsed_seconds=state["elapsed_seconds"] + time.perf_counter() - segment_start,
                                      energy=meter.checkpoint_state())
                         loss_sum.zero_()  # now counted in state["epoch_loss_sum"]
                         segment_start = time.perf_counter()
                         write_checkpoint()
                         last_checkpoint = time.monotonic()
-                        if stop.is_set():
+                        if stopping:
                             raise TrainingInterrupted(f"SIGTERM: checkpoint written at epoch {epoch + 1}, "
                                                       f"step {step + 1} ({checkpoint_path})")
                         log.info("checkpoint at epoch %d, step %d (every %g min)", epoch + 1, step + 1,
                                  t.checkpoint_every_minutes)
 
-                epoch_loss = state["epoch_loss_sum"] + loss_sum.item()
+                epoch_loss = state["epoch_loss_sum"] + ctx.sum(loss_sum).item()
                 if not math.isfinite(epoch_loss):
                     raise NonFiniteLossError(f"loss became {epoch_loss} in epoch {epoch + 1}")
-                test_loss, test_accuracy = evaluate(model, test_batches, config.data.test_batch_size, autocast)
+                test_loss, test_accuracy = evaluate(
+                    model, test_batches, config.data.test_batch_size, autocast, ctx)
                 epoch_seconds = time.perf_counter() - epoch_start
                 energy_kwh = meter.mark(f"epoch {epoch + 1}")
                 record = {
@@ -322,20 +397,24 @@ def train(config: TrainerConfig, on_step: Callable[[int], None] | None = None) -
                 log.info("epoch %d/%d | loss %.4f | test acc %.2f%% | %.0f samples/s | energy %s",
                          epoch + 1, t.epochs, record["train_loss"], test_accuracy, record["samples_per_second"],
                          f"{energy_kwh:.6f} kWh" if energy_kwh is not None else "n/a")
-                if stop.is_set():
+                if ctx.any_of([stop.is_set()])[0]:
                     raise TrainingInterrupted(f"SIGTERM: checkpoint written after epoch {epoch + 1} ({checkpoint_path})")
     finally:
         energy = meter.stop()
 
     model_path = run_dir / t.model_save_path
-    save_checkpoint(model_path, {"model": model.state_dict(), "config": config.model_dump()})
-    peak_mb, peak_kind = _peak_memory_mb(device)
-    summary = build_summary(
-        config=config, device=device, precision=precision, grad_scaler=scaler.is_enabled(), resident=resident,
-        train_samples=len(train_split), test_samples=len(test_split), state=state,
-        peak_memory_mb=peak_mb, peak_memory_kind=peak_kind, energy=energy, energy_error=meter.error,
-        energy_timeline=meter.timeline, checkpoint_path=checkpoint_path, model_path=model_path,
-    )
-    validate_summary(summary)
-    atomic_write_json(run_dir / "summary.json", summary)
-    return summary
+    summary = None
+    if ctx.is_main:
+        save_checkpoint(model_path, {"model": model.state_dict(), "config": config.model_dump()})
+        peak_mb, peak_kind = _peak_memory_mb(device)
+        summary = build_summary(
+            config=config, device=device, precision=precision, grad_scaler=scaler.is_enabled(),
+            resident=resident,
+            train_samples=len(train_split), test_samples=len(test_split), state=state,
+            peak_memory_mb=peak_mb, peak_memory_kind=peak_kind, energy=energy, energy_error=meter.error,
+            energy_timeline=meter.timeline, checkpoint_path=checkpoint_path, model_path=model_path,
+            distributed=ctx.summary(),
+        )
+        validate_summary(summary)
+        atomic_write_json(run_dir / "summary.json", summary)
+    return ctx.from_main(summary)
