@@ -50,6 +50,14 @@ PARAMS = {
     "baseline_max_age_days": Param(
         30.0, type="number", minimum=0, maximum=3650,
         description="A cached baseline older than this is measured again (0: now)."),
+    "interruptible": Param(
+        False, type="boolean",
+        description="The trainer checkpoints and resumes: run it in the cleanest slots before the deadline, "
+                    "pausing on dirty hours in between (the task defers, holding no worker slot)."),
+    "min_segment_minutes": Param(30.0, type="number", exclusiveMinimum=0, maximum=2880,
+                                 description="Interruptible: the shortest slot worth starting the job for."),
+    "resume_cost_minutes": Param(5.0, type="number", minimum=0, maximum=1440,
+                                 description="Interruptible: what a pause costs (restart and reload), in run time."),
     "carbon_budget_g": Param(
         None, type=["number", "null"], exclusiveMinimum=0,
         description="Optional: grams of CO2 the optimized run may emit, priced as its energy comes in; it "

@@ -68,7 +68,7 @@ def make_plan(raw_params: dict[str, Any], dag_run_id: str, now: datetime | None 
         params.providers, now, timedelta(hours=params.deadline_hours), now + duration
     )
     chosen = plan_window(forecast, duration, now, deadline, mode=params.planning_mode, threshold=params.carbon_threshold,
-                         fallback_reasons=reasons, planned_at=now)
+                         fallback_reasons=reasons, planned_at=now, **segmenting(params.model_dump()))
     plan = chosen.to_dict()
     plan["horizon_note"] = (
         f"{forecast.source}'s forecast ends at {forecast.end.isoformat()}, before the deadline "
@@ -84,6 +84,13 @@ def make_plan(raw_params: dict[str, Any], dag_run_id: str, now: datetime | None 
     plan["request"] = params.model_dump()
     plan["run_dir"] = str(run_dir_for(dag_run_id))
     return plan
+
+
+def segmenting(request: dict[str, Any]) -> dict[str, Any]:
+    """The planner's interruptible settings from a run's params."""
+    return {"interruptible": request["interruptible"],
+            "min_segment": timedelta(minutes=request["min_segment_minutes"]),
+            "resume_cost": timedelta(minutes=request["resume_cost_minutes"])}
 
 
 def check_window(plan: dict[str, Any], grid_now: datetime) -> tuple[dict[str, Any], dict[str, Any] | None]:
@@ -119,14 +126,15 @@ def check_window(plan: dict[str, Any], grid_now: datetime) -> tuple[dict[str, An
         forecast, reasons = fetch_forecast(
             request["providers"], grid_now, deadline - grid_now, grid_now + duration, anchor=anchor
         )
-        fresh = plan_window(forecast, duration, grid_now, deadline, mode=request["planning_mode"],
+        fresh = plan_window(forecast, duration, grid_now, deadline, mode=request["planning_mode"], **segmenting(request),
                             threshold=request["carbon_threshold"], fallback_reasons=reasons, planned_at=grid_now).to_dict()
     except (ForecastError, PlanningError) as error:
         check["decision"] = f"re-plan failed ({error}); start now"
         return plan, check
     check["decision"] = f"re-planned: new start {fresh['start']}"
     check["new_start"] = fresh["start"]
-    updated = {**plan, **{k: fresh[k] for k in ("start", "end", "mean_intensity", "source", "curve", "reason", "fallback_reasons")}}
+    updated = {**plan, **{k: fresh[k] for k in ("start", "end", "mean_intensity", "source", "curve", "reason",
+                                          "fallback_reasons", "segments")}}
     updated["replans"] = [*plan.get("replans", []), check]
     return updated, check
 
