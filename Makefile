@@ -9,10 +9,11 @@ export PYTHONUNBUFFERED := 1
 
 install: $(STAMP)
 
-$(STAMP): requirements.lock pyproject.toml
+# requirements-tracking.lock: MLflow (the `tracking` extra), which the tests run against a real server.
+$(STAMP): requirements.lock requirements-tracking.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -r requirements.lock
+	$(BIN)/python -m pip install -q -r requirements.lock -r requirements-tracking.lock
 	$(BIN)/python -m pip install -q --no-deps -e .
 	touch $(STAMP)
 
@@ -35,9 +36,18 @@ airflow: install
 bench: install
 	$(BIN)/python -m training.bench
 
+# Names in requirements-tracking.lock stay there; everything else installed goes to requirements.lock.
 lock:
-	{ sed -n '1,/^# Regenerate/p' requirements.lock; $(BIN)/python -m pip freeze --exclude-editable | sort -f; } > requirements.lock.new
+	sed -n '/^[^#]/s/==.*//p' requirements-tracking.lock | tr A-Z_ a-z- > .tracking-names
+	{ sed -n '1,/^# Regenerate/p' requirements.lock; $(BIN)/python -m pip freeze --exclude-editable \
+	  | awk -F== 'NR==FNR {t[$$1]; next} {n=tolower($$1); gsub("_", "-", n)} !(n in t)' .tracking-names - \
+	  | sort -f; } > requirements.lock.new
+	{ sed -n '1,/^# Regenerate/p' requirements-tracking.lock; $(BIN)/python -m pip freeze --exclude-editable \
+	  | awk -F== 'NR==FNR {t[$$1]; next} {n=tolower($$1); gsub("_", "-", n)} (n in t)' .tracking-names - \
+	  | sort -f; } > requirements-tracking.lock.new
 	mv requirements.lock.new requirements.lock
+	mv requirements-tracking.lock.new requirements-tracking.lock
+	rm -f .tracking-names
 
 clean:
 	rm -rf $(VENV) output airflow_home
