@@ -11,17 +11,21 @@ Files go to ``$CARBON_JOB_DIR`` (set by CarbonJobOperator), else ``--out``.
 """
 from __future__ import annotations
 
-import argparse
-import json
-import math
-import os
 import signal
-import sys
-import time
-from pathlib import Path
 
-import torch
-from torch import nn
+STOP = []  # SIGTERM first, before the slow imports: a stop that comes early still ends in a checkpoint
+signal.signal(signal.SIGTERM, lambda _signum, _frame: STOP.append(True))
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
+import os  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
 
 EXIT_INTERRUPTED = 143
 
@@ -68,32 +72,25 @@ def main() -> int:
         print(f"resumed from {checkpoint_path} at step {step}", flush=True)
     attempts += 1
 
-    stop = False
-
-    def on_sigterm(_signum, _frame):
-        nonlocal stop
-        stop = True
-
-    signal.signal(signal.SIGTERM, on_sigterm)
-
     def checkpoint() -> None:
         save(checkpoint_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                "rng": torch.get_rng_state(), "step": step, "attempts": attempts})
 
     loss = torch.zeros(())
     while step < args.steps:
+        if STOP:
+            checkpoint()
+            print(f"SIGTERM: checkpoint written at step {step}; exiting to resume later", flush=True)
+            return EXIT_INTERRUPTED
         index = torch.randint(0, len(train_x), (args.batch_size,))
         loss = nn.functional.cross_entropy(model(train_x[index]), train_y[index])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         step += 1
-        if step % args.checkpoint_every == 0 or stop:
+        if step % args.checkpoint_every == 0:
             checkpoint()
             print(f"step {step}/{args.steps} loss {loss.item():.4f} (checkpoint)", flush=True)
-        if stop:
-            print(f"SIGTERM: checkpoint written at step {step}; exiting to resume later", flush=True)
-            return EXIT_INTERRUPTED
     checkpoint()
     with torch.no_grad():
         accuracy = 100.0 * (model(test_x).argmax(1) == test_y).float().mean().item()

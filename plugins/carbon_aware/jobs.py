@@ -150,6 +150,20 @@ def run_attempt(
     return record
 
 
+def _energy_at(entries: list[dict[str, Any]], moment: str | None) -> float | None:
+    """Cumulative kWh of the energy log at ``moment``, interpolated between its readings."""
+    if not moment or not entries:
+        return None
+    at = datetime.fromisoformat(moment).timestamp()
+    points = [(datetime.fromisoformat(e["time"]).timestamp(), e["kwh"]) for e in entries]
+    if at <= points[0][0]:
+        return points[0][1]
+    for (t0, k0), (t1, k1) in zip(points, points[1:]):
+        if t0 <= at <= t1:
+            return k0 + (k1 - k0) * ((at - t0) / (t1 - t0) if t1 > t0 else 1.0)
+    return points[-1][1]
+
+
 def job_summary(job_dir: Path, run_name: str, command: list[str], segments: list[dict[str, Any]],
                 status: str = "completed", stop: dict[str, Any] | None = None) -> dict[str, Any]:
     """What the report reads about a job: its measured energy and timeline (every attempt), its
@@ -174,6 +188,9 @@ def job_summary(job_dir: Path, run_name: str, command: list[str], segments: list
             "codecarbon_emissions_kg": last["co2_kg"],
             "codecarbon_intensity_g_per_kwh": 1000 * last["co2_kg"] / last["kwh"] if last["kwh"] > 0 else None,
         }
+    if isinstance(own.get("epochs"), list):  # the command's epochs, with the energy measured up to each
+        own["epochs"] = [{**e, "energy_kwh_cumulative": _energy_at(entries, e.get("finished_at"))}
+                         for e in own["epochs"] if isinstance(e, dict)]
     attempts = [a for s in segments for a in s["attempts"]]
     # A killed attempt (worker lost) left no record here, but its energy is in the log.
     logged_attempts = max((e["attempt"] for e in entries), default=0)

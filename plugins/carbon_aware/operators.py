@@ -244,5 +244,12 @@ class CarbonReportOperator(BaseOperator):
         result, table = write_report(run_id, wait["plan"], wait, baseline, job)
         self.log.info("\n%s", table)
         self.log.info("report: %s\nplot:   %s", result["files"]["json"], result["files"]["plot"])
+        from carbon_aware.tracking import log_run
+
+        mlflow_run = log_run(result, {"optimized": job, "baseline": baseline and baseline["summary"]},
+                             Path(result["files"]["json"]), Path(result["files"]["plot"]),
+                             experiment=context["dag"].dag_id, run_name=run_id)
+        if mlflow_run:
+            self.log.info("MLflow: logged as run %s", mlflow_run)
         return result
 
