@@ -6,6 +6,7 @@ The four carbon-aware parts around a script that knows nothing of this project
 hours between them. The report prices the script's measured energy at the grid intensity of its own
 time against starting it at once.
 """
+
 from __future__ import annotations
 
 import os
@@ -23,20 +24,34 @@ with DAG(
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     params={
-        "providers": Param([{"name": "mock"}], type="array", items={"type": "object"},
-                           description="Carbon-intensity sources, as in carbon_training (offline: mock or trace)."),
+        "providers": Param(
+            [{"name": "mock"}],
+            type="array",
+            items={"type": "object"},
+            description="Carbon-intensity sources, as in carbon_training (offline: mock or trace).",
+        ),
         "job_duration_hours": Param(2.0, type="number", exclusiveMinimum=0, maximum=48),
         "deadline_hours": Param(24.0, type="number", exclusiveMinimum=0, maximum=48),
-        "interruptible": Param(True, type="boolean",
-                               description="Run in the cleanest slots, pausing between them (the script resumes "
-                                           "from its checkpoint)."),
+        "interruptible": Param(
+            True,
+            type="boolean",
+            description="Run in the cleanest slots, pausing between them (the script resumes "
+            "from its checkpoint).",
+        ),
         "min_segment_minutes": Param(60.0, type="number", exclusiveMinimum=0),
         "resume_cost_minutes": Param(5.0, type="number", minimum=0),
         "carbon_budget_g": Param(None, type=["number", "null"], exclusiveMinimum=0),
-        "baseline": Param("off", enum=["off"], description="A user's job has no baseline config: timing only."),
+        "baseline": Param(
+            "off", enum=["off"], description="A user's job has no baseline config: timing only."
+        ),
         "steps": Param(1500, type="integer", minimum=1, description="The example script's training steps."),
-        "time_compression": Param(1.0, type="number", minimum=1, maximum=86400,
-                                  description="Demos only: waiting passes this many times faster."),
+        "time_compression": Param(
+            1.0,
+            type="number",
+            minimum=1,
+            maximum=86400,
+            description="Demos only: waiting passes this many times faster.",
+        ),
     },
     tags=["carbon-aware", "training", "example"],
     doc_md=__doc__,

@@ -4,6 +4,7 @@ worker slot, train, and report the measured saving against running at once.
 Thin wiring only: no torch, numpy or network at import time; the work lives in plugins/carbon_aware
 and training/, imported inside the tasks.
 """
+
 from __future__ import annotations
 
 import os
@@ -20,50 +21,110 @@ TRAINING_QUEUE = os.environ.get("CARBON_TRAINING_QUEUE", "training")
 
 PARAMS = {
     "providers": Param(
-        [{"name": "uk"}], type="array", items={"type": "object"},
-        description="Carbon-intensity sources, tried in order, then the mock curve. Each is an object with 'name' "
-                    "(uk, electricitymaps, watttime, carbon_aware_sdk, trace, mock) and its options, e.g. "
-                    "{\"name\": \"uk\", \"region_id\": 13}, {\"name\": \"electricitymaps\", \"zone\": \"DE\", \"history\": true}, "
-                    "{\"name\": \"trace\", \"path\": \"../shared/data/carbon/...csv\", \"replay_start\": \"2023-03-01T00:00:00Z\"}. "
-                    "Tokens come from Airflow connections or environment variables, never from here."),
-    "job_duration_hours": Param(1.0, type=["number", "null"], exclusiveMinimum=0, maximum=48,
-                                description="Expected training time in hours; empty = the last run's measured duration."),
-    "deadline_hours": Param(24.0, type="number", exclusiveMinimum=0, maximum=48,
-                            description="Latest finish, in hours after the run starts."),
-    "planning_mode": Param("window", enum=["window", "threshold"],
-                           description="window: lowest mean intensity before the deadline. threshold: the original "
-                                       "rule (first slot below the threshold, else the best window)."),
-    "carbon_threshold": Param(300.0, type="number", exclusiveMinimum=0, maximum=2000, description="gCO2/kWh, threshold mode only."),
-    "replan_tolerance_pct": Param(20.0, type="number", minimum=0, maximum=500,
-                                  description="On waking, re-plan if the current intensity is this much above the forecast."),
+        [{"name": "uk"}],
+        type="array",
+        items={"type": "object"},
+        description="Carbon-intensity sources, tried in order, then the mock curve. Each is an object with "
+        "'name' (uk, electricitymaps, watttime, carbon_aware_sdk, trace, mock) and its options, e.g. "
+        '{"name": "uk", "region_id": 13}, {"name": "electricitymaps", "zone": "DE", "history": true}, '
+        '{"name": "trace", "path": "../shared/data/carbon/...csv", '
+        '"replay_start": "2023-03-01T00:00:00Z"}. '
+        "Tokens come from Airflow connections or environment variables, never from here.",
+    ),
+    "job_duration_hours": Param(
+        1.0,
+        type=["number", "null"],
+        exclusiveMinimum=0,
+        maximum=48,
+        description="Expected training time in hours; empty = the last run's measured duration.",
+    ),
+    "deadline_hours": Param(
+        24.0,
+        type="number",
+        exclusiveMinimum=0,
+        maximum=48,
+        description="Latest finish, in hours after the run starts.",
+    ),
+    "planning_mode": Param(
+        "window",
+        enum=["window", "threshold"],
+        description="window: lowest mean intensity before the deadline. threshold: the original "
+        "rule (first slot below the threshold, else the best window).",
+    ),
+    "carbon_threshold": Param(
+        300.0, type="number", exclusiveMinimum=0, maximum=2000, description="gCO2/kWh, threshold mode only."
+    ),
+    "replan_tolerance_pct": Param(
+        20.0,
+        type="number",
+        minimum=0,
+        maximum=500,
+        description="On waking, re-plan if the current intensity is this much above the forecast.",
+    ),
     "max_replans": Param(3, type="integer", minimum=0, maximum=10, description="Re-plans allowed per run."),
-    "baseline_config": Param("include/configs/baseline.yaml", type="string", description="Trainer config of the run-now baseline."),
-    "optimized_config": Param("include/configs/optimized.yaml", type="string", description="Trainer config of the carbon-aware run."),
-    "training_overrides": Param([], type="array", items={"type": "string"},
-                                description="KEY=VALUE overrides for both trainer configs, e.g. training.epochs=1."),
+    "baseline_config": Param(
+        "include/configs/baseline.yaml", type="string", description="Trainer config of the run-now baseline."
+    ),
+    "optimized_config": Param(
+        "include/configs/optimized.yaml",
+        type="string",
+        description="Trainer config of the carbon-aware run.",
+    ),
+    "training_overrides": Param(
+        [],
+        type="array",
+        items={"type": "string"},
+        description="KEY=VALUE overrides for both trainer configs, e.g. training.epochs=1.",
+    ),
     "baseline": Param(
-        "cached", enum=["cached", "every_run", "off"],
+        "cached",
+        enum=["cached", "every_run", "off"],
         description="What the saving is measured against. cached: the baseline config's energy, measured "
-                    "once per (config with overrides, device model, dataset, trainer version) and reused; "
-                    "every_run: train the baseline at once in every run (it doubles the emissions); off: "
-                    "timing only, the optimized run's energy priced at run-now."),
+        "once per (config with overrides, device model, dataset, trainer version) and reused; "
+        "every_run: train the baseline at once in every run (it doubles the emissions); off: "
+        "timing only, the optimized run's energy priced at run-now.",
+    ),
     "baseline_max_age_days": Param(
-        30.0, type="number", minimum=0, maximum=3650,
-        description="A cached baseline older than this is measured again (0: now)."),
+        30.0,
+        type="number",
+        minimum=0,
+        maximum=3650,
+        description="A cached baseline older than this is measured again (0: now).",
+    ),
     "interruptible": Param(
-        False, type="boolean",
+        False,
+        type="boolean",
         description="The trainer checkpoints and resumes: run it in the cleanest slots before the deadline, "
-                    "pausing on dirty hours in between (the task defers, holding no worker slot)."),
-    "min_segment_minutes": Param(30.0, type="number", exclusiveMinimum=0, maximum=2880,
-                                 description="Interruptible: the shortest slot worth starting the job for."),
-    "resume_cost_minutes": Param(5.0, type="number", minimum=0, maximum=1440,
-                                 description="Interruptible: what a pause costs (restart and reload), in run time."),
+        "pausing on dirty hours in between (the task defers, holding no worker slot).",
+    ),
+    "min_segment_minutes": Param(
+        30.0,
+        type="number",
+        exclusiveMinimum=0,
+        maximum=2880,
+        description="Interruptible: the shortest slot worth starting the job for.",
+    ),
+    "resume_cost_minutes": Param(
+        5.0,
+        type="number",
+        minimum=0,
+        maximum=1440,
+        description="Interruptible: what a pause costs (restart and reload), in run time.",
+    ),
     "carbon_budget_g": Param(
-        None, type=["number", "null"], exclusiveMinimum=0,
+        None,
+        type=["number", "null"],
+        exclusiveMinimum=0,
         description="Optional: grams of CO2 the optimized run may emit, priced as its energy comes in; it "
-                    "stops at its next checkpoint when finishing would exceed it (the task fails, no retry)."),
-    "time_compression": Param(1.0, type="number", minimum=1, maximum=86400,
-                              description="Demos only: 3600 makes each forecast hour of waiting pass in one second."),
+        "stops at its next checkpoint when finishing would exceed it (the task fails, no retry).",
+    ),
+    "time_compression": Param(
+        1.0,
+        type="number",
+        minimum=1,
+        maximum=86400,
+        description="Demos only: 3600 makes each forecast hour of waiting pass in one second.",
+    ),
 }
 
 

@@ -1,5 +1,6 @@
 """Any command, measured from outside: the example user script run, stopped at a slot's end with SIGTERM,
 resumed, and stopped by a budget check; every attempt's energy in one append-only log."""
+
 from __future__ import annotations
 
 import json
@@ -18,15 +19,28 @@ FAST_METER = {"measure_power_secs": 0.5, "log_every_seconds": 1.0}
 
 def test_a_command_is_stopped_at_its_slot_end_resumes_and_every_attempt_is_measured(tmp_path):
     job_dir, lines = tmp_path / "own", []
-    first = run_attempt([*SCRIPT, "--steps", "400000", "--checkpoint-every", "50"], job_dir, "own",
-                        emissions=FAST_METER, until=datetime.now(timezone.utc) + timedelta(seconds=8),
-                        grace_seconds=60, emit=lines.append)
+    first = run_attempt(
+        [*SCRIPT, "--steps", "400000", "--checkpoint-every", "50"],
+        job_dir,
+        "own",
+        emissions=FAST_METER,
+        until=datetime.now(timezone.utc) + timedelta(seconds=8),
+        grace_seconds=60,
+        emit=lines.append,
+    )
     assert first["stopped"] == SLOT_END and first["exit_code"] == 143, lines[-5:]
     assert any("SIGTERM: checkpoint written" in line for line in lines)  # the child's output was streamed
-    stopped_at = int(next(line for line in lines if "SIGTERM" in line and "step" in line).split("step ")[1].split(";")[0])
+    stopped_at = int(
+        next(line for line in lines if "SIGTERM" in line and "step" in line).split("step ")[1].split(";")[0]
+    )
 
-    second = run_attempt([*SCRIPT, "--steps", str(stopped_at + 100), "--checkpoint-every", "50"], job_dir, "own",
-                         emissions=FAST_METER, emit=lines.append)
+    second = run_attempt(
+        [*SCRIPT, "--steps", str(stopped_at + 100), "--checkpoint-every", "50"],
+        job_dir,
+        "own",
+        emissions=FAST_METER,
+        emit=lines.append,
+    )
     assert second["stopped"] is None and second["exit_code"] == 0
     assert f"resumed from {job_dir / 'checkpoint.pt'} at step {stopped_at}" in lines
     log = read_energy_log(job_dir / ENERGY_LOG_NAME)
@@ -35,8 +49,10 @@ def test_a_command_is_stopped_at_its_slot_end_resumes_and_every_attempt_is_measu
     last = {a: [e for e in log if e["attempt"] == a][-1] for a in (1, 2)}
     assert log[-1]["kwh"] == pytest.approx(last[1]["attempt_kwh"] + last[2]["attempt_kwh"], rel=1e-9)
 
-    segments = [{"index": k, "grid_start": None, "grid_hours": None, "attempts": [a]}
-                for k, a in enumerate((first, second))]
+    segments = [
+        {"index": k, "grid_start": None, "grid_hours": None, "attempts": [a]}
+        for k, a in enumerate((first, second))
+    ]
     summary = job_summary(job_dir, "own", SCRIPT, segments)
     own = json.loads((job_dir / "summary.json").read_text())
     assert summary["final_test_accuracy_pct"] == own["final_test_accuracy_pct"] and own["attempts"] == 2
@@ -52,8 +68,15 @@ def test_a_budget_check_stops_the_command_at_its_checkpoint(tmp_path):
         seen.append(kwh)
         return CARBON_BUDGET if len(seen) >= 4 else None
 
-    record = run_attempt([*SCRIPT, "--steps", "400000"], job_dir, "budget", emissions=FAST_METER,
-                         check=over_budget, grace_seconds=60, emit=lines.append)
+    record = run_attempt(
+        [*SCRIPT, "--steps", "400000"],
+        job_dir,
+        "budget",
+        emissions=FAST_METER,
+        check=over_budget,
+        grace_seconds=60,
+        emit=lines.append,
+    )
     assert record["stopped"] == CARBON_BUDGET and record["exit_code"] == 143
     assert (job_dir / "checkpoint.pt").is_file() and not (job_dir / "summary.json").exists()
     assert seen == sorted(seen) and seen[-1] > 0
@@ -61,7 +84,12 @@ def test_a_budget_check_stops_the_command_at_its_checkpoint(tmp_path):
 
 def test_a_failing_command_raises_with_its_output_and_its_energy_is_kept(tmp_path):
     with pytest.raises(JobFailed, match="exited with 3") as error:
-        run_attempt([sys.executable, "-c", "import sys, time; time.sleep(2); print('boom'); sys.exit(3)"],
-                    tmp_path / "bad", "bad", emissions=FAST_METER, emit=lambda line: None)
+        run_attempt(
+            [sys.executable, "-c", "import sys, time; time.sleep(2); print('boom'); sys.exit(3)"],
+            tmp_path / "bad",
+            "bad",
+            emissions=FAST_METER,
+            emit=lambda line: None,
+        )
     assert "boom" in str(error.value)
     assert read_energy_log(tmp_path / "bad" / ENERGY_LOG_NAME)[-1]["label"] == "end"

@@ -1,5 +1,6 @@
 """carbon_own_job through the real CLI (`airflow dags test`): a user's script, planned, measured from
 outside, reported; and a carbon budget that stops it at its checkpoint."""
+
 from __future__ import annotations
 
 import json
@@ -16,16 +17,27 @@ NESO = CARBON_DIR / "neso_carbon_intensity_api" / "neso_2023_national_intensity.
 
 
 def own_conf(**extra) -> dict:
-    conf = {"providers": [{"name": "trace", "path": str(NESO), "replay_start": "2023-03-01T06:00:00Z"}],
-            "job_duration_hours": 1, "deadline_hours": 12, "interruptible": False, "steps": 300}
+    conf = {
+        "providers": [{"name": "trace", "path": str(NESO), "replay_start": "2023-03-01T06:00:00Z"}],
+        "job_duration_hours": 1,
+        "deadline_hours": 12,
+        "interruptible": False,
+        "steps": 300,
+    }
     conf.update(extra)
     return conf
 
 
 def _dags_test(env, conf) -> tuple[subprocess.CompletedProcess, str]:
     airflow = str(Path(sys.executable).parent / "airflow")
-    out = subprocess.run([airflow, "dags", "test", "carbon_own_job", "-c", json.dumps(conf)], cwd=REPO_ROOT,
-                         env=env, capture_output=True, text=True, timeout=600)
+    out = subprocess.run(
+        [airflow, "dags", "test", "carbon_own_job", "-c", json.dumps(conf)],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     log = out.stdout + out.stderr
     return out, log
 
@@ -51,9 +63,14 @@ def test_own_job_runs_offline_and_its_report_prices_the_measured_energy(airflow_
     measured = read_energy_log(job_dir / ENERGY_LOG_NAME)
     own = json.loads((job_dir / "summary.json").read_text())
     assert report["job"]["command"][-3:] == ["include/examples/own_training.py", "--steps", "300"]
-    assert report["baseline_kind"] == "off" and report["accuracy_impact"]["optimized_accuracy"] == own[
-        "final_test_accuracy_pct"]
-    for name in ("optimized", "optimized_at_run_now"):  # the script's own energy, priced interval by interval
+    assert (
+        report["baseline_kind"] == "off"
+        and report["accuracy_impact"]["optimized_accuracy"] == own["final_test_accuracy_pct"]
+    )
+    for name in (
+        "optimized",
+        "optimized_at_run_now",
+    ):  # the script's own energy, priced interval by interval
         block = report["intensities"][name]
         assert block["energy_kwh"] == pytest.approx(measured[-1]["kwh"], rel=1e-6)
         grams = sum(i["kwh"] * i["g_per_kwh"] for i in block["intervals"])
@@ -64,8 +81,13 @@ def test_own_job_runs_offline_and_its_report_prices_the_measured_energy(airflow_
 
 @pytest.mark.integration
 def test_a_carbon_budget_stops_the_job_at_its_checkpoint_without_retry(airflow_db):
-    conf = own_conf(steps=10_000_000, carbon_budget_g=1e-7, job_duration_hours=0.05, deadline_hours=0.05,
-                    time_compression=1)  # no slack: it starts at once
+    conf = own_conf(
+        steps=10_000_000,
+        carbon_budget_g=1e-7,
+        job_duration_hours=0.05,
+        deadline_hours=0.05,
+        time_compression=1,
+    )  # no slack: it starts at once
     out, log = _dags_test(airflow_db, conf)
     assert "stopped by the carbon budget at" in log, log[-4000:]
     assert "SIGTERM: checkpoint written at step" in log  # the script checkpointed before it exited

@@ -139,3 +139,24 @@ def test_after_a_replan_the_run_now_hour_is_priced_from_actuals_or_the_nearest_s
     assert without["timing"]["run_now_intensity_g_per_kwh"] == pytest.approx(150)  # nearest: the 12:00 slot
     assert without["intensities"]["optimized_at_run_now"]["nearest_share"] == 1
     assert "nearest known intensity" in format_table(without)
+
+
+def test_an_interrupted_run_draws_nothing_while_paused_and_its_run_now_counterfactual_has_no_pause():
+    from carbon_aware.report import back_to_back, joined, timeline_pieces
+
+    def reading(minutes, kwh, attempt):
+        return {"time": at(minutes).isoformat(), "kwh": kwh, "attempt": attempt}
+
+    # Attempt 1 ran 0-30 min (2 kWh), paused through the dirty hour, attempt 2 ran 90-120 min (2 more kWh);
+    # attempt 2's start reading already held a little energy (0.1 kWh) counted before its first mark.
+    summary = {"energy_timeline": [reading(0, 0.0, 1), reading(30, 2.0, 1), reading(90, 2.1, 2),
+                                   reading(120, 4.0, 2)],
+               "segments": [{"index": 0, "attempts": [{"attempt": 1}]}, {"index": 1, "attempts": [{"attempt": 2}]}]}
+    curve = [slot(0, 30, 100), slot(30, 90, 500), slot(90, 120, 100)]
+    pieces = timeline_pieces(summary, None, 1.0)
+    assert [p[0][1] for p in pieces] == [0.0, 2.0]  # each piece starts where the one before ended
+    actual = price_run(joined(pieces), [], curve)
+    assert actual["emissions_g"] == pytest.approx(4.0 * 100)  # nothing priced at the dirty 500
+    at_run_now = back_to_back(pieces, at(0))
+    assert at_run_now[-1][0] == at(60)  # 30 + 30 minutes of running, end to end
+    assert price_run(at_run_now, [], curve)["emissions_g"] == pytest.approx(2.0 * 100 + 2.0 * 500)

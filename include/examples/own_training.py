@@ -9,6 +9,7 @@ Files go to ``$CARBON_JOB_DIR`` (set by CarbonJobOperator), else ``--out``.
 
     python include/examples/own_training.py --steps 1500 --out /tmp/own
 """
+
 from __future__ import annotations
 
 import signal
@@ -73,8 +74,16 @@ def main() -> int:
     attempts += 1
 
     def checkpoint() -> None:
-        save(checkpoint_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                               "rng": torch.get_rng_state(), "step": step, "attempts": attempts})
+        save(
+            checkpoint_path,
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "rng": torch.get_rng_state(),
+                "step": step,
+                "attempts": attempts,
+            },
+        )
 
     loss = torch.zeros(())
     while step < args.steps:
@@ -94,8 +103,13 @@ def main() -> int:
     checkpoint()
     with torch.no_grad():
         accuracy = 100.0 * (model(test_x).argmax(1) == test_y).float().mean().item()
-    summary = {"final_test_accuracy_pct": accuracy, "final_train_loss": loss.item(), "steps": step,
-               "attempts": attempts, "seconds_this_attempt": time.time() - started}
+    summary = {
+        "final_test_accuracy_pct": accuracy,
+        "final_train_loss": loss.item(),
+        "steps": step,
+        "attempts": attempts,
+        "seconds_this_attempt": time.time() - started,
+    }
     tmp = out / "summary.json.tmp"
     tmp.write_text(json.dumps(summary, indent=2))
     os.replace(tmp, out / "summary.json")

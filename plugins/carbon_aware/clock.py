@@ -3,6 +3,7 @@
 A run's ``time_compression`` (1 in production) makes waiting for a window pass faster: demos replay a
 day of grid time in minutes. Everything that waits or prices asks a :class:`Clock`.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -30,12 +31,19 @@ class Clock:
     @classmethod
     def from_plan(cls, plan: dict[str, Any], started: datetime | None = None) -> "Clock":
         compression = plan["clock"]["compression"]
-        return cls(datetime.fromisoformat(plan["clock"]["anchor"]), compression, started if compression != 1 else None)
+        return cls(
+            datetime.fromisoformat(plan["clock"]["anchor"]),
+            compression,
+            started if compression != 1 else None,
+        )
 
     @classmethod
     def after_wake(cls, wait: dict[str, Any]) -> "Clock":
         """The clock of a task that runs after the window sensor: grid time passes ``compression`` times
         faster than real time from the sensor's release (``woke_at`` real = ``woke_at_grid``)."""
         compression = wait["plan"]["clock"]["compression"]
-        return cls(datetime.fromisoformat(wait["woke_at_grid"]), compression,
-                   datetime.fromisoformat(wait["woke_at"]) if compression != 1 else None)
+        return cls(
+            datetime.fromisoformat(wait["woke_at_grid"]),
+            compression,
+            datetime.fromisoformat(wait["woke_at"]) if compression != 1 else None,
+        )

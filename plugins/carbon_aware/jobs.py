@@ -9,6 +9,7 @@ The child gets ``CARBON_JOB_DIR`` (its directory, for checkpoints and an optiona
 ``CARBON_RUN_NAME`` and ``CARBON_ATTEMPT``. It is stopped with SIGTERM (a slot's end, the carbon budget,
 the task being killed) and given ``grace_seconds`` to checkpoint and exit before SIGKILL.
 """
+
 from __future__ import annotations
 
 import json
@@ -29,8 +30,18 @@ SUMMARY_NAME = "summary.json"
 DEFAULT_GRACE_SECONDS = 300.0
 POLL_SECONDS = 1.0
 # What a command may report about itself in $CARBON_JOB_DIR/summary.json; the report shows what it finds.
-OWN_SUMMARY_KEYS = ("final_test_accuracy_pct", "final_train_loss", "peak_memory_mb", "peak_memory_kind",
-                    "device", "precision", "effective_batch_size", "epochs", "config", "distributed")
+OWN_SUMMARY_KEYS = (
+    "final_test_accuracy_pct",
+    "final_train_loss",
+    "peak_memory_mb",
+    "peak_memory_kind",
+    "device",
+    "precision",
+    "effective_batch_size",
+    "epochs",
+    "config",
+    "distributed",
+)
 
 # Stop reasons
 SLOT_END = "slot_end"
@@ -45,10 +56,22 @@ def trainer_command(config: str, overrides: list[str], run_dir: Path, run_name: 
     """The built-in trainer as a command: measured from outside like any other, so its own meter is off."""
     from carbon_aware.baselines import config_path
 
-    sets = [*overrides, f"output.dir={run_dir}", f"training.run_name={run_name}", "training.resume=true",
-            "emissions.enabled=false"]
-    return [sys.executable, "-u", "-m", "training", "--config", str(config_path(config)),
-            *[part for item in sets for part in ("--set", item)]]
+    sets = [
+        *overrides,
+        f"output.dir={run_dir}",
+        f"training.run_name={run_name}",
+        "training.resume=true",
+        "emissions.enabled=false",
+    ]
+    return [
+        sys.executable,
+        "-u",
+        "-m",
+        "training",
+        "--config",
+        str(config_path(config)),
+        *[part for item in sets for part in ("--set", item)],
+    ]
 
 
 def trainer_emissions(config: str, overrides: list[str]) -> dict[str, Any]:
@@ -84,16 +107,29 @@ def run_attempt(
 
     job_dir.mkdir(parents=True, exist_ok=True)
     meter = EnergyMeter(EmissionsConfig(**(emissions or {})), job_dir, run_name)
-    child_env = {**os.environ, **(env or {}), "CARBON_JOB_DIR": str(job_dir), "CARBON_RUN_NAME": run_name,
-                 "CARBON_ATTEMPT": str(meter.attempt), "PYTHONUNBUFFERED": "1"}
+    child_env = {
+        **os.environ,
+        **(env or {}),
+        "CARBON_JOB_DIR": str(job_dir),
+        "CARBON_RUN_NAME": run_name,
+        "CARBON_ATTEMPT": str(meter.attempt),
+        "PYTHONUNBUFFERED": "1",
+    }
     emit(f"attempt {meter.attempt}: launching {' '.join(command)}")
     meter.start()
     if meter.error:
         emit(f"energy not measured: {meter.error}")
     started = time.time()
     tail: deque[str] = deque(maxlen=20)
-    process = subprocess.Popen(command, cwd=cwd or REPO_ROOT, env=child_env, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True, bufsize=1)
+    process = subprocess.Popen(
+        command,
+        cwd=cwd or REPO_ROOT,
+        env=child_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        bufsize=1,
+    )
     if on_start:
         on_start(process)
 
@@ -142,9 +178,11 @@ def run_attempt(
         "energy_kwh_total": energy["energy_kwh"] if energy else None,
         "energy_error": meter.error,
     }
-    emit(f"attempt {meter.attempt}: exit code {code}"
-         + (f", stopped ({stopped})" if stopped else "")
-         + (f", {energy['energy_kwh']:.6g} kWh so far" if energy else ""))
+    emit(
+        f"attempt {meter.attempt}: exit code {code}"
+        + (f", stopped ({stopped})" if stopped else "")
+        + (f", {energy['energy_kwh']:.6g} kWh so far" if energy else "")
+    )
     if stopped is None and code != 0:
         raise JobFailed(f"command exited with {code}:\n" + "\n".join(tail))
     return record
@@ -164,8 +202,14 @@ def _energy_at(entries: list[dict[str, Any]], moment: str | None) -> float | Non
     return points[-1][1]
 
 
-def job_summary(job_dir: Path, run_name: str, command: list[str], segments: list[dict[str, Any]],
-                status: str = "completed", stop: dict[str, Any] | None = None) -> dict[str, Any]:
+def job_summary(
+    job_dir: Path,
+    run_name: str,
+    command: list[str],
+    segments: list[dict[str, Any]],
+    status: str = "completed",
+    stop: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """What the report reads about a job: its measured energy and timeline (every attempt), its
     segments, and what the command said about itself in ``summary.json`` (accuracy, memory, ...)."""
     from training.energy import ENERGY_LOG_NAME, read_energy_log
@@ -182,15 +226,23 @@ def job_summary(job_dir: Path, run_name: str, command: list[str], segments: list
         seconds = sum(a["seconds"] for s in segments for a in s["attempts"])
         energy = {
             "source": "codecarbon, around the command's process",
-            "energy_kwh": last["kwh"], "cpu_energy_kwh": last["cpu_kwh"], "gpu_energy_kwh": last["gpu_kwh"],
-            "ram_energy_kwh": last["ram_kwh"], "duration_seconds": last["seconds"],
+            "energy_kwh": last["kwh"],
+            "cpu_energy_kwh": last["cpu_kwh"],
+            "gpu_energy_kwh": last["gpu_kwh"],
+            "ram_energy_kwh": last["ram_kwh"],
+            "duration_seconds": last["seconds"],
             "avg_power_watts": last["kwh"] * 3.6e6 / seconds if seconds > 0 else None,
             "codecarbon_emissions_kg": last["co2_kg"],
-            "codecarbon_intensity_g_per_kwh": 1000 * last["co2_kg"] / last["kwh"] if last["kwh"] > 0 else None,
+            "codecarbon_intensity_g_per_kwh": (
+                1000 * last["co2_kg"] / last["kwh"] if last["kwh"] > 0 else None
+            ),
         }
     if isinstance(own.get("epochs"), list):  # the command's epochs, with the energy measured up to each
-        own["epochs"] = [{**e, "energy_kwh_cumulative": _energy_at(entries, e.get("finished_at"))}
-                         for e in own["epochs"] if isinstance(e, dict)]
+        own["epochs"] = [
+            {**e, "energy_kwh_cumulative": _energy_at(entries, e.get("finished_at"))}
+            for e in own["epochs"]
+            if isinstance(e, dict)
+        ]
     attempts = [a for s in segments for a in s["attempts"]]
     # A killed attempt (worker lost) left no record here, but its energy is in the log.
     logged_attempts = max((e["attempt"] for e in entries), default=0)

@@ -1,7 +1,8 @@
 """Carbon-aware parts for any DAG: plan, (wait with :class:`~carbon_aware.sensors.CarbonWindowSensor`),
 run a measured job, report.
 
-    plan = CarbonPlanOperator(task_id="plan", request={"providers": [{"name": "uk"}], "job_duration_hours": 4})
+    plan = CarbonPlanOperator(task_id="plan", request={"providers": [{"name": "uk"}],
+                                                       "job_duration_hours": 4})
     wait = CarbonWindowSensor(task_id="wait", plan_task_id="plan")
     train = CarbonJobOperator(task_id="train", command=["torchrun", "--nproc_per_node=4", "train.py"])
     report = CarbonReportOperator(task_id="report", job_task_id="train")
@@ -9,6 +10,7 @@ run a measured job, report.
 
 Nothing heavy is imported at DAG parse time: each ``execute`` imports what it needs.
 """
+
 from __future__ import annotations
 
 import time
@@ -34,8 +36,14 @@ class CarbonPlanOperator(BaseOperator):
 
     template_fields: Sequence[str] = ("request",)
 
-    def __init__(self, *, request: dict[str, Any] | None = None, job_params: Sequence[str] = (),
-                 trainer_configs: bool = False, **kwargs) -> None:
+    def __init__(
+        self,
+        *,
+        request: dict[str, Any] | None = None,
+        job_params: Sequence[str] = (),
+        trainer_configs: bool = False,
+        **kwargs,
+    ) -> None:
         super().__init__(**kwargs)
         self.request = request or {}
         self.job_params = tuple(job_params)
@@ -53,6 +61,7 @@ class CarbonPlanOperator(BaseOperator):
 
 def _intensity_at(curve: list[dict[str, Any]], moment: datetime) -> float:
     """The plan's intensity for ``moment``: its slot, else the nearest slot."""
+
     def distance(row):
         start, end = datetime.fromisoformat(row["start"]), datetime.fromisoformat(row["end"])
         return max((start - moment).total_seconds(), (moment - end).total_seconds(), 0.0)
@@ -75,10 +84,19 @@ class CarbonJobOperator(BaseOperator):
     template_fields: Sequence[str] = ("command", "run_name", "env", "cwd")
     ui_color = "#d9f2d9"
 
-    def __init__(self, *, command: list[str] | None = None, run_name: str = "job",
-                 wait_task_id: str = "wait_for_window", carbon_budget_g: float | None = None,
-                 env: dict[str, str] | None = None, cwd: str | None = None,
-                 emissions: dict[str, Any] | None = None, grace_seconds: float | None = None, **kwargs) -> None:
+    def __init__(
+        self,
+        *,
+        command: list[str] | None = None,
+        run_name: str = "job",
+        wait_task_id: str = "wait_for_window",
+        carbon_budget_g: float | None = None,
+        env: dict[str, str] | None = None,
+        cwd: str | None = None,
+        emissions: dict[str, Any] | None = None,
+        grace_seconds: float | None = None,
+        **kwargs,
+    ) -> None:
         kwargs.setdefault("pool", "gpu")
         super().__init__(**kwargs)
         self.command = command
@@ -91,10 +109,15 @@ class CarbonJobOperator(BaseOperator):
         self.grace_seconds = grace_seconds
 
     def build_command(self, plan: dict[str, Any], job_dir: Path) -> list[str]:
-        if (not isinstance(self.command, (list, tuple)) or not self.command
-                or not all(isinstance(part, str) and part for part in self.command)):
-            raise ValueError(f"{self.task_id}: command: expected a non-empty list of strings (argv), "
-                             f"got {self.command!r}")
+        if (
+            not isinstance(self.command, (list, tuple))
+            or not self.command
+            or not all(isinstance(part, str) and part for part in self.command)
+        ):
+            raise ValueError(
+                f"{self.task_id}: command: expected a non-empty list of strings (argv), "
+                f"got {self.command!r}"
+            )
         return list(self.command)
 
     def execute(self, context) -> dict[str, Any]:
@@ -118,7 +141,11 @@ class CarbonJobOperator(BaseOperator):
         command = self.build_command(plan, job_dir)
         slots = plan.get("segments") or [{"start": plan["start"], "end": plan["end"]}]
         interruptible = bool(plan["request"].get("interruptible")) and len(slots) > 1
-        budget = self.carbon_budget_g if self.carbon_budget_g is not None else plan["request"].get("carbon_budget_g")
+        budget = (
+            self.carbon_budget_g
+            if self.carbon_budget_g is not None
+            else plan["request"].get("carbon_budget_g")
+        )
         grace = self.grace_seconds or DEFAULT_GRACE_SECONDS
         while True:
             index = state["next"]
@@ -128,43 +155,75 @@ class CarbonJobOperator(BaseOperator):
                 wake = clock.real(start)
                 remaining = (wake - datetime.now(timezone.utc)).total_seconds()
                 if remaining >= MIN_DEFER_SECONDS:
-                    self.log.info("slot %d/%d starts %s (grid time): deferring %.0f s, holding no worker slot",
-                                  index + 1, len(slots), start.isoformat(), remaining)
-                    self.defer(trigger=CarbonWindowTrigger(moment=wake.isoformat(), payload={"state": state}),
-                               method_name="execute_complete")
+                    self.log.info(
+                        "slot %d/%d starts %s (grid time): deferring %.0f s, holding no worker slot",
+                        index + 1,
+                        len(slots),
+                        start.isoformat(),
+                        remaining,
+                    )
+                    self.defer(
+                        trigger=CarbonWindowTrigger(moment=wake.isoformat(), payload={"state": state}),
+                        method_name="execute_complete",
+                    )
                 if remaining > 0:
                     time.sleep(remaining)
                 if index < len(slots) - 1:  # the last slot runs on until the job is done
                     until = clock.real(datetime.fromisoformat(slots[index]["end"]))
             elif interruptible:
-                self.log.warning("the planned slots are used up and the job is not done: running on to finish")
+                self.log.warning(
+                    "the planned slots are used up and the job is not done: running on to finish"
+                )
             slot = slots[min(index, len(slots) - 1)]
-            hours = (datetime.fromisoformat(slot["end"]) - datetime.fromisoformat(slot["start"])).total_seconds() / 3600
-            segment = {"index": index, "grid_start": clock.grid(datetime.now(timezone.utc)).isoformat(),
-                       "grid_hours": hours if interruptible else plan["duration_hours"],
-                       "planned_start": slot["start"], "planned_end": slot["end"], "attempts": []}
+            hours = (
+                datetime.fromisoformat(slot["end"]) - datetime.fromisoformat(slot["start"])
+            ).total_seconds() / 3600
+            segment = {
+                "index": index,
+                "grid_start": clock.grid(datetime.now(timezone.utc)).isoformat(),
+                "grid_hours": hours if interruptible else plan["duration_hours"],
+                "planned_start": slot["start"],
+                "planned_end": slot["end"],
+                "attempts": [],
+            }
             check = self._budget_check(budget, plan, clock, job_dir, state) if budget is not None else None
-            record = run_attempt(command, job_dir, self.run_name, emissions=self.emissions, env=self.env,
-                                 cwd=self.cwd, until=until, check=check, grace_seconds=grace,
-                                 emit=self.log.info)
+            record = run_attempt(
+                command,
+                job_dir,
+                self.run_name,
+                emissions=self.emissions,
+                env=self.env,
+                cwd=self.cwd,
+                until=until,
+                check=check,
+                grace_seconds=grace,
+                emit=self.log.info,
+            )
             segment["attempts"].append(record)
             state["segments"].append(segment)
             state["next"] = index + 1
             if record["stopped"] == CARBON_BUDGET:
                 stop = {"reason": "carbon_budget", "budget_g": budget, **state.get("budget", {})}
-                summary = job_summary(job_dir, self.run_name, command, state["segments"],
-                                      status="stopped_by_budget", stop=stop)
+                summary = job_summary(
+                    job_dir, self.run_name, command, state["segments"], status="stopped_by_budget", stop=stop
+                )
                 context["ti"].xcom_push(key=JOB_XCOM_KEY, value=summary)
                 raise AirflowFailException(
-                    f"stopped by the carbon budget at {stop['spent_g']:.4g} g (budget {budget:g} g; finishing "
-                    f"was projected at {stop['projected_g']:.4g} g); the job checkpointed in {job_dir}")
+                    f"stopped by the carbon budget at {stop['spent_g']:.4g} g (budget {budget:g} g; "
+                    f"finishing "
+                    f"was projected at {stop['projected_g']:.4g} g); the job checkpointed in {job_dir}"
+                )
             if record["stopped"] is None:
                 summary = job_summary(job_dir, self.run_name, command, state["segments"])
                 context["ti"].xcom_push(key=JOB_XCOM_KEY, value=summary)
                 return summary
-            self.log.info("slot %d ended: the job checkpointed and exited (code %s)", index + 1, record["exit_code"])
+            self.log.info(
+                "slot %d ended: the job checkpointed and exited (code %s)", index + 1, record["exit_code"]
+            )
 
-    def _budget_check(self, budget: float, plan: dict[str, Any], clock, job_dir: Path, state: dict[str, Any]):
+    def _budget_check(
+        self, budget: float, plan: dict[str, Any], clock, job_dir: Path, state: dict[str, Any]
+    ):
         """Prices each new reading at the intensity of its time (the plan's curve) and projects the
         energy still to come from the share of the expected duration already run."""
         from carbon_aware.jobs import CARBON_BUDGET
@@ -173,8 +232,9 @@ class CarbonJobOperator(BaseOperator):
         logged = read_energy_log(job_dir / ENERGY_LOG_NAME)
         books = state.setdefault("budget", {"spent_g": 0.0, "kwh": 0.0, "projected_g": 0.0})
         if logged and logged[-1]["kwh"] > books["kwh"]:  # attempts this operator did not see (a retry)
-            books["spent_g"] += (logged[-1]["kwh"] - books["kwh"]) * _intensity_at(plan["curve"], clock.grid(
-                datetime.now(timezone.utc)))
+            books["spent_g"] += (logged[-1]["kwh"] - books["kwh"]) * _intensity_at(
+                plan["curve"], clock.grid(datetime.now(timezone.utc))
+            )
             books["kwh"] = logged[-1]["kwh"]
         expected = plan["duration_hours"] * 3600  # the job runs in real time, also in compressed demos
         ran_before = sum(a["seconds"] for s in state["segments"] for a in s["attempts"])
@@ -189,8 +249,12 @@ class CarbonJobOperator(BaseOperator):
             books["projected_g"] = books["spent_g"] + remaining_kwh * intensity
             books["intensity_g_per_kwh"] = intensity
             if books["spent_g"] > budget or books["projected_g"] > budget:
-                self.log.warning("carbon budget: %.4g g spent, %.4g g projected to finish > budget %g g",
-                                 books["spent_g"], books["projected_g"], budget)
+                self.log.warning(
+                    "carbon budget: %.4g g spent, %.4g g projected to finish > budget %g g",
+                    books["spent_g"],
+                    books["projected_g"],
+                    budget,
+                )
                 return CARBON_BUDGET
             return None
 
@@ -211,8 +275,9 @@ class CarbonTrainerOperator(CarbonJobOperator):
         request = plan["request"]
         if self.emissions is None:  # measured from outside as the config says (country, sampling)
             self.emissions = trainer_emissions(request[self.config_param], request["training_overrides"])
-        return trainer_command(request[self.config_param], request["training_overrides"], job_dir.parent,
-                               self.run_name)
+        return trainer_command(
+            request[self.config_param], request["training_overrides"], job_dir.parent, self.run_name
+        )
 
 
 class CarbonReportOperator(BaseOperator):
@@ -222,8 +287,14 @@ class CarbonReportOperator(BaseOperator):
 
     template_fields: Sequence[str] = ("job_task_id", "wait_task_id", "baseline_task_id")
 
-    def __init__(self, *, job_task_id: str, wait_task_id: str = "wait_for_window",
-                 baseline_task_id: str | None = None, **kwargs) -> None:
+    def __init__(
+        self,
+        *,
+        job_task_id: str,
+        wait_task_id: str = "wait_for_window",
+        baseline_task_id: str | None = None,
+        **kwargs,
+    ) -> None:
         kwargs.setdefault("trigger_rule", "all_done")
         super().__init__(**kwargs)
         self.job_task_id = job_task_id
@@ -237,8 +308,10 @@ class CarbonReportOperator(BaseOperator):
         wait = ti.xcom_pull(task_ids=self.wait_task_id)
         job = ti.xcom_pull(task_ids=self.job_task_id, key=JOB_XCOM_KEY)
         if not wait or not job:
-            raise ValueError(f"nothing to report: no {'plan' if not wait else 'job result'} in XCom of "
-                             f"{self.wait_task_id if not wait else self.job_task_id!r} (did it fail?)")
+            raise ValueError(
+                f"nothing to report: no {'plan' if not wait else 'job result'} in XCom of "
+                f"{self.wait_task_id if not wait else self.job_task_id!r} (did it fail?)"
+            )
         baseline = ti.xcom_pull(task_ids=self.baseline_task_id) if self.baseline_task_id else None
         run_id = context["dag_run"].run_id
         result, table = write_report(run_id, wait["plan"], wait, baseline, job)
@@ -246,10 +319,14 @@ class CarbonReportOperator(BaseOperator):
         self.log.info("report: %s\nplot:   %s", result["files"]["json"], result["files"]["plot"])
         from carbon_aware.tracking import log_run
 
-        mlflow_run = log_run(result, {"optimized": job, "baseline": baseline and baseline["summary"]},
-                             Path(result["files"]["json"]), Path(result["files"]["plot"]),
-                             experiment=context["dag"].dag_id, run_name=run_id)
+        mlflow_run = log_run(
+            result,
+            {"optimized": job, "baseline": baseline and baseline["summary"]},
+            Path(result["files"]["json"]),
+            Path(result["files"]["plot"]),
+            experiment=context["dag"].dag_id,
+            run_name=run_id,
+        )
         if mlflow_run:
             self.log.info("MLflow: logged as run %s", mlflow_run)
         return result
-

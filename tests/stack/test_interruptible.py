@@ -1,6 +1,7 @@
 """An interruptible run on the real engine: the trainer runs in its first slot, is stopped with SIGTERM at
 the slot's end, the operator defers through the dirty hours (the triggerer holds it, no worker slot,
 no trainer process), and the next slot resumes from the checkpoint; the report prices each segment."""
+
 import json
 from datetime import datetime
 from pathlib import Path
@@ -26,17 +27,30 @@ def interruptible_conf() -> dict:
         segments = make_plan(conf, "probe", now=now)["segments"]
         if len(segments) < 2:
             return 0.0
-        return (datetime.fromisoformat(segments[1]["start"])
-                - datetime.fromisoformat(segments[0]["end"])).total_seconds() / 3600
+        return (
+            datetime.fromisoformat(segments[1]["start"]) - datetime.fromisoformat(segments[0]["end"])
+        ).total_seconds() / 3600
 
     now = datetime.now(timezone.utc)
     for month, day, hour in ((m, d, h) for m in (3, 4, 5, 6) for d in range(1, 29) for h in (0, 6, 12, 18)):
-        conf = {"providers": [{"name": "trace", "path": str(NESO_TRACE),
-                               "replay_start": f"2023-{month:02d}-{day:02d}T{hour:02d}:00:00Z"}],
-                "job_duration_hours": 2, "deadline_hours": 6, "interruptible": True,
-                "min_segment_minutes": 60, "resume_cost_minutes": 5, "baseline": "off",
-                "baseline_config": TEST_CONFIG, "optimized_config": TEST_CONFIG,
-                "training_overrides": ["training.epochs=6", "training.checkpoint_every_minutes=0.1"]}
+        conf = {
+            "providers": [
+                {
+                    "name": "trace",
+                    "path": str(NESO_TRACE),
+                    "replay_start": f"2023-{month:02d}-{day:02d}T{hour:02d}:00:00Z",
+                }
+            ],
+            "job_duration_hours": 2,
+            "deadline_hours": 6,
+            "interruptible": True,
+            "min_segment_minutes": 60,
+            "resume_cost_minutes": 5,
+            "baseline": "off",
+            "baseline_config": TEST_CONFIG,
+            "optimized_config": TEST_CONFIG,
+            "training_overrides": ["training.epochs=25", "training.checkpoint_every_minutes=0.1"],
+        }
         # The run plans a little later than this probe: the pause must hold for the next minutes too.
         if all(pause_hours(conf, now + timedelta(minutes=m)) >= 1 for m in (0, 1, 3)):
             conf["time_compression"] = 3600 / FIRST_SLOT_SECONDS
@@ -53,19 +67,20 @@ def test_an_interruptible_run_pauses_deferred_between_slots_and_resumes(stack):
         if ti.get("state") == "deferred":
             pool = stack.get("/api/v2/pools/gpu")
             if stack.task_instances(run_id)["train_optimized"]["state"] == "deferred":
-                seen.append({"ti": ti, "gpu_pool": pool,
-                             "trainers": trainer_processes(stack.output_dir)})
+                seen.append({"ti": ti, "gpu_pool": pool, "trainers": trainer_processes(stack.output_dir)})
 
     run = stack.wait_for_run(run_id, timeout=800, on_poll=watch)
     assert run["state"] == "success", stack.diagnostics()
 
+    log = stack.log(run_id, "train_optimized", 1)
     # Deferred between the slots: held by the triggerer, no gpu slot taken, no trainer running.
-    assert seen, "never saw train_optimized deferred between its slots"
-    assert any((v["ti"].get("trigger") or {}).get("classpath") == "carbon_aware.triggers.CarbonWindowTrigger"
-               for v in seen), seen[0]["ti"]
+    assert seen, "never saw train_optimized deferred between its slots:\n" + log[-6000:]
+    assert any(
+        (v["ti"].get("trigger") or {}).get("classpath") == "carbon_aware.triggers.CarbonWindowTrigger"
+        for v in seen
+    ), seen[0]["ti"]
     for view in seen:
         assert view["gpu_pool"]["running_slots"] == 0 and view["trainers"] == [], view
-    log = stack.log(run_id, "train_optimized", 1)
     assert "stopping the job (slot_end)" in log and "resumed from" in log, log[-4000:]
     assert "deferring" in log and "holding no worker slot" in log
 
