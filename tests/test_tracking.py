@@ -250,3 +250,38 @@ def test_a_connection_without_a_host_is_a_warning_not_an_error(monkeypatch, capl
         assert tracking.tracking_uri() is None
         assert tracking.log_run({}, {}, Path("unused.json"), None, run_name="x") is None
     assert "'mlflow_default' has no host" in caplog.text and SECRET not in caplog.text
+
+
+def test_the_dag_logs_each_run_to_mlflow_when_a_tracking_uri_is_set(mlflow_server, airflow_db):
+    """The whole path: `airflow dags test carbon_training` with MLFLOW_TRACKING_URI in its environment;
+    the report step logs the run, read back by its DAG run id."""
+    from mlflow.tracking import MlflowClient
+
+    from carbon_aware.planning import make_plan
+    from tests.conftest import compression_for_wait
+    from tests.test_dag import trace_params
+
+    params = trace_params(baseline="every_run")
+    params["time_compression"] = compression_for_wait(make_plan(params, "probe"), 5)
+    airflow = str(Path(sys.executable).parent / "airflow")
+    out = subprocess.run([airflow, "dags", "test", "carbon_training", "-c", json.dumps(params)], cwd=REPO_ROOT,
+                         env={**airflow_db, "MLFLOW_TRACKING_URI": mlflow_server}, capture_output=True,
+                         text=True, timeout=600)
+    log = out.stdout + out.stderr
+    assert out.returncode == 0 and "MLflow: logged as run" in log, log[-4000:]
+    dag_run_id = log.split("DagRun Finished:")[1].split("run_id=")[1].split(",")[0]
+    client = MlflowClient(tracking_uri=mlflow_server)
+    experiment = client.get_experiment_by_name("carbon_training")
+    [run] = client.search_runs([experiment.experiment_id], filter_string=f"tags.dag_run_id = '{dag_run_id}'")
+    from carbon_aware.outputs import run_dir_for
+
+    report = json.loads((run_dir_for(dag_run_id) / "comparison_report.json").read_text())
+    emitted = history(client, run.info.run_id, "optimized.emissions_g_cumulative")
+    assert emitted[-1].value == pytest.approx(report["intensities"]["optimized"]["emissions_g"], rel=1e-6)
+    accuracy = history(client, run.info.run_id, "optimized.test_accuracy_pct")
+    assert accuracy[-1].value == pytest.approx(report["accuracy_impact"]["optimized_accuracy"])
+    energy = history(client, run.info.run_id, "optimized.energy_kwh")  # per epoch, from the outside meter
+    assert energy and 0 < energy[-1].value <= report["efficiency"]["optimized_energy_kwh"] * (1 + 1e-9)
+    assert run.data.metrics["saving_g"] == pytest.approx(report["carbon_savings"]["reduction_kg"] * 1000)
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert "comparison_report.json" in artifacts
