@@ -14,8 +14,10 @@ USER airflow
 WORKDIR /opt/carbon
 
 # Dependencies first (the slow layer), from the same lock the tests install.
-COPY --chown=airflow:root requirements.lock /opt/carbon/requirements.lock
-RUN pip install --no-cache-dir -r /opt/carbon/requirements.lock
+COPY --chown=airflow:root requirements.lock requirements-tracking.lock /opt/carbon/
+# requirements-tracking.lock: MLflow (experiment tracking when MLFLOW_TRACKING_URI or the mlflow_default
+# connection is set), pinned against the same lock.
+RUN pip install --no-cache-dir -r /opt/carbon/requirements.lock -r /opt/carbon/requirements-tracking.lock
 
 COPY --chown=airflow:root pyproject.toml README.md /opt/carbon/
 COPY --chown=airflow:root training /opt/carbon/training

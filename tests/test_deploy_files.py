@@ -107,5 +107,6 @@ def test_dockerfile_matches_the_pinned_airflow_and_installs_the_lock():
     base = re.search(r"^FROM apache/airflow:([\d.]+)-python(3\.\d+)$", dockerfile, re.M)
     assert base and base.group(1) == pinned and base.group(2) == "3.11"
     assert re.search(r"pip install [^\n]*-r /opt/carbon/requirements.lock", dockerfile)
-    assert "COPY --chown=airflow:root requirements.lock" in dockerfile
+    assert "COPY --chown=airflow:root requirements.lock requirements-tracking.lock" in dockerfile
+    assert re.search(r"pip install [^\n]*-r /opt/carbon/requirements-tracking.lock", dockerfile)
     assert re.search(r"^USER airflow$", dockerfile, re.M) and dockerfile.rstrip().splitlines()[-1].startswith("RUN pip install")
