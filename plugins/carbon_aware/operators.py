@@ -314,7 +314,8 @@ class CarbonReportOperator(BaseOperator):
             )
         baseline = ti.xcom_pull(task_ids=self.baseline_task_id) if self.baseline_task_id else None
         run_id = context["dag_run"].run_id
-        result, table = write_report(run_id, wait["plan"], wait, baseline, job)
+        result, table = write_report(run_id, wait["plan"], wait, baseline, job,
+                                     dag_id=context["dag"].dag_id)
         self.log.info("\n%s", table)
         self.log.info("report: %s\nplot:   %s", result["files"]["json"], result["files"]["plot"])
         from carbon_aware.tracking import log_run

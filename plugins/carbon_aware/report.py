@@ -515,7 +515,8 @@ def _keep_actuals(provider, points: list) -> None:
 
 
 def write_report(dag_run_id: str, plan: dict[str, Any], wait: dict[str, Any], baseline: dict[str, Any] | None,
-                 optimized: dict[str, Any], now: datetime | None = None) -> tuple[dict[str, Any], str]:
+                 optimized: dict[str, Any], now: datetime | None = None,
+                 dag_id: str | None = None) -> tuple[dict[str, Any], str]:
     from training.files import atomic_write_json
 
     now = now or datetime.now(timezone.utc)
@@ -528,6 +529,7 @@ def write_report(dag_run_id: str, plan: dict[str, Any], wait: dict[str, Any], ba
     actual = actuals_for_report(plan, grid_now)
     report = build_report(dag_run_id=dag_run_id, plan=plan, wait=wait, baseline=baseline, optimized=optimized,
                           actual=actual, report_time=now)
+    report["dag_id"] = dag_id
     run_dir = Path(plan["run_dir"])
     report["files"] = {"json": str(run_dir / REPORT_NAME), "plot": str(run_dir / PLOT_NAME)}
     write_plot(report, plan, actual, run_dir / PLOT_NAME)

@@ -13,6 +13,8 @@ log = logging.getLogger(__name__)
 
 # (row key, path in comparison_report.json): the numbers and facts a row carries.
 ROW_FIELDS = {
+    "dag_id": ("dag_id",),
+    "job_status": ("job", "status"),
     "generated_at": ("generated_at",),
     "provider": ("sources", "forecast"),
     "region": ("sources", "region"),
