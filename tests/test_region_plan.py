@@ -45,8 +45,8 @@ def write_regions(tmp_path, monkeypatch, *rows: str) -> None:
     monkeypatch.setenv(REGIONS_ENV, str(path))
 
 
-def region_row(name: str, extra: str = "", path=None) -> str:
-    return f"{{name: {name}, queue: training-{name}, providers: [{spec(name, path)}]{extra}}}"
+def region_row(name: str, extra: str = "", path=None, forecast: str = "oracle") -> str:
+    return f"{{name: {name}, queue: training-{name}, providers: [{spec(name, path, forecast)}]{extra}}}"
 
 
 def params(**extra) -> dict:
@@ -221,3 +221,35 @@ def test_place_is_zero_when_home_wins_and_the_report_is_then_the_single_region_o
     for key in ("timing", "efficiency", "carbon_savings"):
         assert report[key] == alone[key]
     assert "place" not in format_table(alone).split("saving:")[1].splitlines()[0]
+
+
+# --- the whole DAG -------------------------------------------------------------------------------
+
+@pytest.mark.integration
+def test_dags_test_with_a_regions_file_reports_place_timing_and_efficiency(airflow_db, tmp_path):
+    """The real DAG through `airflow dags test`: planned across Germany (home) and Britain on their
+    history forecasts, both configs trained, the report's three terms adding up to the saving. The
+    tasks still run on the one default queue (routing to the region's queue is not wired yet)."""
+    from carbon_aware.outputs import run_dir_for
+    from tests.test_dag import _dags_test, trace_params
+
+    path = tmp_path / "regions.yaml"
+    rows = (region_row("de", forecast="history"), region_row("gb", forecast="history"))
+    path.write_text("regions:\n" + "".join(f"  - {row}\n" for row in rows))
+    out = _dags_test({**airflow_db, REGIONS_ENV: str(path)}, trace_params(baseline="every_run"))
+    log = out.stdout + out.stderr
+    assert out.returncode == 0 and "state=success" in log, log[-4000:]
+    run_id = log.split("DagRun Finished:")[1].split("run_id=")[1].split(",")[0]
+    report = json.loads((run_dir_for(run_id) / "comparison_report.json").read_text())
+    plan = json.loads((run_dir_for(run_id) / "plan.json").read_text())
+    assert [r["name"] for r in plan["regions"]] == ["de", "gb"] and plan["home_region"] == "de"
+    assert all(r["source"].endswith(":history") and r["fallback_reasons"] == [] for r in plan["regions"])
+    assert plan["queue"] == f"training-{plan['region']}"
+    place = report["place"]
+    assert (place["home_region"], place["chosen_region"]) == ("de", plan["region"])
+    assert report["regions"] == plan["regions"] and report["baseline_kind"] == "measured"
+    assert None not in (place["saving_kg"], report["timing"]["saving_kg"], report["efficiency"]["saving_kg"])
+    adds_up(report)
+    home = report["intensities"]["optimized_at_run_now_home"]
+    assert home["intensity_source"] == "actual"  # the home trace's actuals, fetched from its own provider
+    assert "= place " in log and f"region {plan['region']} (queue training-{plan['region']}" in log
