@@ -11,6 +11,7 @@ from typing import Any
 from carbon_aware.baselines import config_path
 from carbon_aware.outputs import report_paths, run_dir_for
 from carbon_aware.params import ParamsError, RunParams, validate_params
+from carbon_aware.regions import regions_path
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,9 @@ def make_plan(raw_params: dict[str, Any], dag_run_id: str, now: datetime | None 
         hours = hours or DEFAULT_JOB_HOURS
     duration = timedelta(hours=hours)
     deadline = now + timedelta(hours=params.deadline_hours)
+    if regions_path() is not None:
+        plan = plan_across_regions(params, now, duration, deadline, duration_note)
+        return _finish(plan, params, duration_note, dag_run_id, now)
     # A provider whose forecast ends before the deadline (the UK API's fw48h with a 48 h deadline) is kept
     # as long as the job fits inside it: the plan stays within the forecast's horizon and says so.
     forecast, reasons = fetch_forecast(
@@ -70,19 +74,57 @@ def make_plan(raw_params: dict[str, Any], dag_run_id: str, now: datetime | None 
     chosen = plan_window(forecast, duration, now, deadline, mode=params.planning_mode, threshold=params.carbon_threshold,
                          fallback_reasons=reasons, planned_at=now, **segmenting(params.model_dump()))
     plan = chosen.to_dict()
-    plan["horizon_note"] = (
-        f"{forecast.source}'s forecast ends at {forecast.end.isoformat()}, before the deadline "
-        f"{deadline.isoformat()}: planned within its horizon"
-        if forecast.end < deadline
-        else None
-    )
+    plan["horizon_note"] = _horizon_note(forecast, deadline)
     plan["summary"] = (f"{chosen.summary_line()}\nreason: {chosen.reason}; duration {hours:g} h ({duration_note})"
                        + (f"\nfallbacks: {reasons}" if reasons else "")
                        + (f"\nhorizon: {plan['horizon_note']}" if plan["horizon_note"] else ""))
+    return _finish(plan, params, duration_note, dag_run_id, now)
+
+
+def _finish(plan: dict[str, Any], params: RunParams, duration_note: str, dag_run_id: str,
+            now: datetime) -> dict[str, Any]:
     plan["duration_source"] = duration_note
     plan["clock"] = {"anchor": now.isoformat(), "compression": params.time_compression}
     plan["request"] = params.model_dump()
     plan["run_dir"] = str(run_dir_for(dag_run_id))
+    return plan
+
+
+def _horizon_note(forecast, deadline: datetime) -> str | None:
+    return (f"{forecast.source}'s forecast ends at {forecast.end.isoformat()}, before the deadline "
+            f"{deadline.isoformat()}: planned within its horizon" if forecast.end < deadline else None)
+
+
+def plan_across_regions(params: RunParams, now: datetime, duration: timedelta, deadline: datetime,
+                        duration_note: str) -> dict[str, Any]:
+    """With a regions file: region and start chosen together (``regions.plan_regions``); the file's
+    providers replace the params'. ``duration`` is the job's length in the home region (the first).
+    The plan is the chosen region's (``curve``, ``source``, ``fallback_reasons``, ``providers``: its
+    grid) with ``run_now_*`` the home region started at once, plus ``regions`` (every region's figures
+    and fallbacks; a region whose providers fail is planned on its fallback forecast), ``ranking``,
+    ``queue``, ``home_region``, ``home_providers`` and ``home_curve`` (what prices the counterfactual)."""
+    from dataclasses import fields
+
+    from carbon_aware.planner import Plan
+    from carbon_aware.regions import fetch_region_forecasts, format_regions, load_regions, plan_regions
+
+    regions = load_regions(regions_path())
+    forecasts = fetch_region_forecasts(regions, now, timedelta(hours=params.deadline_hours), duration)
+    plan = plan_regions(regions, forecasts, duration, now, deadline, mode=params.planning_mode,
+                        threshold=params.carbon_threshold, planned_at=now, **segmenting(params.model_dump()))
+    chosen = next(region for region in regions if region.name == plan["region"])
+    plan["providers"] = chosen.providers
+    plan["home_providers"] = regions[0].providers
+    plan["horizon_note"] = _horizon_note(forecasts[chosen.name][0], deadline)
+    line = Plan(**{f.name: plan[f.name] for f in fields(Plan)}).summary_line()
+    reasons = plan["fallback_reasons"]
+    plan["summary"] = (f"{line}\nregion {plan['region']} (queue {plan['queue']}; run-now counterfactual: "
+                       f"home region {plan['home_region']}; ranking {', '.join(plan['ranking'])})"
+                       f"\nreason: {plan['reason']}; duration {duration.total_seconds() / 3600:g} h at home "
+                       f"({duration_note})"
+                       + (f"\nfallbacks: {reasons}" if reasons else "")
+                       + (f"\nhorizon: {plan['horizon_note']}" if plan["horizon_note"] else "")
+                       + f"\nregions (* chosen):\n{format_regions(plan)}")
     return plan
 
 
@@ -95,7 +137,9 @@ def segmenting(request: dict[str, Any]) -> dict[str, Any]:
 
 def check_window(plan: dict[str, Any], grid_now: datetime) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """On waking: compare the current intensity with the forecast for now. If it runs more than the
-    tolerance above and the deadline allows, re-plan. Returns (plan to follow, re-plan record or None)."""
+    tolerance above and the deadline allows, re-plan. Returns (plan to follow, re-plan record or None).
+    A plan across regions re-plans the start within its chosen region only (its ``providers``): the
+    region is not chosen again, and its row in ``regions`` keeps the first plan's figures."""
     from carbon_aware.forecast import ForecastError
     from carbon_aware.planner import PlanningError, plan_window
     from carbon_aware.providers import build_provider, fetch_forecast
@@ -105,7 +149,8 @@ def check_window(plan: dict[str, Any], grid_now: datetime) -> tuple[dict[str, An
     expected = next((p["g_per_kwh"] for p in plan["curve"]
                      if datetime.fromisoformat(p["start"]) <= grid_now < datetime.fromisoformat(p["end"])), None)
     current, source = None, None
-    for spec in request["providers"]:
+    providers = plan.get("providers") or request["providers"]  # the chosen region's, with a regions file
+    for spec in providers:
         try:
             current = build_provider(spec, anchor).current(grid_now)
             source = spec["name"]
@@ -124,7 +169,7 @@ def check_window(plan: dict[str, Any], grid_now: datetime) -> tuple[dict[str, An
         return plan, check
     try:
         forecast, reasons = fetch_forecast(
-            request["providers"], grid_now, deadline - grid_now, grid_now + duration, anchor=anchor
+            providers, grid_now, deadline - grid_now, grid_now + duration, anchor=anchor
         )
         fresh = plan_window(forecast, duration, grid_now, deadline, mode=request["planning_mode"], **segmenting(request),
                             threshold=request["carbon_threshold"], fallback_reasons=reasons, planned_at=grid_now).to_dict()

@@ -165,15 +165,19 @@ def fetch_region_forecasts(regions: list[Region], now: datetime, horizon: timede
 
 def plan_regions(regions: list[Region], forecasts: dict[str, tuple[Any, list[str]]], duration: timedelta,
                  now: datetime, deadline: datetime, *, mode: str = "window", threshold: float | None = None,
-                 planned_at: datetime | None = None) -> dict[str, Any]:
+                 planned_at: datetime | None = None, **segmenting: Any) -> dict[str, Any]:
     """Plan every region's best window and choose the lowest expected emissions.
 
     ``duration`` is the job's length in the home region (the first); in a region it is
     duration x home speed / speed. Returns the chosen region's plan dict (``planner.Plan`` keys) whose
     ``run_now_*`` and ``expected_saving_pct`` are against the home region started at once, plus
     ``region``, ``queue``, ``home_region``, ``grid_region``, ``ranking`` (names by expected emissions,
-    best first), ``run_now_region``, ``expected_emissions_index``, ``run_now_emissions_index`` and
-    ``regions`` (every region's figures, or its error)."""
+    best first), ``run_now_region``, ``expected_emissions_index``, ``run_now_emissions_index``,
+    ``regions`` (every region's figures, or its error) and ``home_curve`` (the home region's forecast,
+    which prices the run-now counterfactual).
+
+    ``segmenting`` (``interruptible``, ``min_segment``, ``resume_cost``) goes to ``plan_window``: an
+    interruptible job's index counts its running time, resume overhead included, not just its length."""
     from carbon_aware.forecast import ForecastError
     from carbon_aware.planner import PlanningError, plan_window
 
@@ -195,21 +199,24 @@ def plan_regions(regions: list[Region], forecasts: dict[str, tuple[Any, list[str
                                "mean_intensity": None, "run_now_mean_intensity": None,
                                "expected_relative_energy": region.relative_energy / home_energy,
                                "expected_emissions_index": None, "run_now_emissions_index": None,
-                               "error": None}
+                               "segments": None, "error": None}
         try:
             plan = plan_window(forecast, timedelta(hours=hours), now, deadline, mode=mode,
-                               threshold=threshold, fallback_reasons=reasons, planned_at=planned_at or now)
+                               threshold=threshold, fallback_reasons=reasons, planned_at=planned_at or now,
+                               **segmenting)
         except (PlanningError, ForecastError) as error:
             if region is home:
                 raise PlanningError(f"home region {home.name}: {error}") from None
             row["error"] = str(error)
             rows.append(row)
             continue
-        energy = row["expected_relative_energy"]
+        running = sum((datetime.fromisoformat(s["end"]) - datetime.fromisoformat(s["start"])).total_seconds()
+                      for s in plan.segments) / 3600 if plan.interruptible else hours
+        energy = row["expected_relative_energy"] * running / hours
         row.update(start=plan.start, end=plan.end, mean_intensity=plan.mean_intensity,
-                   run_now_mean_intensity=plan.run_now_mean_intensity,
+                   run_now_mean_intensity=plan.run_now_mean_intensity, segments=len(plan.segments),
                    expected_emissions_index=energy * plan.mean_intensity,
-                   run_now_emissions_index=energy * plan.run_now_mean_intensity)
+                   run_now_emissions_index=row["expected_relative_energy"] * plan.run_now_mean_intensity)
         rows.append(row)
         plans[region.name] = plan
     # emissions index: g/kWh x the job's energy relative to the home region's, so home run-now = its mean
@@ -223,7 +230,7 @@ def plan_regions(regions: list[Region], forecasts: dict[str, tuple[Any, list[str
         region=best["name"], queue=best["queue"], home_region=home.name, ranking=ranking, regions=rows,
         run_now_start=plans[home.name].run_now_start,
         run_now_mean_intensity=plans[home.name].run_now_mean_intensity,
-        run_now_region=home.name,
+        run_now_region=home.name, home_curve=plans[home.name].curve,
         expected_emissions_index=best["expected_emissions_index"], run_now_emissions_index=baseline,
         expected_saving_pct=(100.0 * (baseline - best["expected_emissions_index"]) / baseline
                              if baseline > 0 else 0.0),

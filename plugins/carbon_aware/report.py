@@ -6,6 +6,13 @@ the provider had them by report time, else the forecast, else the nearest known 
 counterfactual - actual, never an emitted baseline, and splits exactly into
 timing = G(optimized timeline at run-now) - G(optimized timeline in its window) and
 efficiency = G(baseline timeline at run-now) - G(optimized timeline at run-now).
+
+With a regions file the run-now counterfactual is the home region started at once, priced at the home
+region's intensity (its actuals, else its forecast ``home_curve``), and a third term appears:
+place = G(optimized timeline at run-now, home) - G(optimized timeline at run-now, chosen region);
+timing is then within the chosen region and efficiency at home, so place + timing + efficiency is the
+saving exactly. The measured timeline is priced as is in both regions (the report cannot measure what
+the job would have drawn on another region's GPUs).
 """
 from __future__ import annotations
 
@@ -202,11 +209,13 @@ BASELINE_NOTES = {
 
 
 def build_report(*, dag_run_id: str, plan: dict[str, Any], wait: dict[str, Any], baseline: dict[str, Any] | None,
-                 optimized: dict[str, Any], actual: list[IntensityPoint], report_time: datetime) -> dict[str, Any]:
+                 optimized: dict[str, Any], actual: list[IntensityPoint], report_time: datetime,
+                 home_actual: list[IntensityPoint] | None = None) -> dict[str, Any]:
     """``baseline`` is the train_baseline task's record (``kind`` measured or cached, ``summary``, where it
     came from) or None when off. Counterfactual = the baseline config started at run-now; actual = the
     optimized run in its window. Saving = counterfactual - actual = timing + efficiency, where timing
-    prices the optimized run's own timeline shifted to run-now."""
+    prices the optimized run's own timeline shifted to run-now. A plan across regions (``home_region``)
+    prices the counterfactual in the home region (``home_actual``, else ``home_curve``) and adds place."""
     clock = Clock.from_plan(plan)
     forecast = _points(plan["curve"])
     hours = plan["duration_hours"]
@@ -216,15 +225,25 @@ def build_report(*, dag_run_id: str, plan: dict[str, Any], wait: dict[str, Any],
     opt_pieces = timeline_pieces(optimized, released, hours)
     opt = price_run(joined(opt_pieces), actual, forecast)
     at_now = price_run(back_to_back(opt_pieces, run_now), actual, forecast)
+    regional = plan.get("home_region") is not None
+    home_forecast, home_hours = forecast, hours
+    if regional:
+        home_actual, home_forecast = list(home_actual or []), _points(plan["home_curve"])
+        home_hours = plan["regions"][0]["duration_hours"]  # the home region is listed first
+    else:
+        home_actual = actual
+    at_now_home = (price_run(back_to_back(opt_pieces, run_now), home_actual, home_forecast)
+                   if regional else at_now)
     kind = baseline["kind"] if baseline else "off"
     summary_b = baseline["summary"] if baseline else None
-    base_pieces = timeline_pieces(summary_b, run_now if compressed else None, hours)
-    base = price_run(back_to_back(base_pieces, run_now), actual, forecast) if baseline else None
+    base_pieces = timeline_pieces(summary_b, run_now if compressed else None, home_hours)
+    base = price_run(back_to_back(base_pieces, run_now), home_actual, home_forecast) if baseline else None
 
-    p_opt, p_now, p_base = _priced(opt), _priced(at_now), _priced(base)
+    p_opt, p_now, p_base, p_home = _priced(opt), _priced(at_now), _priced(base), _priced(at_now_home)
     timing_kg = (p_now["emissions_g"] - p_opt["emissions_g"]) / 1000 if p_opt and p_now else None
-    efficiency_kg = (p_base["emissions_g"] - p_now["emissions_g"]) / 1000 if p_base and p_now else None
-    counterfactual = p_base if baseline else p_now
+    place_kg = (p_home["emissions_g"] - p_now["emissions_g"]) / 1000 if p_home and p_now else None
+    efficiency_kg = (p_base["emissions_g"] - p_home["emissions_g"]) / 1000 if p_base and p_home else None
+    counterfactual = p_base if baseline else p_home
     emis_b = counterfactual["emissions_g"] / 1000 if counterfactual else None
     emis_o = p_opt["emissions_g"] / 1000 if p_opt else None
     reduction = emis_b - emis_o if emis_b is not None and emis_o is not None else None
@@ -275,6 +294,8 @@ def build_report(*, dag_run_id: str, plan: dict[str, Any], wait: dict[str, Any],
             "run_now_intensity_g_per_kwh": p_now["mean_intensity_g_per_kwh"] if p_now else None,
             "chosen_window_intensity_g_per_kwh": p_opt["mean_intensity_g_per_kwh"] if p_opt else None,
         },
+        "place": _place_block(plan, place_kg, p_home, p_now) if regional else None,
+        "regions": plan["regions"] if regional else None,
         "efficiency": {
             "saving_kg": efficiency_kg,
             "saving_percentage": _reduction(energy_b, energy_o),
@@ -288,6 +309,7 @@ def build_report(*, dag_run_id: str, plan: dict[str, Any], wait: dict[str, Any],
             "baseline": base,
             "optimized": opt,
             "optimized_at_run_now": at_now,
+            **({"optimized_at_run_now_home": at_now_home} if regional else {}),
         },
         "codecarbon_static": {
             "note": "CodeCarbon's own figure: one yearly intensity per country, blind to timing",
@@ -315,7 +337,8 @@ def build_report(*, dag_run_id: str, plan: dict[str, Any], wait: dict[str, Any],
             "region": plan["region"],
             "fallback_reasons": plan["fallback_reasons"],
             "intensity_used": sorted(
-                {r["intensity_source"] for r in (base, opt, at_now) if r and r.get("intensity_source")}
+                {r["intensity_source"] for r in (base, opt, at_now, at_now_home)
+                 if r and r.get("intensity_source")}
             ),
         },
         "runs": {"baseline": _run_block(summary_b), "optimized": _run_block(optimized)},
@@ -328,6 +351,21 @@ def build_report(*, dag_run_id: str, plan: dict[str, Any], wait: dict[str, Any],
             "segments": _segment_blocks(optimized, opt_pieces, actual, forecast),
         },
         "stop": optimized.get("stop"),
+    }
+
+
+def _place_block(plan: dict[str, Any], place_kg: float | None, home: dict[str, Any] | None,
+                 chosen: dict[str, Any] | None) -> dict[str, Any]:
+    """Where it ran: the optimized run's timeline at run-now in the home region vs in the chosen one."""
+    return {
+        "saving_kg": place_kg,
+        "saving_percentage": _reduction(home and home["emissions_g"], chosen and chosen["emissions_g"]),
+        "home_region": plan["home_region"],
+        "chosen_region": plan["region"],
+        "queue": plan.get("queue"),
+        "ranking": plan.get("ranking"),
+        "home_run_now_intensity": home["mean_intensity_g_per_kwh"] if home else None,
+        "chosen_run_now_intensity": chosen["mean_intensity_g_per_kwh"] if chosen else None,
     }
 
 
@@ -373,12 +411,16 @@ def _fmt(value, pattern="{:.3g}", unit=""):
 
 def format_table(report: dict[str, Any]) -> str:
     i, c, t, e = report["intensities"], report["carbon_savings"], report["timing"], report["efficiency"]
+    place = report.get("place")  # only with a regions file
     base, opt = i["baseline"] or {}, i["optimized"] or {}
+    run_now_g = place["home_run_now_intensity"] if place else t["run_now_intensity_g_per_kwh"]
     rows = [
-        ("", "baseline (run now)", "optimized (chosen window)"),
+        ("", f"baseline (run now in {place['home_region']})" if place else "baseline (run now)",
+         f"optimized (chosen window in {place['chosen_region']})" if place else "optimized (chosen window)"),
         ("start (grid time, UTC)", report["schedule"]["run_now_start"][:16], (report["schedule"]["actual_start"] or "")[:16]),
         ("energy", _fmt(e["baseline_energy_kwh"], "{:.3g}", " kWh"), _fmt(e["optimized_energy_kwh"], "{:.3g}", " kWh")),
-        ("grid intensity", _fmt(t["run_now_intensity_g_per_kwh"], "{:.0f}", " g/kWh"), _fmt(t["chosen_window_intensity_g_per_kwh"], "{:.0f}", " g/kWh")),
+        ("grid intensity", _fmt(run_now_g, "{:.0f}", " g/kWh"),
+         _fmt(t["chosen_window_intensity_g_per_kwh"], "{:.0f}", " g/kWh")),
         ("emissions (time-resolved)", _fmt(c["baseline_emissions_kg"] and c["baseline_emissions_kg"] * 1000, "{:.3g}", " g"),
          _fmt(c["optimized_emissions_kg"] and c["optimized_emissions_kg"] * 1000, "{:.3g}", " g")),
         ("emissions (CodeCarbon static)", _fmt(_g(report["codecarbon_static"]["baseline_emissions_kg"]), "{:.3g}", " g"),
@@ -395,15 +437,29 @@ def format_table(report: dict[str, Any]) -> str:
     lines += [
         "",
         f"saving: {_fmt(_g(c['reduction_kg']), '{:.3g}', ' g')} ({_fmt(c['reduction_percentage'], '{:.1f}', ' %')}) = "
+        + (f"place {_fmt(_g(place['saving_kg']), '{:.3g}', ' g')} ({place['chosen_region']} vs "
+           f"{place['home_region']} at run-now) + " if place else "") +
         f"timing {_fmt(_g(t['saving_kg']), '{:.3g}', ' g')} (window g/kWh {_change(t['saving_percentage'])} vs run-now) + "
         f"efficiency {_fmt(_g(e['saving_kg']), '{:.3g}', ' g')} (energy {_change(e['saving_percentage'])} vs baseline)",
         _baseline_line(report),
+        *_region_lines(report),
         *_job_lines(report),
         f"forecast source: {report['sources']['forecast']}; fallbacks: {report['sources']['fallback_reasons'] or 'none'}; "
         f"re-plans: {len(report['replans'])}; wait {_fmt(report['schedule']['wait_seconds'], '{:.1f}', ' s')}"
         + (f" (time compressed x{report['schedule']['time_compression']:g})" if report["schedule"]["time_compression"] != 1 else ""),
     ]
     return "\n".join(lines)
+
+
+def _region_lines(report: dict[str, Any]) -> list[str]:
+    """What each region would have cost, as planned (with a regions file)."""
+    from carbon_aware.regions import format_regions
+
+    place = report.get("place")
+    if not place:
+        return []
+    return [f"regions (* chosen; queue {place['queue']}; home {place['home_region']} is the counterfactual):",
+            format_regions({"regions": report["regions"], "region": place["chosen_region"]})]
 
 
 def _job_lines(report: dict[str, Any]) -> list[str]:
@@ -483,15 +539,17 @@ def write_plot(report: dict[str, Any], plan: dict[str, Any], actual: list[Intens
     plt.close(fig)
 
 
-def actuals_for_report(plan: dict[str, Any], grid_now: datetime) -> list:
+def actuals_for_report(plan: dict[str, Any], grid_now: datetime, home: bool = False) -> list:
     """Measured intensities refetched for the whole span, from an hour before run-now (or the first
-    re-plan's anchor) to report time, from the first provider that has them by now."""
+    re-plan's anchor) to report time, from the first provider that has them by now. With a regions
+    file: the chosen region's providers, or (``home``) the home region's."""
     from carbon_aware.forecast import ForecastError
     from carbon_aware.providers import build_provider
 
     anchor = datetime.fromisoformat(plan["clock"]["anchor"])
     start = min(anchor, datetime.fromisoformat(plan["run_now_start"])) - timedelta(hours=1)
-    for spec in plan["request"]["providers"]:
+    specs = (plan.get("home_providers") if home else plan.get("providers")) or plan["request"]["providers"]
+    for spec in specs:
         try:
             provider = build_provider(spec, anchor)
             points = provider.actuals(start, grid_now)
@@ -527,8 +585,12 @@ def write_report(dag_run_id: str, plan: dict[str, Any], wait: dict[str, Any], ba
     else:
         grid_now = now
     actual = actuals_for_report(plan, grid_now)
+    home_actual = None
+    if plan.get("home_region") is not None:
+        at_home = plan["region"] == plan["home_region"]
+        home_actual = actual if at_home else actuals_for_report(plan, grid_now, home=True)
     report = build_report(dag_run_id=dag_run_id, plan=plan, wait=wait, baseline=baseline, optimized=optimized,
-                          actual=actual, report_time=now)
+                          actual=actual, report_time=now, home_actual=home_actual)
     report["dag_id"] = dag_id
     run_dir = Path(plan["run_dir"])
     report["files"] = {"json": str(run_dir / REPORT_NAME), "plot": str(run_dir / PLOT_NAME)}
