@@ -13,6 +13,7 @@ import pendulum
 from airflow.sdk import DAG, Param, get_current_context, task
 
 from carbon_aware import CarbonPlanOperator, CarbonReportOperator, CarbonTrainerOperator, CarbonWindowSensor
+from carbon_aware.sensors import CarbonRegionSensor
 
 GPU_POOL = "gpu"
 # CeleryExecutor: the training tasks go to this queue, which the GPU workers consume (docker-compose.yaml).
@@ -128,6 +129,21 @@ PARAMS = {
 }
 
 
+def _regions() -> list:
+    """The regions file's regions (validated here, at parse time: an invalid file is an import error that
+    names the field), or [] without one: then one region, the training queue."""
+    if not os.environ.get("CARBON_REGIONS_FILE") and not os.path.isfile(
+        os.path.join(os.path.dirname(__file__), "..", "include", "regions.yaml")
+    ):
+        return []
+    from carbon_aware.regions import load_regions, regions_path
+
+    return load_regions(regions_path())
+
+
+REGIONS = _regions()
+
+
 def _schedule() -> str | None:
     """Daily unless the deployment says otherwise: CARBON_TRAINING_SCHEDULE is a cron expression,
     a preset such as @weekly, or "none" (manual and API-triggered runs only)."""
@@ -149,7 +165,7 @@ with DAG(
 
     plan = CarbonPlanOperator(task_id="plan_window", trainer_configs=True)
 
-    @task(pool=GPU_POOL, queue=TRAINING_QUEUE, retries=2)
+    @task(pool=GPU_POOL, queue=REGIONS[0].queue if REGIONS else TRAINING_QUEUE, retries=2)
     def train_baseline(plan: dict) -> dict | None:
         from pathlib import Path
 
@@ -164,13 +180,39 @@ with DAG(
         return train_or_reuse_baseline(params, context["dag_run"].run_id, Path(plan["run_dir"]))
 
     wait_for_window = CarbonWindowSensor(task_id="wait_for_window", plan_task_id="plan_window")
-    train_optimized = CarbonTrainerOperator(
-        task_id="train_optimized", run_name="optimized", pool=GPU_POOL, queue=TRAINING_QUEUE, retries=2
-    )
-    report = CarbonReportOperator(
-        task_id="report", job_task_id="train_optimized", baseline_task_id="train_baseline"
-    )
-
     baseline_summary = train_baseline(plan.output)
-    plan >> wait_for_window >> train_optimized >> report
+    plan >> wait_for_window
+
+    if not REGIONS:
+        train_optimized = CarbonTrainerOperator(
+            task_id="train_optimized", run_name="optimized", pool=GPU_POOL, queue=TRAINING_QUEUE, retries=2
+        )
+        report = CarbonReportOperator(
+            task_id="report", job_task_id="train_optimized", baseline_task_id="train_baseline"
+        )
+        wait_for_window >> train_optimized >> report
+    else:  # one training task per region, on its queue; the route picks one once the window opens
+        from carbon_aware.regions import task_suffix
+
+        choose_region = CarbonRegionSensor(task_id="choose_region", wait_task_id="wait_for_window")
+        per_region = {
+            region.name: CarbonTrainerOperator(
+                task_id=f"train_optimized_{task_suffix(region.name)}", run_name="optimized", pool=GPU_POOL,
+                queue=region.queue, retries=2,
+            )
+            for region in REGIONS
+        }
+
+        @task.branch
+        def route(chosen: dict) -> str:
+            return per_region[chosen["region"]].task_id
+
+        report = CarbonReportOperator(
+            task_id="report", job_task_id=[t.task_id for t in per_region.values()],
+            baseline_task_id="train_baseline", route_task_id="choose_region",
+        )
+        routed = route(choose_region.output)
+        wait_for_window >> choose_region
+        for train_optimized in per_region.values():
+            routed >> train_optimized >> report
     baseline_summary >> report

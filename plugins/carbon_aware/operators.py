@@ -13,6 +13,7 @@ Nothing heavy is imported at DAG parse time: each ``execute`` imports what it ne
 
 from __future__ import annotations
 
+import os
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,6 +24,7 @@ from airflow.sdk import BaseOperator
 from carbon_aware.sensors import MIN_DEFER_SECONDS
 from carbon_aware.triggers import CarbonWindowTrigger
 
+WORKER_REGION_ENV = "CARBON_REGION"  # set on each region's Celery workers: the summary names it
 JOB_XCOM_KEY = "job"  # the job's summary, pushed also when the job ends failed (the carbon budget)
 # Before this share of the expected duration has run, the budget projection is too noisy to act on.
 BUDGET_MIN_PROGRESS = 0.1
@@ -147,6 +149,9 @@ class CarbonJobOperator(BaseOperator):
             else plan["request"].get("carbon_budget_g")
         )
         grace = self.grace_seconds or DEFAULT_GRACE_SECONDS
+        worker_region = os.environ.get(WORKER_REGION_ENV)
+        if worker_region:
+            self.log.info("running on a worker of region %s (queue %s)", worker_region, self.queue)
         while True:
             index = state["next"]
             until = None
@@ -215,6 +220,7 @@ class CarbonJobOperator(BaseOperator):
                 )
             if record["stopped"] is None:
                 summary = job_summary(job_dir, self.run_name, command, state["segments"])
+                summary["worker_region"] = worker_region
                 context["ti"].xcom_push(key=JOB_XCOM_KEY, value=summary)
                 return summary
             self.log.info(
@@ -283,51 +289,56 @@ class CarbonTrainerOperator(CarbonJobOperator):
 class CarbonReportOperator(BaseOperator):
     """Prices the job (and the baseline task's record, when there is one) at the grid intensity of
     their own times and writes the comparison report: JSON (returned to XCom and on disk), plot, table
-    in the log, and MLflow when a tracking URI is configured. Runs after a budget stop too."""
+    in the log, and MLflow when a tracking URI is configured. Runs after a budget stop too.
+    ``job_task_id`` may list several tasks (one per region): the one that ran is reported, and
+    ``route_task_id``'s choice (region, reason) goes into the report."""
 
-    template_fields: Sequence[str] = ("job_task_id", "wait_task_id", "baseline_task_id")
+    template_fields: Sequence[str] = ("job_task_id", "wait_task_id", "baseline_task_id", "route_task_id")
 
-    def __init__(
-        self,
-        *,
-        job_task_id: str,
-        wait_task_id: str = "wait_for_window",
-        baseline_task_id: str | None = None,
-        **kwargs,
-    ) -> None:
+    def __init__(self, *, job_task_id: str | list[str], wait_task_id: str = "wait_for_window",
+                 baseline_task_id: str | None = None, route_task_id: str | None = None, **kwargs) -> None:
         kwargs.setdefault("trigger_rule", "all_done")
         super().__init__(**kwargs)
         self.job_task_id = job_task_id
         self.wait_task_id = wait_task_id
         self.baseline_task_id = baseline_task_id
+        self.route_task_id = route_task_id
 
     def execute(self, context) -> dict[str, Any]:
         from carbon_aware.report import write_report
 
         ti = context["ti"]
         wait = ti.xcom_pull(task_ids=self.wait_task_id)
-        job = ti.xcom_pull(task_ids=self.job_task_id, key=JOB_XCOM_KEY)
+        job_tasks = [self.job_task_id] if isinstance(self.job_task_id, str) else list(self.job_task_id)
+        job = next((j for t in job_tasks if (j := ti.xcom_pull(task_ids=t, key=JOB_XCOM_KEY))), None)
         if not wait or not job:
-            raise ValueError(
-                f"nothing to report: no {'plan' if not wait else 'job result'} in XCom of "
-                f"{self.wait_task_id if not wait else self.job_task_id!r} (did it fail?)"
-            )
+            raise ValueError(f"nothing to report: no {'plan' if not wait else 'job result'} in XCom of "
+                             f"{self.wait_task_id if not wait else job_tasks!r} (did it fail?)")
         baseline = ti.xcom_pull(task_ids=self.baseline_task_id) if self.baseline_task_id else None
+        route = ti.xcom_pull(task_ids=self.route_task_id) if self.route_task_id else None
+        plan = routed_plan(wait["plan"], route)
         run_id = context["dag_run"].run_id
-        result, table = write_report(run_id, wait["plan"], wait, baseline, job,
-                                     dag_id=context["dag"].dag_id)
+        result, table = write_report(run_id, plan, wait, baseline, job, dag_id=context["dag"].dag_id,
+                                     route=route)
         self.log.info("\n%s", table)
         self.log.info("report: %s\nplot:   %s", result["files"]["json"], result["files"]["plot"])
         from carbon_aware.tracking import log_run
 
-        mlflow_run = log_run(
-            result,
-            {"optimized": job, "baseline": baseline and baseline["summary"]},
-            Path(result["files"]["json"]),
-            Path(result["files"]["plot"]),
-            experiment=context["dag"].dag_id,
-            run_name=run_id,
-        )
+        mlflow_run = log_run(result, {"optimized": job, "baseline": baseline and baseline["summary"]},
+                             Path(result["files"]["json"]), Path(result["files"]["plot"]),
+                             experiment=context["dag"].dag_id, run_name=run_id)
         if mlflow_run:
             self.log.info("MLflow: logged as run %s", mlflow_run)
         return result
+
+
+def routed_plan(plan: dict[str, Any], route: dict[str, Any] | None) -> dict[str, Any]:
+    """The plan to price with: when the route fell back to another region than planned, that region's
+    grid (its providers from the regions file; its forecast is not in the plan, so its actuals price)."""
+    if not route or not route.get("region") or route["region"] == plan.get("region"):
+        return plan
+    from carbon_aware.regions import load_regions, regions_path
+
+    region = next(r for r in load_regions(regions_path()) if r.name == route["region"])
+    return {**plan, "region": region.name, "queue": region.queue, "providers": region.providers,
+            "curve": [], "source": f"{plan['source']} (planned for {plan['region']})"}

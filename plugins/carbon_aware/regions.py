@@ -14,6 +14,7 @@ counterfactual is the home region started at once. No Airflow here.
 from __future__ import annotations
 
 import os
+import re
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -257,3 +258,49 @@ def format_regions(plan: dict[str, Any]) -> str:
                      f"(run now {row['run_now_emissions_index']:.0f}); source {row['source']}"
                      + (f"; fallbacks: {row['fallback_reasons']}" if row["fallback_reasons"] else ""))
     return "\n".join(lines)
+
+
+def task_suffix(name: str) -> str:
+    """A region's name as it appears in a task id (letters, digits, '_', '-', '.')."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+
+
+def live_queues() -> set[str] | None:
+    """The queues at least one live Celery worker consumes; None when the executor has no queues (the
+    local executors, ``dags test``): then every region counts as live."""
+    from airflow.configuration import conf
+
+    if "celery" not in conf.get("core", "executor", fallback="").lower():
+        return None
+    from airflow.providers.celery.executors.celery_executor_utils import app
+
+    replies = app.control.inspect(timeout=3.0).active_queues() or {}
+    return {queue["name"] for queues in replies.values() for queue in queues or []}
+
+
+def choose_route(plan: dict[str, Any], grid_now: datetime, live: set[str] | None,
+                 margin: timedelta = timedelta(0)) -> dict[str, Any] | None:
+    """Where to train now. The planned region when a live worker consumes its queue. If none does, None
+    (wait) until the latest start at which the next best region with a live worker still finishes by the
+    deadline (less ``margin``: the time to the next check), then that region, with the reason. If no
+    region has a live worker, the planned region (its task waits in the queue for one)."""
+    rows = {row["name"]: row for row in plan["regions"]}
+    planned = rows[plan["region"]]
+    if live is None or planned["queue"] in live:
+        return {"region": planned["name"], "queue": planned["queue"], "fallback": False,
+                "reason": "the planned region" + ("" if live is None else ": a live worker consumes its queue")}
+    deadline = datetime.fromisoformat(plan["deadline"])
+    others = [rows[name] for name in plan["ranking"] if name != planned["name"] and rows[name]["queue"] in live]
+    last_chance = deadline - timedelta(hours=(others[0] if others else planned)["duration_hours"]) - margin
+    if grid_now < last_chance:
+        return None
+    if not others:
+        return {"region": planned["name"], "queue": planned["queue"], "fallback": False,
+                "reason": f"no region has a live worker: queued for {planned['name']} ({planned['queue']})"}
+    best = others[0]
+    late = grid_now + timedelta(hours=best["duration_hours"]) > deadline
+    return {"region": best["name"], "queue": best["queue"], "fallback": True,
+            "decided_at": grid_now.isoformat(), "last_chance": last_chance.isoformat(),
+            "reason": f"no live worker on {planned['name']}'s queue {planned['queue']} while {best['name']} "
+                      f"could still finish by the deadline: fell back to {best['name']}, the next best region "
+                      f"with a live worker" + (" (it will finish after the deadline)" if late else "")}

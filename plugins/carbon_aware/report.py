@@ -463,8 +463,12 @@ def _region_lines(report: dict[str, Any]) -> list[str]:
 
 
 def _job_lines(report: dict[str, Any]) -> list[str]:
-    job, stop = report.get("job") or {}, report.get("stop")
+    job, stop, route = report.get("job") or {}, report.get("stop"), report.get("route") or {}
     lines = []
+    if route.get("region"):
+        lines.append(f"trained in region {route['region']} (queue {route['queue']}"
+                     + (f", on a worker of region {job['worker_region']}" if job.get("worker_region") else "")
+                     + f"): {route['reason']}")
     if job.get("interruptible") or len(job.get("segments") or []) > 1:
         lines.append(f"segments: {len(job['segments'])}, attempts: {job['attempts']}")
         lines += [f"  {s['index']}: {s['start'][:19]} to {s['end'][:19]}  "
@@ -573,8 +577,8 @@ def _keep_actuals(provider, points: list) -> None:
 
 
 def write_report(dag_run_id: str, plan: dict[str, Any], wait: dict[str, Any], baseline: dict[str, Any] | None,
-                 optimized: dict[str, Any], now: datetime | None = None,
-                 dag_id: str | None = None) -> tuple[dict[str, Any], str]:
+                 optimized: dict[str, Any], now: datetime | None = None, dag_id: str | None = None,
+                 route: dict[str, Any] | None = None) -> tuple[dict[str, Any], str]:
     from training.files import atomic_write_json
 
     now = now or datetime.now(timezone.utc)
@@ -592,6 +596,8 @@ def write_report(dag_run_id: str, plan: dict[str, Any], wait: dict[str, Any], ba
     report = build_report(dag_run_id=dag_run_id, plan=plan, wait=wait, baseline=baseline, optimized=optimized,
                           actual=actual, report_time=now, home_actual=home_actual)
     report["dag_id"] = dag_id
+    report["route"] = route
+    report["job"]["worker_region"] = optimized.get("worker_region")
     run_dir = Path(plan["run_dir"])
     report["files"] = {"json": str(run_dir / REPORT_NAME), "plot": str(run_dir / PLOT_NAME)}
     write_plot(report, plan, actual, run_dir / PLOT_NAME)

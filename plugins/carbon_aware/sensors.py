@@ -76,3 +76,42 @@ class CarbonWindowSensor(BaseSensorOperator):
         waited = (now - datetime.fromisoformat(started_at)).total_seconds()
         return {"plan": plan, "replans": plan.get("replans", []), "woke_at": now.isoformat(),
                 "woke_at_grid": grid_now.isoformat(), "waited_seconds": waited, "last_check": check}
+
+
+class CarbonRegionSensor(BaseSensorOperator):
+    """Once the window opens: the region to train in (returned to XCom with the reason). The plan's region
+    when a live Celery worker consumes its queue; if none does, it waits (reschedule mode: no worker slot
+    between pokes) until the latest start that still meets the deadline there, then falls back to the next
+    best region that has a live worker, and says so. Without regions in the plan it returns at once."""
+
+    template_fields: Sequence[str] = ("wait_task_id",)
+
+    def __init__(self, *, wait_task_id: str = "wait_for_window", **kwargs) -> None:
+        kwargs.setdefault("mode", "reschedule")
+        kwargs.setdefault("poke_interval", 10.0)
+        super().__init__(**kwargs)
+        self.wait_task_id = wait_task_id
+
+    def poke(self, context):
+        from airflow.sdk import PokeReturnValue
+
+        from carbon_aware.clock import Clock
+        from carbon_aware.regions import choose_route, live_queues
+
+        wait = context["ti"].xcom_pull(task_ids=self.wait_task_id)
+        plan = wait["plan"]
+        if not plan.get("regions"):
+            return PokeReturnValue(is_done=True, xcom_value={"region": None, "reason": "no regions file"})
+        clock = Clock.after_wake(wait)
+        grid_now = clock.grid(datetime.now(timezone.utc))
+        live = live_queues()
+        # Decide one poke early: the next look comes poke_interval (plus scheduling) later.
+        margin = timedelta(seconds=2 * self.poke_interval) * clock.compression
+        route = choose_route(plan, grid_now, live, margin)
+        if route is None:
+            self.log.warning("no live worker consumes %s's queue %s (live queues: %s): waiting for one within "
+                             "the deadline", plan["region"], plan["queue"], sorted(live or []))
+            return False
+        (self.log.warning if route["fallback"] else self.log.info)("region %s (queue %s): %s", route["region"],
+                                                                     route["queue"], route["reason"])
+        return PokeReturnValue(is_done=True, xcom_value=route)

@@ -194,8 +194,16 @@ class AirflowStack:
     """PostgreSQL, Redis and the Airflow services of docker-compose.yaml, with this checkout's DAGs and
     plugins."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, extra_env: dict[str, str] | None = None,
+                 region_workers: dict[str, tuple[str, str]] | None = None):
+        """``region_workers``: component name -> (queue, region): training workers like compose's
+        airflow-worker-cpu, each consuming its region's queue with CARBON_REGION set, instead of the one
+        training worker. ``extra_env`` goes to every process (e.g. CARBON_REGIONS_FILE)."""
         self.root = root
+        self.extra_env = extra_env or {}
+        self.region_workers = region_workers or {}
+        self.components = tuple(c for c in COMPONENTS if not (self.region_workers and c == TRAINING_WORKER)) \
+            + tuple(self.region_workers)
         self.postgres = Postgres(root / "pgdata")
         self.redis = Redis(root / "redis")
         self.port = free_port()
@@ -237,6 +245,8 @@ class AirflowStack:
     def env(self, service: str) -> dict[str, str]:
         """The process environment of a compose service here: its environment from the compose file (host
         names and paths mapped) over its .env, the test's faster timings, this machine's ports."""
+        if service in self.region_workers:
+            return {**self.env(TRAINING_WORKER), "CARBON_REGION": self.region_workers[service][1]}
         declared = service_environment(self.compose_services()[service])
         env = {key: value for key, value in os.environ.items() if not key.startswith(("AIRFLOW", "CARBON_"))}
         env.update(self.dotenv())
@@ -251,6 +261,7 @@ class AirflowStack:
             "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
         })
         env["PATH"] = f"{VENV_BIN}:{env.get('PATH', '')}"
+        env.update(self.extra_env)
         return env
 
     def airflow(self, *args: str, timeout: float = 300) -> str:
@@ -266,7 +277,7 @@ class AirflowStack:
         self.postgres.start()
         self.redis.start()
         self.init()
-        for component in COMPONENTS:
+        for component in self.components:
             self.start_component(component)
         self.wait_healthy()
         wait_until(lambda: self.get("/api/v2/dags/carbon_training", ok_only=False).status_code == 200, 240,
@@ -286,7 +297,10 @@ class AirflowStack:
             raise RuntimeError(f"airflow-init failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
 
     def start_component(self, component: str) -> subprocess.Popen:
-        argv = [str(VENV_BIN / "airflow"), *service_command(self.compose_services()[component])]
+        service = TRAINING_WORKER if component in self.region_workers else component
+        argv = [str(VENV_BIN / "airflow"), *service_command(self.compose_services()[service])]
+        if component in self.region_workers:  # the training worker's command, on its region's queue
+            argv[argv.index("--queues") + 1] = self.region_workers[component][0]
         if argv[1:3] == ["celery", "worker"]:  # containers have their own host names; here, name each worker
             argv += ["--celery-hostname", f"{component}@%h"]
         log = open(self.root / f"{component}.log", "a")
@@ -306,7 +320,7 @@ class AirflowStack:
         if self.redis.process is None or self.redis.process.poll() is not None:
             self.redis.start()
             started.append("redis")
-        for component in COMPONENTS:
+        for component in self.components:
             if self.processes[component].poll() is not None:
                 self.start_component(component)
                 started.append(component)
@@ -358,10 +372,10 @@ class AirflowStack:
 
     def wait_healthy(self) -> None:
         wait_until(self._healthy, 240, "the API server to report every component healthy", interval=2)
-        wait_until(self._workers_answer, 120, "both Celery workers to answer", interval=2)
+        wait_until(self._workers_answer, 120, "every Celery worker to answer", interval=2)
 
     def stop(self) -> None:
-        for component in reversed(COMPONENTS):
+        for component in reversed(self.components):
             if component in self.processes:
                 stop_process(self.processes[component])
         self.redis.stop()
@@ -378,7 +392,9 @@ class AirflowStack:
             return False
         finally:
             app.close()
-        return {name.split("@")[0] for name in replies} >= {TRAINING_WORKER, DEFAULT_WORKER}
+        workers = {c for c in self.components if c == DEFAULT_WORKER or c == TRAINING_WORKER
+                   or c in self.region_workers}
+        return {name.split("@")[0] for name in replies} >= workers
 
     def _healthy(self) -> bool:
         try:
