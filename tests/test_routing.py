@@ -34,12 +34,14 @@ def test_with_the_planned_worker_down_it_waits_while_the_next_best_can_still_fin
     assert route["last_chance"] == (NOW + timedelta(hours=3)).isoformat()
     # A slower fallback region has to be started earlier; a margin decides one check early.
     assert choose_route(plan(duration_b=2.0), NOW + timedelta(hours=2), live)["region"] == "b"
-    assert choose_route(plan(), NOW + timedelta(hours=2, minutes=50), live, timedelta(minutes=10))["region"] == "b"
+    early = choose_route(plan(), NOW + timedelta(hours=2, minutes=50), live, timedelta(minutes=10))
+    assert early["region"] == "b"
 
 
 def test_no_live_worker_anywhere_queues_for_the_planned_region():
     route = choose_route(plan(), NOW + timedelta(hours=3, minutes=30), set())
-    assert route["region"] == "a" and not route["fallback"] and "no region has a live worker" in route["reason"]
+    assert route["region"] == "a" and not route["fallback"]
+    assert "no region has a live worker" in route["reason"]
 
 
 def test_with_a_regions_file_the_dag_has_one_training_task_per_region_on_its_queue(tmp_path, monkeypatch):
@@ -61,7 +63,8 @@ def test_with_a_regions_file_the_dag_has_one_training_task_per_region_on_its_que
     assert dag.get_task("route").downstream_task_ids == {"train_optimized_home", "train_optimized_far.away"}
     assert dag.get_task("report").trigger_rule == "all_done"
 
-    path.write_text(yaml.safe_dump({"regions": [{"name": "home", "queue": "", "providers": [{"name": "mock"}]}]}))
+    empty_queue = {"name": "home", "queue": "", "providers": [{"name": "mock"}]}
+    path.write_text(yaml.safe_dump({"regions": [empty_queue]}))
     broken = DagBag(dag_folder=str(REPO_ROOT / "dags" / "carbon_training.py"))
     [error] = broken.import_errors.values()
     assert "regions[0].queue" in error  # validated at parse time, naming the field
@@ -72,6 +75,7 @@ def test_region_names_that_cannot_name_a_task_are_refused(tmp_path, name):
     from carbon_aware.regions import RegionsError, load_regions
 
     path = tmp_path / "regions.yaml"
-    path.write_text(yaml.safe_dump({"regions": [{"name": name, "queue": "q", "providers": [{"name": "mock"}]}]}))
+    region = {"name": name, "queue": "q", "providers": [{"name": "mock"}]}
+    path.write_text(yaml.safe_dump({"regions": [region]}))
     with pytest.raises(RegionsError, match=r"regions\[0\]\.name"):
         load_regions(path)

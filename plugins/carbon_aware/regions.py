@@ -288,9 +288,11 @@ def choose_route(plan: dict[str, Any], grid_now: datetime, live: set[str] | None
     planned = rows[plan["region"]]
     if live is None or planned["queue"] in live:
         return {"region": planned["name"], "queue": planned["queue"], "fallback": False,
-                "reason": "the planned region" + ("" if live is None else ": a live worker consumes its queue")}
+                "reason": "the planned region"
+                + ("" if live is None else ": a live worker consumes its queue")}
     deadline = datetime.fromisoformat(plan["deadline"])
-    others = [rows[name] for name in plan["ranking"] if name != planned["name"] and rows[name]["queue"] in live]
+    others = [rows[name] for name in plan["ranking"]
+              if name != planned["name"] and rows[name]["queue"] in live]
     last_chance = deadline - timedelta(hours=(others[0] if others else planned)["duration_hours"]) - margin
     if grid_now < last_chance:
         return None
@@ -301,6 +303,7 @@ def choose_route(plan: dict[str, Any], grid_now: datetime, live: set[str] | None
     late = grid_now + timedelta(hours=best["duration_hours"]) > deadline
     return {"region": best["name"], "queue": best["queue"], "fallback": True,
             "decided_at": grid_now.isoformat(), "last_chance": last_chance.isoformat(),
-            "reason": f"no live worker on {planned['name']}'s queue {planned['queue']} while {best['name']} "
-                      f"could still finish by the deadline: fell back to {best['name']}, the next best region "
-                      f"with a live worker" + (" (it will finish after the deadline)" if late else "")}
+            "reason": f"no live worker on {planned['name']}'s queue {planned['queue']} while "
+                      f"{best['name']} could still finish by the deadline: fell back to {best['name']}, the "
+                      f"next best region with a live worker"
+                      + (" (it will finish after the deadline)" if late else "")}

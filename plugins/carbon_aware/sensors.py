@@ -109,9 +109,9 @@ class CarbonRegionSensor(BaseSensorOperator):
         margin = timedelta(seconds=2 * self.poke_interval) * clock.compression
         route = choose_route(plan, grid_now, live, margin)
         if route is None:
-            self.log.warning("no live worker consumes %s's queue %s (live queues: %s): waiting for one within "
-                             "the deadline", plan["region"], plan["queue"], sorted(live or []))
+            self.log.warning("no live worker consumes %s's queue %s (live queues: %s): waiting for one "
+                             "within the deadline", plan["region"], plan["queue"], sorted(live or []))
             return False
-        (self.log.warning if route["fallback"] else self.log.info)("region %s (queue %s): %s", route["region"],
-                                                                     route["queue"], route["reason"])
+        say = self.log.warning if route["fallback"] else self.log.info
+        say("region %s (queue %s): %s", route["region"], route["queue"], route["reason"])
         return PokeReturnValue(is_done=True, xcom_value=route)

@@ -35,7 +35,8 @@ def regions_stack():
     os.chmod(root, 0o755)
     path = regions_file(root / "regions.yaml")
     stack = AirflowStack(root, extra_env={"CARBON_REGIONS_FILE": str(path)},
-                         region_workers={worker: (queue, name) for name, (_t, queue, worker) in REGIONS.items()})
+                         region_workers={worker: (queue, name)
+                                         for name, (_trace, queue, worker) in REGIONS.items()})
     try:
         stack.start()
         yield stack

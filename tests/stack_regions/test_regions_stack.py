@@ -81,7 +81,8 @@ def test_with_the_chosen_regions_worker_down_the_run_waits_then_falls_back(regio
     assert route["fallback"] is True and route["region"] == other, route
     # It waited for the planned region's worker as long as the fallback could still finish in time.
     assert datetime.fromisoformat(route["decided_at"]) >= datetime.fromisoformat(route["last_chance"])
-    sensor_log = stack.log(run_id, "choose_region", stack.task_instances(run_id)["choose_region"]["try_number"])
+    tries = stack.task_instances(run_id)["choose_region"]["try_number"]
+    sensor_log = stack.log(run_id, "choose_region", tries)
     assert "fell back to" in sensor_log, sensor_log[-3000:]
     tis = stack.task_instances(run_id)
     assert tis[f"train_optimized_{other}"]["state"] == "success"
