@@ -13,6 +13,7 @@ from carbon_aware.jobs import CARBON_BUDGET, SLOT_END, JobFailed, job_summary, r
 from tests.conftest import REPO_ROOT
 from training.energy import ENERGY_LOG_NAME, read_energy_log
 
+NOW = datetime(2026, 3, 1, 6, tzinfo=timezone.utc)
 SCRIPT = [sys.executable, str(REPO_ROOT / "include" / "examples" / "own_training.py")]
 FAST_METER = {"measure_power_secs": 0.5, "log_every_seconds": 1.0}
 
@@ -93,3 +94,22 @@ def test_a_failing_command_raises_with_its_output_and_its_energy_is_kept(tmp_pat
         )
     assert "boom" in str(error.value)
     assert read_energy_log(tmp_path / "bad" / ENERGY_LOG_NAME)[-1]["label"] == "end"
+
+
+def test_a_retry_of_an_interruptible_job_goes_on_from_the_first_slot_that_has_not_ended():
+    from carbon_aware.operators import first_open_slot
+
+    def wait(now_offset_h: float) -> dict:
+        slots = [(0, 1), (3, 4), (6, 7)]
+        anchor = NOW + timedelta(hours=now_offset_h)
+        plan = {"start": NOW.isoformat(), "end": (NOW + timedelta(hours=7)).isoformat(),
+                "clock": {"anchor": anchor.isoformat(), "compression": 2.0},  # grid time = anchor now
+                "segments": [{"start": (NOW + timedelta(hours=a)).isoformat(),
+                              "end": (NOW + timedelta(hours=b)).isoformat()} for a, b in slots]}
+        real_now = datetime.now(timezone.utc)
+        return {"plan": plan, "woke_at": real_now.isoformat(), "woke_at_grid": anchor.isoformat()}
+
+    assert first_open_slot(wait(0.5)) == 0
+    assert first_open_slot(wait(2)) == 1  # the first slot is over: a retry does not replay it
+    assert first_open_slot(wait(6.5)) == 2
+    assert first_open_slot(wait(9)) == 2  # all ended: the last slot runs on until the job is done

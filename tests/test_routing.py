@@ -79,3 +79,4 @@ def test_region_names_that_cannot_name_a_task_are_refused(tmp_path, name):
     path.write_text(yaml.safe_dump({"regions": [region]}))
     with pytest.raises(RegionsError, match=r"regions\[0\]\.name"):
         load_regions(path)
+

@@ -71,6 +71,18 @@ def _intensity_at(curve: list[dict[str, Any]], moment: datetime) -> float:
     return min(curve, key=distance)["g_per_kwh"]
 
 
+def first_open_slot(wait: dict[str, Any]) -> int:
+    """The first planned slot that has not ended yet (a retry after a lost worker goes on from there; the
+    last slot if all have ended)."""
+    from carbon_aware.clock import Clock
+
+    plan = wait["plan"]
+    slots = plan.get("segments") or [{"start": plan["start"], "end": plan["end"]}]
+    grid_now = Clock.after_wake(wait).grid(datetime.now(timezone.utc))
+    return next((k for k, slot in enumerate(slots) if datetime.fromisoformat(slot["end"]) > grid_now),
+                len(slots) - 1)
+
+
 class CarbonJobOperator(BaseOperator):
     """Runs ``command`` (an argv list, templated) in a fresh process in the ``gpu`` pool, streaming its
     output to the task log and measuring its energy from outside (see :mod:`carbon_aware.jobs`).
@@ -126,7 +138,7 @@ class CarbonJobOperator(BaseOperator):
         wait = context["ti"].xcom_pull(task_ids=self.wait_task_id)
         if not wait or "plan" not in wait:
             raise ValueError(f"{self.task_id}: no released plan in XCom of task {self.wait_task_id!r}")
-        return self._run(context, {"wait": wait, "next": 0, "segments": []})
+        return self._run(context, {"wait": wait, "next": first_open_slot(wait), "segments": []})
 
     def execute_complete(self, context, event: dict[str, Any]) -> dict[str, Any]:
         return self._run(context, event["state"])
