@@ -138,7 +138,12 @@ class CarbonJobOperator(BaseOperator):
         wait = context["ti"].xcom_pull(task_ids=self.wait_task_id)
         if not wait or "plan" not in wait:
             raise ValueError(f"{self.task_id}: no released plan in XCom of task {self.wait_task_id!r}")
-        return self._run(context, {"wait": wait, "next": first_open_slot(wait), "segments": []})
+        if context["ti"].try_number > 1:  # a retry goes on from the first slot that has not ended
+            return self._run(context, {"wait": wait, "next": first_open_slot(wait), "segments": []})
+        # A first try starts its first slot now: the seconds the scheduler took to start this task after
+        # the sensor's release pass at 1x, also in time-compressed demos (as in the sensor).
+        released = {"grid": wait["woke_at_grid"], "real": datetime.now(timezone.utc).isoformat()}
+        return self._run(context, {"wait": wait, "next": 0, "segments": [], "released": released})
 
     def execute_complete(self, context, event: dict[str, Any]) -> dict[str, Any]:
         return self._run(context, event["state"])
@@ -151,6 +156,9 @@ class CarbonJobOperator(BaseOperator):
 
         plan = state["wait"]["plan"]
         clock = Clock.after_wake(state["wait"])
+        if state.get("released") and clock.compression != 1:
+            clock = Clock(datetime.fromisoformat(state["released"]["grid"]), clock.compression,
+                          datetime.fromisoformat(state["released"]["real"]))
         job_dir = Path(plan["run_dir"]) / self.run_name
         command = self.build_command(plan, job_dir)
         slots = plan.get("segments") or [{"start": plan["start"], "end": plan["end"]}]
