@@ -11,8 +11,8 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
-from selenium.common.exceptions import (ElementClickInterceptedException, StaleElementReferenceException,
-                                        TimeoutException)
+from selenium.common.exceptions import (ElementClickInterceptedException, ElementNotInteractableException,
+                                        StaleElementReferenceException, TimeoutException)
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support import expected_conditions as ec
@@ -25,7 +25,8 @@ def chromium() -> WebDriver:
         raise RuntimeError("Debian's chromium and chromium-driver are needed: run `make system-deps`")
     options = webdriver.ChromeOptions()
     options.binary_location = binary
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1440,1000", "--lang=en-US"):
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1440,1000",
+                 "--lang=en-US"):
         options.add_argument(flag)
     browser = webdriver.Chrome(service=Service(driver), options=options)
     browser.set_page_load_timeout(60)
@@ -44,14 +45,16 @@ def wait_for(browser: WebDriver, condition, timeout: float = 30, message: str = 
 
 
 def click(browser: WebDriver, locate, timeout: float = 30, what: str = "") -> None:
-    """Locate an element and click it, locating again if the page re-rendered it in between."""
+    """Locate an element and click it, locating again if the page re-rendered it in between, or if it
+    could not take the click yet (covered, or not laid out while a dialog animates in)."""
     def clicked(b):
         element = locate(b)
         if not element:
             return False
         try:
             element.click()
-        except (StaleElementReferenceException, ElementClickInterceptedException):
+        except (StaleElementReferenceException, ElementClickInterceptedException,
+                ElementNotInteractableException):
             return False
         return True
     wait_for(browser, clicked, timeout, f"could not click {what or locate}")
@@ -100,6 +103,17 @@ return fiber ? {lines: editor.querySelector('.view-lines'), value: fiber.memoize
 """
 
 
+# Focus the editor's own input (a textarea, or the EditContext node in newer Monaco) without a click.
+_FOCUS_EDITOR_JS = """
+const label = [...document.querySelectorAll('[role=dialog] label')]
+  .find(l => l.textContent.trim() === 'Configuration JSON');
+const editor = label && label.parentElement.querySelector('.monaco-editor');
+const input = editor && editor.querySelector('.native-edit-context, textarea');
+if (input) input.focus();
+return !!input;
+"""
+
+
 _EDITOR_FOCUSED_JS = """
 const focused = document.activeElement;
 return !!(focused && focused.closest && focused.closest('.monaco-editor'));
@@ -129,12 +143,19 @@ def trigger_with_conf(browser: WebDriver, base_url: str, dag_id: str, conf: dict
             return json.loads((_form_conf(b) or {}).get("value") or "null") == conf
         except ValueError:
             return False
+    focused = lambda b: b.execute_script(_EDITOR_FOCUSED_JS)  # noqa: E731
     for _attempt in range(3):  # a click can land while the editor re-renders: type again, then give up
-        click(browser, lambda b: (_form_conf(b) or {}).get("lines"), what="the Configuration JSON editor")
         try:
-            wait_for(browser, lambda b: b.execute_script(_EDITOR_FOCUSED_JS), timeout=5)
+            click(browser, lambda b: (_form_conf(b) or {}).get("lines"), timeout=10,
+                  what="the Configuration JSON editor")
+            wait_for(browser, focused, timeout=5)
         except TimeoutException:
-            continue
+            # The lines never took a click: focus the editor's input directly, as a click would.
+            browser.execute_script(_FOCUS_EDITOR_JS)
+            try:
+                wait_for(browser, focused, timeout=5)
+            except TimeoutException:
+                continue
         select_all(browser)
         # Inserted as one piece of text (as a paste would be), so the editor adds no closing brackets;
         # whatever it auto-closed when the text began is cut from the end.
