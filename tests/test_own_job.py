@@ -63,6 +63,7 @@ def test_own_job_runs_offline_and_its_report_prices_the_measured_energy(airflow_
     measured = read_energy_log(job_dir / ENERGY_LOG_NAME)
     own = json.loads((job_dir / "summary.json").read_text())
     assert report["job"]["command"][-3:] == ["include/examples/own_training.py", "--steps", "300"]
+    assert report["tasks"] == {"wait": "wait", "job": "train", "report": "report"}  # the Carbon page's links
     assert (
         report["baseline_kind"] == "off"
         and report["accuracy_impact"]["optimized_accuracy"] == own["final_test_accuracy_pct"]

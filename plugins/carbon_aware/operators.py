@@ -330,7 +330,8 @@ class CarbonReportOperator(BaseOperator):
         ti = context["ti"]
         wait = ti.xcom_pull(task_ids=self.wait_task_id)
         job_tasks = [self.job_task_id] if isinstance(self.job_task_id, str) else list(self.job_task_id)
-        job = next((j for t in job_tasks if (j := ti.xcom_pull(task_ids=t, key=JOB_XCOM_KEY))), None)
+        job_task, job = next(((t, j) for t in job_tasks if (j := ti.xcom_pull(task_ids=t, key=JOB_XCOM_KEY))),
+                             (None, None))
         if not wait or not job:
             raise ValueError(f"nothing to report: no {'plan' if not wait else 'job result'} in XCom of "
                              f"{self.wait_task_id if not wait else job_tasks!r} (did it fail?)")
@@ -338,8 +339,9 @@ class CarbonReportOperator(BaseOperator):
         route = ti.xcom_pull(task_ids=self.route_task_id) if self.route_task_id else None
         plan = routed_plan(wait["plan"], route)
         run_id = context["dag_run"].run_id
+        tasks = {"wait": self.wait_task_id, "job": job_task, "report": self.task_id}
         result, table = write_report(run_id, plan, wait, baseline, job, dag_id=context["dag"].dag_id,
-                                     route=route)
+                                     route=route, tasks=tasks)
         self.log.info("\n%s", table)
         self.log.info("report: %s\nplot:   %s", result["files"]["json"], result["files"]["plot"])
         from carbon_aware.tracking import log_run

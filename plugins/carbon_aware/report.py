@@ -578,7 +578,9 @@ def _keep_actuals(provider, points: list) -> None:
 
 def write_report(dag_run_id: str, plan: dict[str, Any], wait: dict[str, Any], baseline: dict[str, Any] | None,
                  optimized: dict[str, Any], now: datetime | None = None, dag_id: str | None = None,
-                 route: dict[str, Any] | None = None) -> tuple[dict[str, Any], str]:
+                 route: dict[str, Any] | None = None,
+                 tasks: dict[str, str] | None = None) -> tuple[dict[str, Any], str]:
+    """``tasks``: the DAG's task ids by role (plan, wait, job, report), for links to their logs."""
     from training.files import atomic_write_json
 
     now = now or datetime.now(timezone.utc)
@@ -597,6 +599,7 @@ def write_report(dag_run_id: str, plan: dict[str, Any], wait: dict[str, Any], ba
                           actual=actual, report_time=now, home_actual=home_actual)
     report["dag_id"] = dag_id
     report["route"] = route
+    report["tasks"] = tasks
     report["job"]["worker_region"] = optimized.get("worker_region")
     run_dir = Path(plan["run_dir"])
     report["files"] = {"json": str(run_dir / REPORT_NAME), "plot": str(run_dir / PLOT_NAME)}

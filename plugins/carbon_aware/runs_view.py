@@ -15,6 +15,8 @@ log = logging.getLogger(__name__)
 ROW_FIELDS = {
     "dag_id": ("dag_id",),
     "job_status": ("job", "status"),
+    "wait_task_id": ("tasks", "wait"),
+    "report_task_id": ("tasks", "report"),
     "generated_at": ("generated_at",),
     "provider": ("sources", "forecast"),
     "region": ("sources", "region"),
@@ -32,6 +34,9 @@ ROW_FIELDS = {
     "optimized_emissions_kg": ("carbon_savings", "optimized_emissions_kg"),
     "saving_kg": ("carbon_savings", "reduction_kg"),
     "saving_pct": ("carbon_savings", "reduction_percentage"),
+    "place_saving_kg": ("place", "saving_kg"),
+    "home_region": ("place", "home_region"),
+    "chosen_region": ("place", "chosen_region"),
     "timing_saving_kg": ("timing", "saving_kg"),
     "efficiency_saving_kg": ("efficiency", "saving_kg"),
     "baseline_accuracy_pct": ("accuracy_impact", "baseline_accuracy"),
@@ -42,6 +47,7 @@ ROW_FIELDS = {
 }
 TOTALS = (
     "saving_kg",
+    "place_saving_kg",
     "timing_saving_kg",
     "efficiency_saving_kg",
     "baseline_emissions_kg",
@@ -63,6 +69,8 @@ def row_for(report: dict[str, Any], directory: str) -> dict[str, Any]:
     row = {"run_id": report["dag_run_id"], "directory": directory}
     row.update({key: _dig(report, path) for key, path in ROW_FIELDS.items()})
     row["replans"] = len(report.get("replans") or [])
+    segments = _dig(report, ("job", "segments"))
+    row["segments"] = len(segments) if isinstance(segments, list) else None
     if (
         "baseline" not in report
     ):  # a report from before the cached baseline: its baseline run was really emitted
@@ -75,7 +83,8 @@ def row_for(report: dict[str, Any], directory: str) -> dict[str, Any]:
 
 
 def load_report(directory: str) -> dict[str, Any] | None:
-    """The report in output/<directory>, or None; ``directory`` must name a direct child of the output root."""
+    """The report in output/<directory>, or None; ``directory`` must name a direct child of the output
+    root."""
     root = output_root()
     path = (root / directory / REPORT_NAME).resolve()
     if path.parent.parent != root or not path.is_file():

@@ -6,7 +6,6 @@ core API's authentication, so the dependency sits on the app itself.
 """
 from __future__ import annotations
 
-import html
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
@@ -37,7 +36,7 @@ may_read_runs = _may_read_runs()
 app = FastAPI(title="Carbon-aware training", dependencies=[Depends(may_read_runs)])
 
 
-# --- formatting: every number carries its unit ----------------------------------------------------
+# --- formatting: every number carries its unit; the templates do all the HTML --------------------
 def mass(kg: float | None) -> str:
     if kg is None:
         return "n/a"
@@ -69,67 +68,63 @@ def accuracy(value: float | None) -> str:
 def duration(seconds: float | None) -> str:
     if seconds is None:
         return "n/a"
-    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min" if seconds >= 120 else f"{seconds:.1f} s"
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 60:.1f} min" if seconds >= 120 else f"{seconds:.1f} s"
+
+
+def shown(text: str, time: str | None = None, css: str = "", sub: str = "") -> dict[str, Any]:
+    """What a template shows for one value (see templates/shown.html)."""
+    return {"text": text, "time": time, "css": css, "sub": sub}
 
 
 def compressed(seconds: float | None, compression: float | None) -> str:
     """A demo's wait runs faster than grid time: say how much grid time it stood for."""
     if seconds is None or not compression or compression == 1:
         return ""
-    return f'<span class="local">time ×{compression:g}: {duration(seconds * compression)} of grid time</span>'
+    return f"time ×{compression:g}: {duration(seconds * compression)} of grid time"
 
 
-def moment(iso: str | None, seconds: bool = True) -> str:
+def moment(iso: str | None, seconds: bool = True) -> dict[str, Any]:
     """UTC on the server; the page's script adds the reader's local time beside it."""
     if not iso:
-        return "n/a"
+        return shown("n/a")
     at = datetime.fromisoformat(iso)
-    shown = at.strftime("%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M")
-    return f'<time datetime="{html.escape(at.isoformat())}">{shown} UTC</time>'
+    return shown(at.strftime("%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M") + " UTC",
+                 time=at.isoformat())
 
 
-UNIT_BY_SUFFIX = [("_kg", mass), ("_kwh", energy), ("_g_per_kwh", intensity), ("_percentage", percent), ("_pct", percent),
-                  ("_seconds", duration), ("_accuracy", accuracy), ("_mb", lambda v: f"{v:.0f} MB")]
+UNIT_BY_SUFFIX = [("_kg", mass), ("_kwh", energy), ("_g_per_kwh", intensity), ("_percentage", percent),
+                  ("_pct", percent), ("_seconds", duration), ("_accuracy", accuracy),
+                  ("_mb", lambda v: f"{v:.0f} MB"), ("_g", lambda v: mass(v / 1000.0)),
+                  ("intensity", intensity)]
 
 
-def _value(key: str, value: Any) -> str:
+def _value(key: str, value: Any) -> dict[str, Any]:
+    if isinstance(value, bool):
+        return shown("yes" if value else "no")
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         for suffix, show in UNIT_BY_SUFFIX:
             if key.endswith(suffix):
-                return html.escape(show(value))
-        return html.escape(f"{value:g}")
+                return shown(show(value))
+        return shown(f"{value:g}")
     if isinstance(value, str) and len(value) >= 19 and value[4:5] == "-" and value[10:11] == "T":
         try:
             return moment(value)
         except ValueError:
             pass
     if isinstance(value, list):
-        return html.escape("; ".join(str(item) for item in value)) or "none"
-    return "n/a" if value is None else html.escape(str(value))
+        return shown("; ".join("n/a" if item is None else str(item) for item in value) or "none")
+    return shown("n/a" if value is None else str(value))
 
 
 # --- pages -----------------------------------------------------------------------------------------
-STYLE = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:1.5rem;color:#1a202c;background:#fff}
-h1{font-size:1.4rem;margin:0 0 .3rem} h2{font-size:1.1rem;margin:1.4rem 0 .5rem} .muted{color:#4a5568;font-size:.9rem}
-table{border-collapse:collapse;font-size:.8rem} th,td{border-bottom:1px solid #e2e8f0;padding:.35rem .55rem;text-align:left;vertical-align:top}
-th{background:#f7fafc;position:sticky;top:0} td.num{text-align:right;white-space:nowrap} time{white-space:nowrap} .local{display:block;color:#4a5568;font-size:.8em}
-.cards{display:flex;gap:1rem;flex-wrap:wrap;margin:.8rem 0} .card{border:1px solid #e2e8f0;border-radius:.5rem;padding:.7rem 1rem;min-width:12rem}
-.card b{display:block;font-size:1.25rem} .good{color:#276749} .bad{color:#9b2c2c} .empty{border:1px dashed #a0aec0;padding:1.2rem;border-radius:.5rem;max-width:46rem}
-code{background:#edf2f7;padding:0 .25rem;border-radius:.2rem} img.chart{max-width:100%;border:1px solid #e2e8f0}
-"""
-LOCAL_TIME_SCRIPT = """
-for (const t of document.querySelectorAll('time[datetime]')) {
-  const local = document.createElement('span'); local.className = 'local';
-  local.textContent = new Date(t.dateTime).toLocaleString() + ' (your time)'; t.after(local);
-}
-"""
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+_jinja = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True)
 
 
-def _page(title: str, body: str, status_code: int = 200) -> HTMLResponse:
-    return HTMLResponse(f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{html.escape(title)}</title>"
-                        f"<meta name=viewport content='width=device-width,initial-scale=1'><style>{STYLE}</style></head>"
-                        f"<body>{body}<script>{LOCAL_TIME_SCRIPT}</script></body></html>", status_code=status_code)
+def _page(template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
+    return HTMLResponse(_jinja.get_template(template).render(**context), status_code=status_code)
 
 
 def _ui_base(request: Request) -> str:
@@ -142,52 +137,66 @@ def _here(request: Request) -> str:
     return request.scope.get("root_path", "")
 
 
-def _cell(field: str, value: Any, text: str, numeric: bool = True) -> str:
-    raw = "; ".join(value) if isinstance(value, list) else "" if value is None else str(value)
-    return f'<td class="{"num" if numeric else ""}" data-field="{field}" data-value="{html.escape(raw)}">{text}</td>'
+def _run_link(request: Request, dag_id: str | None, run_id: str) -> str:
+    return f"{_ui_base(request)}/dags/{dag_id or DAG_ID}/runs/{quote(run_id, safe='')}"
 
 
 def _saving_class(kg: float | None) -> str:
     return "" if kg is None else "good" if kg > 0 else "bad" if kg < 0 else ""
 
 
-def _shown(field: str, show: Callable[[Any], str]) -> Callable[[dict[str, Any]], str]:
-    return lambda row: show(row[field])
+def _shown(field: str, show: Callable[[Any], str]) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    return lambda row: shown(show(row[field]))
 
 
-# The runs table after its first column: (header, row field, the cell's text, right-aligned number?)
-COLUMNS: list[tuple[str, str, Callable[[dict[str, Any]], str], bool]] = [
-    ("provider / region", "provider", lambda row: f'{html.escape(str(row["provider"]))}<span class="local">'
-                                                  f'{html.escape(str(row["region"] or ""))}</span>', False),
+def _with_sub(field: str, show: Callable[[Any], str], sub: Callable[[dict[str, Any]], str]):
+    return lambda row: shown(show(row[field]), sub=sub(row))
+
+
+# The runs table after its first column: (header, row field, what the cell shows, right-aligned number?)
+COLUMNS: list[tuple[str, str, Callable[[dict[str, Any]], dict[str, Any]], bool]] = [
+    ("provider / region", "provider", _with_sub("provider", str, lambda row: str(row["region"] or "")),
+     False),
     ("planned start", "planned_start", lambda row: moment(row["planned_start"], seconds=False), False),
     ("actual start", "actual_start", lambda row: moment(row["actual_start"], seconds=False), False),
-    ("wait", "wait_seconds", lambda row: duration(row["wait_seconds"]) + compressed(row["wait_seconds"], row["time_compression"]), True),
-    ("intensity run-now", "run_now_intensity_g_per_kwh", _shown("run_now_intensity_g_per_kwh", intensity), True),
+    ("wait", "wait_seconds",
+     _with_sub("wait_seconds", duration,
+               lambda row: compressed(row["wait_seconds"], row["time_compression"])),
+     True),
+    ("intensity run-now", "run_now_intensity_g_per_kwh", _shown("run_now_intensity_g_per_kwh", intensity),
+     True),
     ("intensity window", "window_intensity_g_per_kwh", _shown("window_intensity_g_per_kwh", intensity), True),
     ("energy baseline", "baseline_energy_kwh", _shown("baseline_energy_kwh", energy), True),
     ("energy optimized", "optimized_energy_kwh", _shown("optimized_energy_kwh", energy), True),
     ("emissions baseline", "baseline_emissions_kg", _shown("baseline_emissions_kg", mass), True),
     ("emissions optimized", "optimized_emissions_kg", _shown("optimized_emissions_kg", mass), True),
-    ("saving", "saving_kg", lambda row: f'<span class="{_saving_class(row["saving_kg"])}">{mass(row["saving_kg"])}</span>'
-                                        f'<span class="local">{percent(row["saving_pct"])}</span>', True),
+    ("saving", "saving_kg", lambda row: shown(mass(row["saving_kg"]), css=_saving_class(row["saving_kg"]),
+                                               sub=percent(row["saving_pct"])), True),
+    ("by place", "place_saving_kg",
+     _with_sub("place_saving_kg", lambda kg: "n/a" if kg is None else mass(kg),
+               lambda row: f"{row['home_region']} → {row['chosen_region']}"
+               if row["chosen_region"] else ""),
+     True),
     ("by timing", "timing_saving_kg", _shown("timing_saving_kg", mass), True),
     ("by efficiency", "efficiency_saving_kg", _shown("efficiency_saving_kg", mass), True),
-    ("baseline", "baseline_kind", lambda row: f'{html.escape(str(row["baseline_kind"]))}<span class="local">'
-                                              f'cost {mass(row["baseline_cost_kg"])}</span>', False),
+    ("segments", "segments", _shown("segments", lambda n: "n/a" if n is None else str(n)), True),
+    ("baseline", "baseline_kind",
+     _with_sub("baseline_kind", str, lambda row: f"cost {mass(row['baseline_cost_kg'])}"), False),
     ("accuracy baseline", "baseline_accuracy_pct", _shown("baseline_accuracy_pct", accuracy), True),
     ("accuracy optimized", "optimized_accuracy_pct", _shown("optimized_accuracy_pct", accuracy), True),
     ("re-plans", "replans", _shown("replans", str), True),
-    ("fallbacks", "fallback_reasons", lambda row: html.escape("; ".join(row["fallback_reasons"] or [])) or "none", False),
+    ("fallbacks", "fallback_reasons",
+     lambda row: shown("; ".join(row["fallback_reasons"] or []) or "none"), False),
 ]
-
-
-TEMPLATES = Path(__file__).resolve().parent / "templates"
-_jinja = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True)
 CARDS = (("net_saving_kg", "Avoided in total (net)", "counterfactual − actual − baseline measurements"),
          ("saving_kg", "counterfactual − actual", "{priced} of {runs} runs priced"),
          ("baseline_cost_kg", "baseline measurements emitted", "subtracted from the net total"),
          ("timing_saving_kg", "by timing (cleaner window)", "{priced} of {runs} runs priced"),
          ("efficiency_saving_kg", "by efficiency (less energy)", "{priced} of {runs} runs priced"))
+
+
+def _raw(value: Any) -> str:
+    return "; ".join(value) if isinstance(value, list) else "" if value is None else str(value)
 
 
 def _chart(points: list[dict[str, Any]], width: int = 640, height: int = 200) -> dict[str, Any] | None:
@@ -231,54 +240,35 @@ def _chart(points: list[dict[str, Any]], width: int = 640, height: int = 200) ->
     }
 
 
-def _totals_html(total: dict[str, Any], points: list[dict[str, Any]]) -> str:
+def _cards(total: dict[str, Any]) -> list[dict[str, Any]]:
     cards = []
     for key, label, note in CARDS:
         value = total[key]
         css = _saving_class(-value if key == "baseline_cost_kg" else value)
         cards.append({"key": key, "value": value, "label": label, "text": mass(value), "css": css,
                       "note": note.format(priced=total.get(f"{key}_runs_priced"), runs=total["runs"])})
-    return _jinja.get_template("totals.html").render(cards=cards, chart=_chart(points))
+    return cards
 
 
-def _row_html(row: dict[str, Any], request: Request) -> str:
-    here = _here(request)
-    run_link = f"{_ui_base(request)}/dags/{DAG_ID}/runs/{quote(row['run_id'], safe='')}"
-    first = (f'<td><a href="{here}/runs/{quote(row["directory"])}">{html.escape(row["run_id"])}</a><span class="local">'
-             f'<a href="{run_link}" target="_top">Airflow run</a> · <a href="{run_link}/tasks/report" target="_top">report log</a> · '
-             f'<a href="{run_link}/tasks/wait_for_window" target="_top">wait log</a></span></td>')
-    cells = "".join(_cell(field, row[field], text(row), numeric) for _, field, text, numeric in COLUMNS)
-    return f'<tr data-run-id="{html.escape(row["run_id"])}">{first}{cells}</tr>'
-
-
-def _empty_state() -> str:
-    return (f'<div class="empty"><h2>No carbon_training report yet</h2><p>Reports appear here when a run\'s '
-            f'<code>report</code> task has finished. To start one: open <b>Dags → {DAG_ID}</b> and press <b>Trigger</b> '
-            f'(the form explains each parameter), or run <code>airflow dags trigger {DAG_ID}</code>. '
-            f'For a quick CPU run, set <code>baseline_config</code> and <code>optimized_config</code> to '
-            f'<code>include/configs/test.yaml</code>.</p><p class="muted">Reading reports from '
-            f'<code>{html.escape(str(output_root()))}</code>.</p></div>')
+def _row(row: dict[str, Any], request: Request) -> dict[str, Any]:
+    cells = [{"field": field, "raw": _raw(row[field]), "shown": show(row), "numeric": numeric}
+             for _, field, show, numeric in COLUMNS]
+    return {"run_id": row["run_id"], "directory": row["directory"], "cells": cells,
+            "run_link": _run_link(request, row.get("dag_id"), row["run_id"]),
+            "wait_task_id": row.get("wait_task_id") or "wait_for_window",
+            "report_task_id": row.get("report_task_id") or "report"}
 
 
 @app.get("/", response_class=HTMLResponse)
 def runs_page(request: Request) -> HTMLResponse:
     rows = load_rows()
+    context: dict[str, Any] = {"title": "Carbon", "dag_id": DAG_ID, "here": _here(request), "rows": []}
     if not rows:
-        return _page("Carbon", f"<h1>Carbon saving per run</h1>{_empty_state()}")
-    total = totals(rows)
-    header = "".join(f"<th>{html.escape(name)}</th>" for name in ["run", *(column[0] for column in COLUMNS)])
-    body = "".join(_row_html(row, request) for row in rows)
-    return _page(
-        "Carbon",
-        f"""<h1>Carbon saving per run</h1>
-<p class="muted">Emissions are each run's measured energy over time × the grid's intensity at that time (actual where
-known, else the forecast). Saving = counterfactual (the baseline config started at once) − actual
-(the optimized run in its window) = timing + efficiency; a baseline measured in a run was really emitted,
-so the net total subtracts it. Positive is avoided CO₂e. Times in UTC, your local time beneath.
-<a href="{_here(request)}/api/runs">JSON</a></p>
-{_totals_html(total, cumulative(rows))}
-<table id="runs"><thead><tr>{header}</tr></thead><tbody>{body}</tbody></table>""",
-    )
+        return _page("runs.html", output_root=str(output_root()), **context)
+    points = cumulative(rows)
+    return _page("runs.html", **{**context, "rows": [_row(row, request) for row in rows],
+                                 "headers": [column[0] for column in COLUMNS],
+                                 "cards": _cards(totals(rows)), "chart": _chart(points)})
 
 
 @app.get("/api/runs")
@@ -308,45 +298,58 @@ def _report_or_404(directory: str) -> dict[str, Any]:
     return report
 
 
+# The run page's blocks, in order; a block the report does not have is left out.
+RUN_BLOCKS = ("baseline", "carbon_savings", "place", "timing", "efficiency", "intensities", "job", "route",
+              "stop", "accuracy_impact", "memory_savings", "schedule", "sources", "codecarbon_static")
+JOB_FIELDS = ("status", "attempts", "interruptible", "worker_region")  # the rest: the segments table
+SEGMENT_COLUMNS = (("#", "index", str, True), ("planned start", "planned_start", None, False),
+                   ("start", "start", None, False), ("end", "end", None, False),
+                   ("energy", "energy_kwh", energy, True),
+                   ("emissions", "emissions_g", lambda g: mass(g / 1000.0), True),
+                   ("mean intensity", "mean_intensity_g_per_kwh", intensity, True),
+                   ("attempts", "attempts", None, True), ("stopped by", "stopped", None, False))
+
+
+def _block_fields(block: str, values: dict[str, Any]) -> list[dict[str, Any]]:
+    fields = []
+    for key, value in values.items():
+        if isinstance(value, dict):
+            fields += [{"label": f"{key}.{k}", "path": f"{block}.{key}.{k}",
+                        "shown": _value(k, len(v) if k == "intervals" else v)} for k, v in value.items()]
+        else:
+            fields.append({"label": key, "path": f"{block}.{key}", "shown": _value(key, value)})
+    return fields
+
+
+def _segment(segment: dict[str, Any]) -> dict[str, Any]:
+    cells = []
+    for _, field, show, numeric in SEGMENT_COLUMNS:
+        value = segment.get(field)
+        if show is None or value is None:
+            cell = _value(field, value)
+        else:
+            cell = shown(show(value))
+        if field == "stopped":
+            cell = shown("; ".join(str(reason) for reason in value if reason) or "done" if value else "n/a")
+        cells.append({"field": field, "shown": cell, "numeric": numeric})
+    return {"index": segment.get("index"), "cells": cells}
+
+
 @app.get("/runs/{directory}", response_class=HTMLResponse)
 def run_page(directory: str, request: Request) -> HTMLResponse:
     report = _report_or_404(directory)
     here, run_id = _here(request), report["dag_run_id"]
-    run_link = f"{_ui_base(request)}/dags/{DAG_ID}/runs/{quote(run_id, safe='')}"
-    blocks = []
-    for block in (
-        "baseline",
-        "carbon_savings",
-        "timing",
-        "efficiency",
-        "intensities",
-        "accuracy_impact",
-        "memory_savings",
-        "schedule",
-        "sources",
-        "codecarbon_static",
-    ):
-        values = report.get(block) or {}
-        rows = []
-        for key, value in values.items():
-            if isinstance(value, dict):
-                rows += [
-                    f'<tr><th>{html.escape(key)}.{html.escape(k)}</th><td data-field="{block}.{key}.{k}">'
-                    f'{_value(k, len(v) if k == "intervals" else v)}</td></tr>'
-                    for k, v in value.items()
-                ]
-            else:
-                rows.append(f'<tr><th>{html.escape(key)}</th><td data-field="{block}.{key}">{_value(key, value)}</td></tr>')
-        blocks.append(f'<div><h2>{html.escape(block)}</h2><table>{"".join(rows)}</table></div>')
+    job = report.get("job") or {}
+    shown_blocks = {**report, "job": {key: job.get(key) for key in JOB_FIELDS} if job else None}
+    blocks = [{"name": block, "fields": _block_fields(block, shown_blocks[block])}
+              for block in RUN_BLOCKS if isinstance(shown_blocks.get(block), dict) and shown_blocks[block]]
     plot = report_file(directory, PLOT_NAME)
-    chart = (f'<img class="chart" id="chart" alt="grid intensity with the run-now and chosen windows" '
-             f'src="{here}/runs/{quote(directory)}/{PLOT_NAME}">' if plot else '<p class="muted">No plot was written for this run.</p>')
-    return _page(f"Carbon · {run_id}", f"""<p><a href="{here}/">← all runs</a></p>
-<h1>{html.escape(run_id)}</h1>
-<p class="muted">{html.escape(report.get("baseline_kind") or "")} · <a href="{run_link}" target="_top">Airflow run</a> ·
-<a href="{here}/runs/{quote(directory)}/{REPORT_NAME}" download>download {REPORT_NAME}</a></p>
-{chart}
-<div class="cards">{''.join(blocks)}</div>""")
+    return _page("run.html", title=f"Carbon · {run_id}", here=here, run_id=run_id, directory=directory,
+                 baseline_kind=report.get("baseline_kind") or "", report_name=REPORT_NAME,
+                 run_link=_run_link(request, report.get("dag_id"), run_id),
+                 plot_url=f"{here}/runs/{quote(directory)}/{PLOT_NAME}" if plot else None,
+                 blocks=blocks, segment_headers=[column[0] for column in SEGMENT_COLUMNS],
+                 segments=[_segment(segment) for segment in job.get("segments") or []])
 
 
 @app.get("/runs/{directory}/{name}")
@@ -371,6 +374,6 @@ async def _refuse(request: Request, error: StarletteHTTPException):
     """Browsers get a page saying to sign in; other clients get JSON. Either way, no data."""
     if error.status_code in (401, 403) and "text/html" in request.headers.get("accept", ""):
         login = f"{_ui_base(request)}/auth/login?next={quote(str(request.url), safe='')}"
-        return _page("Carbon: sign in", f'<h1>Sign in to Airflow to see the carbon reports</h1><p><a href="{login}">'
-                                         f'Sign in</a> ({html.escape(str(error.detail))})</p>', status_code=error.status_code)
+        return _page("signin.html", status_code=error.status_code, title="Carbon: sign in", login=login,
+                     detail=str(error.detail))
     return JSONResponse({"detail": error.detail}, status_code=error.status_code)
