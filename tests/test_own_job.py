@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -77,6 +78,9 @@ def test_own_job_runs_offline_and_its_report_prices_the_measured_energy(airflow_
         grams = sum(i["kwh"] * i["g_per_kwh"] for i in block["intervals"])
         assert grams == pytest.approx(block["emissions_g"], rel=0.01)
     assert report["carbon_savings"]["reduction_kg"] == pytest.approx(report["timing"]["saving_kg"])
+    # Time-compressed x~100: priced from the sensor's release, not seconds of process start-up later.
+    at = datetime.fromisoformat
+    assert at(report["intensities"]["optimized"]["window_start"]) == at(report["schedule"]["actual_start"])
     assert "saving:" in log and "planned start" in log  # the wait, then the table in the task log
 
 

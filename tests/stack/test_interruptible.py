@@ -92,6 +92,11 @@ def test_an_interruptible_run_pauses_deferred_between_slots_and_resumes(stack):
     assert job["segments"][0]["stopped"] == ["slot_end"]
     for segment in job["segments"]:
         assert segment["energy_kwh"] > 0 and segment["emissions_g"] > 0, segment
+    # Time-compressed: each slot after the first is priced from its planned start (a second of trigger
+    # latency would be two minutes of grid time here), the first from the sensor's release.
+    at = datetime.fromisoformat
+    assert at(job["segments"][0]["start"]) == at(report["schedule"]["actual_start"])
+    assert all(at(s["start"]) == at(s["planned_start"]) for s in job["segments"][1:]), job["segments"]
     # Each segment was priced on its own and together they are the run's priced emissions.
     total = report["intensities"]["optimized"]["emissions_g"]
     assert sum(s["emissions_g"] for s in job["segments"]) == pytest.approx(total, rel=1e-6)
