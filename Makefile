@@ -23,7 +23,8 @@ system-deps:
 test: install system-deps
 	$(BIN)/python -m pytest
 
-# The deployed path without Docker: docker-compose.yaml's services (CeleryExecutor, PostgreSQL, Redis) as processes.
+# The deployed path without Docker: docker-compose.yaml's services (CeleryExecutor, PostgreSQL, Redis)
+# as processes.
 stack-test: install system-deps
 	$(BIN)/python -m pytest -m stack
 

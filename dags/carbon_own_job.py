@@ -45,7 +45,8 @@ with DAG(
         "resume_cost_minutes": Param(5.0, type="number", minimum=0,
                                      description="Interruptible: the run time a pause costs."),
         "carbon_budget_g": Param(None, type=["number", "null"], exclusiveMinimum=0,
-                                 description="Optional: grams of CO2 the job may emit before it is stopped."),
+                                 description="Optional: grams of CO2 the job may emit "
+                                             "before it is stopped."),
         "baseline": Param(
             "off", enum=["off"], description="A user's job has no baseline config: timing only."
         ),

@@ -11,7 +11,8 @@ echo "running: airflow dags test carbon_training (full log: $log)"
 if ! airflow dags test carbon_training -c "$(cat include/demo_conf.json)" >"$log" 2>&1; then
   tail -40 "$log"; echo "demo failed; see $log"; exit 1
 fi
-grep -oE "^Now [0-9]+ g/kWh.*|woke at .* for the window planned at [^ ]+|epoch [0-9]+/[0-9]+ \| .*" "$log" || true
+grep -oE "^Now [0-9]+ g/kWh.*|woke at .* for the window planned at [^ ]+|epoch [0-9]+/[0-9]+ \| .*" \
+  "$log" || true
 python - "$log" <<'PY'
 import json, re, sys
 from pathlib import Path

@@ -6,6 +6,7 @@ cd "$ROOT"
 airflow_prepare
 airflow dags reserialize >/dev/null
 airflow dags unpause carbon_training >/dev/null || true
-echo "Airflow UI: http://localhost:8080  login: admin / password in $AIRFLOW_HOME/simple_auth_manager_passwords.json.generated"
+echo "Airflow UI: http://localhost:8080  login: admin / password in" \
+  "$AIRFLOW_HOME/simple_auth_manager_passwords.json.generated"
 echo "Trigger 'carbon_training' from the UI (Trigger button; the form explains each param)."
 exec airflow standalone

@@ -57,5 +57,6 @@ def airflow_db() -> dict:
     """A migrated Airflow metadata DB with the gpu pool, via the real CLI."""
     airflow = str(Path(sys.executable).parent / "airflow")
     subprocess.run([airflow, "db", "migrate"], check=True, capture_output=True, timeout=300)
-    subprocess.run([airflow, "pools", "set", "gpu", "1", "training"], check=True, capture_output=True, timeout=120)
+    subprocess.run([airflow, "pools", "set", "gpu", "1", "training"], check=True, capture_output=True,
+                   timeout=120)
     return dict(os.environ)

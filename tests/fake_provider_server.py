@@ -10,7 +10,8 @@ from urllib.parse import urlparse
 
 
 class Reply:
-    def __init__(self, body=None, status: int = 200, delay: float = 0.0, raw: str | None = None, headers: dict | None = None):
+    def __init__(self, body=None, status: int = 200, delay: float = 0.0, raw: str | None = None,
+                 headers: dict | None = None):
         self.body, self.status, self.delay, self.raw, self.headers = body, status, delay, raw, headers or {}
 
 
@@ -25,9 +26,11 @@ class FakeProviderServer:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):  # noqa: N802 - the stdlib's name
                 parsed = urlparse(self.path)
-                server.requests.append({"path": parsed.path, "query": parsed.query, "headers": dict(self.headers)})
+                server.requests.append({"path": parsed.path, "query": parsed.query,
+                                        "headers": dict(self.headers)})
                 queue = server.replies.get(parsed.path)
-                reply = (queue.popleft() if len(queue) > 1 else queue[0]) if queue else Reply({"error": "not found"}, 404)
+                reply = ((queue.popleft() if len(queue) > 1 else queue[0]) if queue
+                         else Reply({"error": "not found"}, 404))
                 if reply.delay:
                     time.sleep(reply.delay)
                 payload = reply.raw if reply.raw is not None else json.dumps(reply.body)

@@ -21,7 +21,8 @@ FAST_TRAINING = ["training.epochs=1", "data.train_subset=1500", "data.test_subse
 def trace_params(**extra):
     params = {"providers": [{"name": "trace", "path": NESO, "replay_start": "2023-03-01T06:00:00Z"}],
               "job_duration_hours": 1, "deadline_hours": 12, "time_compression": 3600,
-              "baseline_config": "include/configs/baseline.yaml", "optimized_config": "include/configs/optimized.yaml",
+              "baseline_config": "include/configs/baseline.yaml",
+              "optimized_config": "include/configs/optimized.yaml",
               "training_overrides": FAST_TRAINING}
     params.update(extra)
     return params
@@ -37,7 +38,8 @@ def dag():
 
 
 def test_dag_structure_and_params(dag):
-    assert set(dag.task_ids) == {"plan_window", "train_baseline", "wait_for_window", "train_optimized", "report"}
+    assert set(dag.task_ids) == {"plan_window", "train_baseline", "wait_for_window", "train_optimized",
+                                 "report"}
     assert dag.max_active_runs == 1 and dag.catchup is False and dag.start_date.tzinfo is not None
     assert dag.get_task("wait_for_window").upstream_task_ids == {"plan_window"}
     assert dag.get_task("train_optimized").upstream_task_ids == {"wait_for_window"}
@@ -54,9 +56,11 @@ def test_dag_structure_and_params(dag):
 def test_dag_file_parses_fast_without_torch():
     code = ("import sys, time; sys.path.insert(0, 'plugins'); import airflow.sdk; t = time.perf_counter(); "
             "import runpy; runpy.run_path('dags/carbon_training.py'); elapsed = time.perf_counter() - t; "
-            "heavy = [m for m in ('torch', 'pandas', 'requests', 'matplotlib', 'numpy') if m in sys.modules]; "
+            "heavy = [m for m in ('torch', 'pandas', 'requests', 'matplotlib', 'numpy') "
+            "if m in sys.modules]; "
             "print(elapsed, heavy)")
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True,
+                         timeout=120)
     elapsed, heavy = out.stdout.strip().split(" ", 1)
     assert float(elapsed) < 1.0 and heavy == "[]", out.stdout + out.stderr
 
@@ -88,7 +92,8 @@ def test_sensor_defers_until_the_planned_moment_bounded_by_the_deadline():
     assert datetime.fromisoformat(trigger.moment) == datetime.fromisoformat(plan["start"])
     latest_start = datetime.fromisoformat(plan["deadline"]) - timedelta(hours=1)
     assert deferred.value.timeout <= latest_start - now + timedelta(minutes=5)
-    assert trigger.payload["plan"]["start"] == plan["start"]  # the resume needs nothing from defer(kwargs=...)
+    # the resume needs nothing from defer(kwargs=...)
+    assert trigger.payload["plan"]["start"] == plan["start"]
     assert deferred.value.method_name == "execute_complete"
     classpath, kwargs = trigger.serialize()
     assert classpath == "carbon_aware.triggers.CarbonWindowTrigger" and json.dumps(kwargs)
@@ -99,7 +104,8 @@ def test_trigger_fires_at_its_moment_and_the_sensor_resumes():
 
     plan = make_plan(trace_params(), "test-run")
     moment = datetime.now(timezone.utc) + timedelta(seconds=1.5)
-    trigger = CarbonWindowTrigger(moment.isoformat(), {"plan": plan, "started_at": datetime.now(timezone.utc).isoformat()})
+    trigger = CarbonWindowTrigger(moment.isoformat(),
+                                  {"plan": plan, "started_at": datetime.now(timezone.utc).isoformat()})
 
     async def first_event():
         async for event in trigger.run():
@@ -118,12 +124,15 @@ def test_compressed_wait_does_not_compress_the_scheduler_lag_after_the_trigger_f
 
     plan = make_plan(trace_params(time_compression=3600.0), "test-run")
     started = datetime.now(timezone.utc) - timedelta(seconds=5)
-    fired = started + timedelta(seconds=3)  # the trigger fired 3 s into the wait, the task resumed ~2 s later
+    # the trigger fired 3 s into the wait, the task resumed ~2 s later
+    fired = started + timedelta(seconds=3)
     result = _sensor()._on_wake(plan, started.isoformat(), fired_at=fired)
     clock = Clock.from_plan(plan, started=started)
     lag = datetime.fromisoformat(result["woke_at"]) - fired
-    assert datetime.fromisoformat(result["woke_at_grid"]) == clock.grid(fired) + lag  # 3 grid hours + ~2 real seconds
-    assert clock.grid(datetime.fromisoformat(result["woke_at"])) - datetime.fromisoformat(result["woke_at_grid"]) > timedelta(hours=1)
+    # 3 grid hours + ~2 real seconds
+    assert datetime.fromisoformat(result["woke_at_grid"]) == clock.grid(fired) + lag
+    assert (clock.grid(datetime.fromisoformat(result["woke_at"]))
+            - datetime.fromisoformat(result["woke_at_grid"]) > timedelta(hours=1))
 
 
 def test_a_wait_shorter_than_a_deferral_is_slept_in_the_worker():
@@ -146,7 +155,8 @@ def uk_rows(start, hours, forecast, actual=None):
     for i in range(hours * 2):
         a, b = start + timedelta(minutes=30 * i), start + timedelta(minutes=30 * (i + 1))
         rows.append({"from": a.strftime("%Y-%m-%dT%H:%MZ"), "to": b.strftime("%Y-%m-%dT%H:%MZ"),
-                     "intensity": {"forecast": forecast(i), "actual": actual(i) if actual else None, "index": "moderate"}})
+                     "intensity": {"forecast": forecast(i), "actual": actual(i) if actual else None,
+                                   "index": "moderate"}})
     return rows
 
 
@@ -162,8 +172,10 @@ def test_sensor_replans_when_the_actual_runs_above_the_forecast_and_defers_again
                       Reply({"data": uk_rows(slot, 30, lambda i: 100 if i < 2 else 300)}),
                       Reply({"data": uk_rows(slot, 30, lambda i: 300 if i < 8 else 90)}))
         server.script(f"/intensity/{(slot - timedelta(hours=2)):%Y-%m-%dT%H:%MZ}/{slot:%Y-%m-%dT%H:%MZ}",
-                      Reply({"data": uk_rows(slot - timedelta(hours=2), 2, lambda i: 300, actual=lambda i: 250)}))
-        params = trace_params(providers=[{"name": "uk", "base_url": server.url}], time_compression=1.0, replan_tolerance_pct=20)
+                      Reply({"data": uk_rows(slot - timedelta(hours=2), 2, lambda i: 300,
+                                             actual=lambda i: 250)}))
+        params = trace_params(providers=[{"name": "uk", "base_url": server.url}], time_compression=1.0,
+                              replan_tolerance_pct=20)
         plan = make_plan(params, "test-run", now=now)
         assert datetime.fromisoformat(plan["start"]) == now
         with pytest.raises(TaskDeferred) as deferred:
@@ -173,7 +185,8 @@ def test_sensor_replans_when_the_actual_runs_above_the_forecast_and_defers_again
     record = replanned["replans"][0]
     assert record["current_g_per_kwh"] == 250 and record["forecast_g_per_kwh"] == 100
     assert datetime.fromisoformat(replanned["start"]) == slot + timedelta(hours=4)
-    assert datetime.fromisoformat(replanned["start"]) + timedelta(hours=1) <= datetime.fromisoformat(plan["deadline"])
+    assert (datetime.fromisoformat(replanned["start"]) + timedelta(hours=1)
+            <= datetime.fromisoformat(plan["deadline"]))
 
 
 def test_bad_params_fail_with_the_param_name():
@@ -197,8 +210,8 @@ def test_bad_params_fail_with_the_param_name():
 
 def _dags_test(env, conf):
     airflow = str(Path(sys.executable).parent / "airflow")
-    return subprocess.run([airflow, "dags", "test", "carbon_training", "-c", json.dumps(conf)], cwd=REPO_ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run([airflow, "dags", "test", "carbon_training", "-c", json.dumps(conf)],
+                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
 
 
 @pytest.mark.integration
@@ -218,9 +231,11 @@ def test_dag_test_end_to_end_report_agrees_with_summaries_and_curve(airflow_db):
     baseline = json.loads((run_dir / "baseline" / "summary.json").read_text())
     optimized = json.loads((run_dir / "optimized" / "summary.json").read_text())
     assert (run_dir / "comparison.png").stat().st_size > 10_000
-    # The trainer is measured from outside, as any command: its own meter is off, the job's energy log counts.
+    # The trainer is measured from outside, as any command: its own meter is off, the job's energy log
+    # counts.
     assert baseline["energy"] is None and optimized["energy"] is None
-    measured = {name: read_energy_log(run_dir / name / ENERGY_LOG_NAME)[-1]["kwh"] for name in ("baseline", "optimized")}
+    measured = {name: read_energy_log(run_dir / name / ENERGY_LOG_NAME)[-1]["kwh"]
+                for name in ("baseline", "optimized")}
     assert report["efficiency"]["baseline_energy_kwh"] == pytest.approx(measured["baseline"], rel=1e-6)
     assert report["efficiency"]["optimized_energy_kwh"] == pytest.approx(measured["optimized"], rel=1e-6)
     assert report["accuracy_impact"]["optimized_accuracy"] == optimized["final_test_accuracy_pct"]
@@ -237,7 +252,8 @@ def test_dag_test_end_to_end_report_agrees_with_summaries_and_curve(airflow_db):
     )
     curve = [p["g_per_kwh"] for p in plan["curve"]]
     assert min(curve) * 0.5 <= t["chosen_window_intensity_g_per_kwh"] <= max(curve) * 1.5
-    assert report["schedule"]["planned_start"] == plan["start"] and report["sources"]["forecast"] == plan["source"]
+    assert (report["schedule"]["planned_start"] == plan["start"]
+            and report["sources"]["forecast"] == plan["source"])
     assert "saving:" in log and "timing" in log and "efficiency" in log  # the table in the task log
 
 

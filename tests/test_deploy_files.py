@@ -8,8 +8,8 @@ import pytest
 import yaml
 from compose_spec import PyCompose
 
-from tests.compose_file import (COMPOSE_FILE, DuplicateKeyError, InterpolationError, interpolate, load_compose,
-                                service_command)
+from tests.compose_file import (COMPOSE_FILE, DuplicateKeyError, InterpolationError, interpolate,
+                                load_compose, service_command)
 from tests.conftest import REPO_ROOT
 
 LONG_RUNNING = ["postgres", "redis", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
@@ -36,8 +36,9 @@ def test_the_file_loads_with_a_loader_that_rejects_duplicate_keys():
 
 def test_interpolation_follows_compose():
     env = {"SET": "v", "EMPTY": ""}
-    cases = {"$$SET": "$SET", "${SET}": "v", "$SET/x": "v/x", "${UNSET}": "", "${UNSET:-d}": "d", "${EMPTY:-d}": "d",
-             "${EMPTY-d}": "", "${UNSET-d}": "d", "${SET:+alt}": "alt", "${EMPTY:+alt}": "", "${EMPTY+alt}": "alt"}
+    cases = {"$$SET": "$SET", "${SET}": "v", "$SET/x": "v/x", "${UNSET}": "", "${UNSET:-d}": "d",
+             "${EMPTY:-d}": "d", "${EMPTY-d}": "", "${UNSET-d}": "d", "${SET:+alt}": "alt",
+             "${EMPTY:+alt}": "", "${EMPTY+alt}": "alt"}
     for text, expected in cases.items():
         assert interpolate(text, env) == expected, text
     with pytest.raises(InterpolationError, match="UNSET.*needs it"):
@@ -46,7 +47,8 @@ def test_interpolation_follows_compose():
 
 def test_the_validator_rejects_what_compose_would():
     raw = load_compose()
-    raw["services"]["airflow-worker"]["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] = "gpu"
+    (raw["services"]["airflow-worker"]["deploy"]["resources"]["reservations"]["devices"][0]
+        ["capabilities"]) = "gpu"
     with pytest.raises(ValueError, match='string "gpu", expected a set'):
         PyCompose.from_json(json.dumps(raw))
 
@@ -59,8 +61,10 @@ def test_services_of_the_deployed_stack(compose):
         assert "healthcheck" in services[name], f"{name} has no health check"
     assert "ports" not in services["postgres"], "PostgreSQL must not be published on the host"
     env = services["airflow-scheduler"]["environment"]
-    assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor" and "postgresql" in env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
-    assert env["AIRFLOW__CELERY__BROKER_URL"].startswith("redis://") and "postgresql" in env["AIRFLOW__CELERY__RESULT_BACKEND"]
+    assert (env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+            and "postgresql" in env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"])
+    assert (env["AIRFLOW__CELERY__BROKER_URL"].startswith("redis://")
+            and "postgresql" in env["AIRFLOW__CELERY__RESULT_BACKEND"])
 
 
 def test_training_and_default_queues_each_have_a_worker(compose):
@@ -72,7 +76,8 @@ def test_training_and_default_queues_each_have_a_worker(compose):
         assert argv[:2] == ["celery", "worker"], (name, argv)
     assert queues["airflow-worker"] == queues["airflow-worker-cpu"]  # the CPU variant is the same worker
     assert queues["airflow-worker"][queues["airflow-worker"].index("--queues") + 1] == queue
-    assert queues["airflow-worker-default"][queues["airflow-worker-default"].index("--queues") + 1] == "default"
+    assert (queues["airflow-worker-default"][queues["airflow-worker-default"].index("--queues") + 1]
+            == "default")
 
 
 def test_worker_reserves_one_nvidia_gpu_and_the_cpu_variant_does_not(compose):
@@ -109,4 +114,5 @@ def test_dockerfile_matches_the_pinned_airflow_and_installs_the_lock():
     assert re.search(r"pip install [^\n]*-r /opt/carbon/requirements.lock", dockerfile)
     assert "COPY --chown=airflow:root requirements.lock requirements-tracking.lock" in dockerfile
     assert re.search(r"pip install [^\n]*-r /opt/carbon/requirements-tracking.lock", dockerfile)
-    assert re.search(r"^USER airflow$", dockerfile, re.M) and dockerfile.rstrip().splitlines()[-1].startswith("RUN pip install")
+    assert (re.search(r"^USER airflow$", dockerfile, re.M)
+            and dockerfile.rstrip().splitlines()[-1].startswith("RUN pip install"))

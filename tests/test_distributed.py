@@ -67,7 +67,8 @@ def test_sigterm_resume_and_accuracy_of_the_single_process_run(tmp_path, mnist_d
                              text=True)
     try:
         while not checkpoint.exists():  # the first mid-epoch checkpoint, ~3 s into training
-            assert first.poll() is None, f"torchrun ended before its first checkpoint:\n{first.stdout.read()}"
+            assert first.poll() is None, ("torchrun ended before its first checkpoint:\n"
+                                          f"{first.stdout.read()}")
             assert time.monotonic() - started < 240, "no checkpoint within 240 s"
             time.sleep(0.1)
         first.send_signal(signal.SIGTERM)
@@ -114,7 +115,8 @@ def test_sigterm_resume_and_accuracy_of_the_single_process_run(tmp_path, mnist_d
         assert len(list(csv.DictReader(handle))) == 2
     assert resumed.stdout.count("epoch 2/2 | loss") == 1 and resumed.stdout.count("summary: ") == 1
     written = sorted(str(p.relative_to(run_dir)) for p in run_dir.rglob("*") if p.is_file())
-    assert written == ["checkpoints/last.pt", "emissions.csv", "energy_log.jsonl", "model.pt", "summary.json"]
+    assert written == ["checkpoints/last.pt", "emissions.csv", "energy_log.jsonl", "model.pt",
+                       "summary.json"]
 
     started = time.monotonic()
     single = train(load_config(REPO_ROOT / "include/configs/test.yaml", [

@@ -1,4 +1,5 @@
-"""The planner against brute force, the deadline, partial slots, threshold mode and the composite objective."""
+"""The planner against brute force, the deadline, partial slots, threshold mode and the composite
+objective."""
 import json
 import random
 from datetime import datetime, timedelta, timezone
@@ -15,7 +16,8 @@ T0 = datetime(2026, 5, 1, tzinfo=timezone.utc)
 
 def curve(values, minutes=60, start=T0):
     step = timedelta(minutes=minutes)
-    return Forecast([IntensityPoint(start + i * step, step, float(v)) for i, v in enumerate(values)], source="test")
+    return Forecast([IntensityPoint(start + i * step, step, float(v)) for i, v in enumerate(values)],
+                    source="test")
 
 
 def exact_mean(forecast, start, duration):
@@ -37,7 +39,8 @@ def test_equals_brute_force_on_random_curves(seed):
     duration = timedelta(minutes=rng.randint(10, 300))
     deadline = min(forecast.end, earliest + duration + timedelta(minutes=rng.randint(0, 900)))
     plan = plan_window(forecast, duration, earliest, deadline)
-    grid = [earliest + timedelta(minutes=m) for m in range(0, int((deadline - duration - earliest).total_seconds() // 60) + 1)]
+    grid = [earliest + timedelta(minutes=m)
+            for m in range(0, int((deadline - duration - earliest).total_seconds() // 60) + 1)]
     brute = min(exact_mean(forecast, s, duration) for s in grid)
     assert plan.mean_intensity <= brute + 1e-9
     assert plan.mean_intensity == pytest.approx(exact_mean(forecast, plan.start_time, duration), abs=1e-9)
@@ -76,20 +79,23 @@ def test_never_plans_past_the_deadline_or_before_now():
 
 def test_threshold_mode_starts_in_the_first_slot_below_the_threshold():
     forecast = curve([420, 350, 290, 100, 50])
-    plan = plan_window(forecast, timedelta(hours=1), T0, T0 + timedelta(hours=5), mode="threshold", threshold=300)
+    plan = plan_window(forecast, timedelta(hours=1), T0, T0 + timedelta(hours=5), mode="threshold",
+                       threshold=300)
     assert plan.start_time == T0 + timedelta(hours=2) and "first slot below 300" in plan.reason
 
 
 def test_threshold_mode_falls_back_to_the_best_window_before_the_deadline():
     forecast = curve([420, 350, 330, 310, 305, 100])
-    plan = plan_window(forecast, timedelta(hours=1), T0, T0 + timedelta(hours=5), mode="threshold", threshold=300)
+    plan = plan_window(forecast, timedelta(hours=1), T0, T0 + timedelta(hours=5), mode="threshold",
+                       threshold=300)
     assert plan.start_time == T0 + timedelta(hours=4)  # the 100 slot ends after the deadline
     assert "no slot below 300" in plan.reason
 
 
 def test_threshold_slot_too_late_for_the_deadline_is_not_taken():
     forecast = curve([420, 420, 420, 100, 100])
-    plan = plan_window(forecast, timedelta(hours=2), T0, T0 + timedelta(hours=4), mode="threshold", threshold=300)
+    plan = plan_window(forecast, timedelta(hours=2), T0, T0 + timedelta(hours=4), mode="threshold",
+                       threshold=300)
     assert plan.start_time + timedelta(hours=2) <= T0 + timedelta(hours=4)
 
 
@@ -98,12 +104,15 @@ def test_composite_objective_trades_carbon_against_price():
     price = [IntensityPoint(p.start, p.duration, v) for p, v in zip(intensity.points, [0.10, 0.50, 0.10])]
     carbon_only = plan_window(intensity, timedelta(hours=1), T0, T0 + timedelta(hours=3))
     cheap_carbon = plan_window(intensity, timedelta(hours=1), T0, T0 + timedelta(hours=3),
-                               cost_points=composite_cost(intensity.points, price, carbon_price_per_tonne=50))
+                               cost_points=composite_cost(intensity.points, price,
+                                                          carbon_price_per_tonne=50))
     dear_carbon = plan_window(intensity, timedelta(hours=1), T0, T0 + timedelta(hours=3),
-                              cost_points=composite_cost(intensity.points, price, carbon_price_per_tonne=10_000))
+                              cost_points=composite_cost(intensity.points, price,
+                                                         carbon_price_per_tonne=10_000))
     assert carbon_only.start_time == T0 + timedelta(hours=1)
     assert cheap_carbon.start_time == T0 + timedelta(hours=2)  # 0.10 + 50e-6*250 beats 0.50 + 50e-6*200
-    assert dear_carbon.start_time == T0 + timedelta(hours=1)  # 0.50 + 0.01*200 = 2.5 beats 0.10 + 0.01*250 = 2.6
+    # 0.50 + 0.01*200 = 2.5 beats 0.10 + 0.01*250 = 2.6
+    assert dear_carbon.start_time == T0 + timedelta(hours=1)
     assert cheap_carbon.mean_intensity == pytest.approx(250)
 
 
@@ -112,7 +121,8 @@ def test_gaps_are_never_planned_over():
     del points[2]  # a missing hour where the value would have been lowest
     forecast = Forecast(points, source="test")
     plan = plan_window(forecast, timedelta(hours=2), T0, T0 + timedelta(hours=5))
-    assert not (plan.start_time < T0 + timedelta(hours=3) and plan.start_time + timedelta(hours=2) > T0 + timedelta(hours=2))
+    assert not (plan.start_time < T0 + timedelta(hours=3)
+                and plan.start_time + timedelta(hours=2) > T0 + timedelta(hours=2))
 
 
 def test_impossible_requests_fail_clearly():
@@ -140,7 +150,8 @@ def test_plan_is_json_ready_and_summarised():
 
     plan = plan_window(curve([412] * 12 + [188] * 12), timedelta(hours=4), T0, T0 + timedelta(hours=24))
     json.dumps(plan.to_dict())
-    assert "Now 412 g/kWh; best 4 h window starts 2026-05-01 12:00 UTC at 188 g/kWh (−54%)" in plan.summary_line()
+    assert ("Now 412 g/kWh; best 4 h window starts 2026-05-01 12:00 UTC at 188 g/kWh (−54%)"
+            in plan.summary_line())
     assert np.isclose(plan.expected_saving_pct, 100 * (412 - 188) / 412)
 
 
@@ -151,10 +162,13 @@ def test_plan_cli_prints_the_window_and_fallbacks():
 
     from tests.conftest import REPO_ROOT
 
-    providers = '[{"name": "trace", "path": "../shared/data/carbon/electricitymaps_via_green-dcc/US-CAL-CISO_2023_hourly.csv", ' \
+    providers = '[{"name": "trace", ' \
+                '"path": "../shared/data/carbon/electricitymaps_via_green-dcc/' \
+                'US-CAL-CISO_2023_hourly.csv", ' \
                 '"replay_start": "2023-07-01T00:00:00Z"}, {"name": "nope"}]'
-    out = subprocess.run([sys.executable, "-m", "carbon_aware", "plan", "--providers", providers, "--job-hours", "4",
-                          "--now", "2026-07-01T00:00:00+00:00", "--json"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-m", "carbon_aware", "plan", "--providers", providers,
+                          "--job-hours", "4", "--now", "2026-07-01T00:00:00+00:00", "--json"],
+                         cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     plan = json.loads(out.stdout)
     # On California's grid the cleanest 4 hours of 1 July lie around local midday (19:00 UTC), not at night.

@@ -126,7 +126,8 @@ def test_an_interruptible_job_is_planned_across_regions(tmp_path, monkeypatch):
 
 def test_a_replan_stays_in_the_chosen_region(de_home_plan):
     plan = {**de_home_plan, "request": {**de_home_plan["request"], "replan_tolerance_pct": 0}}
-    plan["curve"] = [{**p, "g_per_kwh": 1.0} for p in plan["curve"]]  # the grid runs far above "the forecast"
+    # the grid runs far above "the forecast"
+    plan["curve"] = [{**p, "g_per_kwh": 1.0} for p in plan["curve"]]
     grid_now = NOW + timedelta(hours=1)
     updated, check = check_window(plan, grid_now)
     assert check["decision"].startswith("re-planned") and check["current_source"] == "trace"

@@ -190,7 +190,8 @@ def test_a_region_that_cannot_finish_is_recorded_not_chosen_and_home_must_plan()
 
 
 def test_failed_providers_fall_back_per_region_and_are_recorded(carbon_dir, grid_store, monkeypatch):
-    """A real HTTP server refusing the token, a trace that is not there: each region plans on its fallback."""
+    """A real HTTP server refusing the token, a trace that is not there: each region plans on its
+    fallback."""
     monkeypatch.setenv("ELECTRICITYMAPS_API_TOKEN", "t0ken")
     import_trace(carbon_dir / EM / "DE-LU_2022_hourly.csv")  # the store holds DE's actuals
     now = datetime(2022, 6, 15, 8, 0, tzinfo=timezone.utc)

@@ -151,7 +151,8 @@ def test_an_interrupted_run_draws_nothing_while_paused_and_its_run_now_counterfa
     # attempt 2's start reading already held a little energy (0.1 kWh) counted before its first mark.
     summary = {"energy_timeline": [reading(0, 0.0, 1), reading(30, 2.0, 1), reading(90, 2.1, 2),
                                    reading(120, 4.0, 2)],
-               "segments": [{"index": 0, "attempts": [{"attempt": 1}]}, {"index": 1, "attempts": [{"attempt": 2}]}]}
+               "segments": [{"index": 0, "attempts": [{"attempt": 1}]},
+                            {"index": 1, "attempts": [{"attempt": 2}]}]}
     curve = [slot(0, 30, 100), slot(30, 90, 500), slot(90, 120, 100)]
     pieces = timeline_pieces(summary, None, 1.0)
     assert [p[0][1] for p in pieces] == [0.0, 2.0]  # each piece starts where the one before ended

@@ -11,8 +11,8 @@ import pytest
 
 from carbon_aware.forecast import Forecast, IntensityPoint
 from carbon_aware.params import ParamsError, validate_params
-from carbon_aware.planner import (Curve, PlanningError, best_segments, best_start, plan_segments, plan_window,
-                                  segment_grid, segments_cost, unit_costs)
+from carbon_aware.planner import (Curve, PlanningError, best_segments, best_start, plan_segments,
+                                  plan_window, segment_grid, segments_cost, unit_costs)
 from tests.conftest import REPO_ROOT
 
 T0 = datetime(2026, 5, 1, tzinfo=timezone.utc)
@@ -139,8 +139,8 @@ def test_clear_errors_when_the_job_cannot_fit():
 
 def test_plan_segments_reports_segments_means_and_the_saving():
     fc = forecast([500, 100, 500, 500, 100, 100, 500, 90, 500, 500])
-    plan = plan_segments(fc, timedelta(hours=3), T0, T0 + timedelta(hours=10), min_segment=timedelta(hours=1),
-                         resume_cost=timedelta(minutes=6))
+    plan = plan_segments(fc, timedelta(hours=3), T0, T0 + timedelta(hours=10),
+                         min_segment=timedelta(hours=1), resume_cost=timedelta(minutes=6))
     data = json.loads(json.dumps(plan.to_dict()))
     assert data["interruptible"] is True and len(data["segments"]) == 2
     first, second = data["segments"]

@@ -109,8 +109,8 @@ def test_a_working_provider_records_its_forecast_and_actuals(grid_store):
                         "intensity": {"forecast": 150, "actual": 140 + i, "index": "moderate"}}
                        for i in range(48)][::-1]
         server.script("/intensity/2026-02-28T10:10Z/2026-03-01T10:10Z", Reply({"data": actual_rows}))
-        forecast, reasons = fetch_forecast([{"name": "uk", "base_url": server.url}], NOW, timedelta(hours=24),
-                                           NOW + timedelta(hours=24))
+        forecast, reasons = fetch_forecast([{"name": "uk", "base_url": server.url}], NOW,
+                                           timedelta(hours=24), NOW + timedelta(hours=24))
     assert forecast.source == "uk" and reasons == []
     store = GridStore()
     assert store.sources("GB") == {"uk": 24.0}
@@ -131,8 +131,8 @@ def test_provider_failure_with_a_day_in_the_store_plans_on_the_history_forecast(
     assert "HTTP 503" in reasons[0]
     assert reasons[1].startswith("history: planned on the history forecaster over 36 h of stored actuals "
                                  "for GB")
-    plan = plan_window(forecast, timedelta(hours=2), NOW, NOW + timedelta(hours=24), fallback_reasons=reasons,
-                       planned_at=NOW)
+    plan = plan_window(forecast, timedelta(hours=2), NOW, NOW + timedelta(hours=24),
+                       fallback_reasons=reasons, planned_at=NOW)
     assert plan.source == "history(store:uk)" and plan.fallback_reasons == reasons
     start_hour = datetime.fromisoformat(plan.start).hour
     assert 9 <= start_hour <= 14, plan.start  # midday, where the stored days were clean

@@ -1,4 +1,5 @@
-"""Real traces: every file in ../shared/data/carbon parses; the history model and the evaluation on real data."""
+"""Real traces: every file in ../shared/data/carbon parses; the history model and the evaluation on
+real data."""
 import json
 import subprocess
 import sys
@@ -32,7 +33,8 @@ def test_neso_file_has_forecast_actual_and_the_known_gap(carbon_dir):
     assert trace.format == "neso" and trace.step == 1800 and trace.forecast is not None
     gap_start = trace.index(datetime(2023, 10, 20, 22, tzinfo=timezone.utc).timestamp())
     assert np.isnan(trace.actual[gap_start:gap_start + 91]).all()
-    assert np.nanmean(np.abs(trace.forecast - trace.actual)) == pytest.approx(9.9, abs=0.2)  # as the data README says
+    # as the data README says
+    assert np.nanmean(np.abs(trace.forecast - trace.actual)) == pytest.approx(9.9, abs=0.2)
 
 
 def test_electricitymaps_and_eia_formats(carbon_dir):
@@ -60,10 +62,12 @@ def test_trace_provider_replays_with_an_offset(carbon_dir):
     forecast = provider.forecast(real_now, timedelta(hours=24))
     assert forecast.start == real_now and forecast.end == real_now + timedelta(hours=24)
     trace = load_trace(path)
-    assert forecast.points[0].value == trace.forecast[trace.index(datetime(2023, 3, 1, 9, tzinfo=timezone.utc).timestamp())]
+    assert forecast.points[0].value == trace.forecast[
+        trace.index(datetime(2023, 3, 1, 9, tzinfo=timezone.utc).timestamp())]
     actuals = provider.actuals(real_now - timedelta(hours=2), real_now)
     assert len(actuals) == 4 and actuals[-1].end == real_now
-    history = TraceProvider.replaying(path, real_now, datetime(2023, 3, 1, 9, tzinfo=timezone.utc), forecast="history")
+    history = TraceProvider.replaying(path, real_now, datetime(2023, 3, 1, 9, tzinfo=timezone.utc),
+                                      forecast="history")
     assert history.forecast(real_now, timedelta(hours=24)).source.endswith(":history")
 
 
@@ -116,14 +120,16 @@ def test_history_beats_persistence_and_the_neso_forecast_matches_argmin(carbon_d
     assert shares["planner + history"] > shares["planner + persistence"]
     assert shares["planner + history"] >= 0.65
     assert shares["oracle"] == pytest.approx(1.0) and shares["run_now"] == pytest.approx(0.0)
-    neso = evaluate_trace(load_trace(carbon_dir / "neso_carbon_intensity_api" / "neso_2023_national_intensity.csv"), 4.0)
+    neso = evaluate_trace(load_trace(carbon_dir / "neso_carbon_intensity_api"
+                                     / "neso_2023_national_intensity.csv"), 4.0)
     own = {r["policy"]: r["oracle_share"] for r in neso["results"]}["planner + trace's own forecast"]
     assert own >= 0.89
 
 
 def test_naive_rules_do_not_save_on_a_solar_grid(carbon_dir):
     caiso = carbon_dir / "electricitymaps_via_green-dcc" / "US-CAL-CISO_2023_hourly.csv"
-    result = {r["policy"]: r for r in evaluate_trace(load_trace(caiso), 4.0, previous=previous_year(caiso))["results"]}
+    result = {r["policy"]: r
+              for r in evaluate_trace(load_trace(caiso), 4.0, previous=previous_year(caiso))["results"]}
     assert result["fixed 02:00 local"]["saving_pct"] < -5  # night is dirtier than the afternoon there
     assert abs(result["threshold 300 g/kWh, 1 h wait"]["saving_pct"]) < 2
     assert result["planner + history"]["saving_pct"] > 15
@@ -132,7 +138,8 @@ def test_naive_rules_do_not_save_on_a_solar_grid(carbon_dir):
 @pytest.mark.integration
 def test_evaluate_cli_prints_the_table(carbon_dir):
     path = carbon_dir / "electricitymaps_via_green-dcc" / "DE-LU_2023_hourly.csv"
-    out = subprocess.run([sys.executable, "-m", "carbon_aware.evaluate", "--trace", str(path), "--job-hours", "1"],
+    out = subprocess.run([sys.executable, "-m", "carbon_aware.evaluate", "--trace", str(path),
+                          "--job-hours", "1"],
                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "planner + history" in out.stdout and "oracle share captured" in out.stdout
@@ -180,7 +187,8 @@ def test_evaluate_cli_all_trigger_hours_json_and_readme_table(carbon_dir, tmp_pa
     assert "| GB (GB_2023_hourly.csv) | " in text and "--trigger-hours all" in text
     assert f"{share['oracle_share']:.2f}" in text
     bad = subprocess.run([sys.executable, "-m", "carbon_aware.evaluate", "--trace", str(path),
-                          "--trigger-hours", "25"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+                          "--trigger-hours", "25"], cwd=REPO_ROOT, capture_output=True, text=True,
+                         timeout=60)
     assert bad.returncode == 2 and "--trigger-hours: expected 'all' or hours 0-23" in bad.stderr
 
 

@@ -264,9 +264,9 @@ def test_the_dag_logs_each_run_to_mlflow_when_a_tracking_uri_is_set(mlflow_serve
     params = trace_params(baseline="every_run")
     params["time_compression"] = compression_for_wait(make_plan(params, "probe"), 5)
     airflow = str(Path(sys.executable).parent / "airflow")
-    out = subprocess.run([airflow, "dags", "test", "carbon_training", "-c", json.dumps(params)], cwd=REPO_ROOT,
-                         env={**airflow_db, "MLFLOW_TRACKING_URI": mlflow_server}, capture_output=True,
-                         text=True, timeout=600)
+    out = subprocess.run([airflow, "dags", "test", "carbon_training", "-c", json.dumps(params)],
+                         cwd=REPO_ROOT, env={**airflow_db, "MLFLOW_TRACKING_URI": mlflow_server},
+                         capture_output=True, text=True, timeout=600)
     log = out.stdout + out.stderr
     assert out.returncode == 0 and "MLflow: logged as run" in log, log[-4000:]
     dag_run_id = log.split("DagRun Finished:")[1].split("run_id=")[1].split(",")[0]

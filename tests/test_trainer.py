@@ -18,7 +18,8 @@ from tests.conftest import REPO_ROOT
 def make_config(tmp_path, **blocks):
     raw = {
         "training": {"run_name": "t", "epochs": 2, "batch_size": 64, "gradient_accumulation_steps": 1,
-                     "learning_rate": 0.01, "optimizer": "sgd", "precision": "fp32", "device": "cpu", "seed": 3},
+                     "learning_rate": 0.01, "optimizer": "sgd", "precision": "fp32", "device": "cpu",
+                     "seed": 3},
         "data": {"dataset": "synthetic", "synthetic_train_size": 220, "synthetic_test_size": 64},
         "model": {"name": "simple_cnn", "kwargs": {"width": 4, "hidden": 16}},
         "emissions": {"enabled": False},
@@ -54,13 +55,15 @@ def test_per_micro_batch_mean_loss_would_not_be_exact(tmp_path):
     """Guards the test above: a different effective batch gives clearly different weights."""
     full = train(make_config(tmp_path, training={"run_name": "full"}))
     other = train(make_config(tmp_path, training={"run_name": "b32", "batch_size": 32}))
-    diff = max((final_weights(full)[k] - final_weights(other)[k]).abs().max().item() for k in final_weights(full))
+    diff = max((final_weights(full)[k] - final_weights(other)[k]).abs().max().item()
+               for k in final_weights(full))
     assert diff > 1e-3
 
 
 def test_dataloader_path_matches_device_resident_path(tmp_path):
     resident = train(make_config(tmp_path, training={"run_name": "res"}, data={"device_resident": "always"}))
-    loader = train(make_config(tmp_path, training={"run_name": "dl"}, data={"device_resident": "never", "num_workers": 2}))
+    loader = train(make_config(tmp_path, training={"run_name": "dl"},
+                               data={"device_resident": "never", "num_workers": 2}))
     assert resident["data"]["device_resident"] and not loader["data"]["device_resident"]
     assert_same_weights(final_weights(resident), final_weights(loader), atol=1e-6)
 
@@ -81,7 +84,8 @@ def test_sigterm_then_resume_ends_with_the_same_weights(tmp_path):
     checkpoint = torch.load(tmp_path / "stopped" / "checkpoints" / "last.pt", weights_only=False)
     assert (checkpoint["state"]["epoch"], checkpoint["state"]["step"]) == (1, 2)
 
-    resumed = train(interrupted.model_copy(update={"training": interrupted.training.model_copy(update={"resume": True})}))
+    resumed = train(interrupted.model_copy(
+        update={"training": interrupted.training.model_copy(update={"resume": True})}))
     assert resumed["attempts"] == 2
     assert [e["epoch"] for e in resumed["epochs"]] == [1, 2, 3]
     assert_same_weights(final_weights(uninterrupted), final_weights(resumed), atol=1e-6)
@@ -96,7 +100,8 @@ def test_a_second_run_with_the_same_name_does_not_overwrite_the_first(tmp_path):
 
 
 def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(tmp_path):
-    config = make_config(tmp_path, training={"epochs": 3}, model={"name": "tests.helpers:NaNAfter", "kwargs": {"good_calls": 5}})
+    config = make_config(tmp_path, training={"epochs": 3},
+                         model={"name": "tests.helpers:NaNAfter", "kwargs": {"good_calls": 5}})
     with pytest.raises(NonFiniteLossError, match="loss became nan in epoch 2"):
         train(config)
     checkpoint = torch.load(tmp_path / "t" / "checkpoints" / "last.pt", weights_only=False)
@@ -125,7 +130,8 @@ def test_bf16_autocast_on_cpu_runs(tmp_path):
 
 
 def test_codecarbon_failure_keeps_training_and_says_why(tmp_path, monkeypatch):
-    monkeypatch.setenv("CODECARBON_TRACKING_MODE", "no-such-mode")  # a real misconfiguration CodeCarbon rejects
+    # a real misconfiguration CodeCarbon rejects
+    monkeypatch.setenv("CODECARBON_TRACKING_MODE", "no-such-mode")
     summary = train(make_config(tmp_path, training={"epochs": 1}, emissions={"enabled": True}))
     assert summary["energy"] is None
     assert "CodeCarbon could not start" in summary["energy_error"]
@@ -133,12 +139,14 @@ def test_codecarbon_failure_keeps_training_and_says_why(tmp_path, monkeypatch):
 
 
 def test_own_model_by_import_path(tmp_path):
-    summary = train(make_config(tmp_path, training={"epochs": 1}, model={"name": "tests.helpers:Linear", "kwargs": {}}))
+    summary = train(make_config(tmp_path, training={"epochs": 1},
+                                model={"name": "tests.helpers:Linear", "kwargs": {}}))
     assert summary["config"]["model"]["name"] == "tests.helpers:Linear"
 
 
 @pytest.mark.parametrize("override, key, expected", [
-    ("training.gradient_accumulation_steps=0", "training.gradient_accumulation_steps", "greater than or equal to 1"),
+    ("training.gradient_accumulation_steps=0", "training.gradient_accumulation_steps",
+     "greater than or equal to 1"),
     ("training.batch_size=0", "training.batch_size", "greater than or equal to 1"),
     ("training.precision=fp8", "training.precision", "'fp32', 'fp16', 'bf16' or 'auto'"),
     ("training.epochs=three", "training.epochs", "valid integer"),
@@ -155,7 +163,8 @@ def test_shipped_configs_are_valid_and_match_their_description():
     baseline = load_config(REPO_ROOT / "include/configs/baseline.yaml")
     optimized = load_config(REPO_ROOT / "include/configs/optimized.yaml")
     test = load_config(REPO_ROOT / "include/configs/test.yaml")
-    assert (baseline.training.precision, baseline.training.batch_size, baseline.training.gradient_accumulation_steps) == ("fp32", 64, 1)
+    assert (baseline.training.precision, baseline.training.batch_size,
+            baseline.training.gradient_accumulation_steps) == ("fp32", 64, 1)
     assert (optimized.training.batch_size, optimized.training.gradient_accumulation_steps) == (
         "auto",
         "auto",
@@ -196,7 +205,8 @@ def test_batch_keys_must_agree(overrides, message):
 
 def test_cli_rejects_a_bad_config_before_training(tmp_path):
     result = subprocess.run([sys.executable, "-m", "training", "--config", "include/configs/optimized.yaml",
-                             "--set", "training.batch_size=-4"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+                             "--set", "training.batch_size=-4"], cwd=REPO_ROOT, capture_output=True,
+                            text=True, timeout=120)
     assert result.returncode == 2
     assert "training.batch_size" in result.stderr
 
@@ -210,16 +220,19 @@ def test_missing_and_corrupt_mnist_files_list_what_is_expected(tmp_path, mnist_d
     for name in os.listdir(mnist_dir):
         (broken / name).symlink_to(mnist_dir / name)
     (broken / "t10k-labels-idx1-ubyte.gz").unlink()
-    (broken / "t10k-labels-idx1-ubyte.gz").write_bytes((mnist_dir / "t10k-labels-idx1-ubyte.gz").read_bytes()[:100])
+    (broken / "t10k-labels-idx1-ubyte.gz").write_bytes(
+        (mnist_dir / "t10k-labels-idx1-ubyte.gz").read_bytes()[:100])
     with pytest.raises(DataError, match="t10k-labels-idx1-ubyte.gz is unreadable|truncated"):
-        train(make_config(tmp_path, training={"run_name": "b"}, data={"dataset": "mnist", "root": str(broken)}))
+        train(make_config(tmp_path, training={"run_name": "b"},
+                          data={"dataset": "mnist", "root": str(broken)}))
 
 
 @pytest.mark.integration
 def test_real_mnist_subset_one_epoch_over_90_percent_with_energy(tmp_path, mnist_dir):
     result = subprocess.run(
         [sys.executable, "-m", "training", "--config", "include/configs/test.yaml",
-         "--set", f"output.dir={tmp_path}", "--set", f"data.root={mnist_dir}", "--set", "training.device=cpu"],
+         "--set", f"output.dir={tmp_path}", "--set", f"data.root={mnist_dir}",
+         "--set", "training.device=cpu"],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 0, result.stdout + result.stderr
@@ -236,9 +249,11 @@ def test_real_mnist_subset_one_epoch_over_90_percent_with_energy(tmp_path, mnist
 
 def test_on_device_settings_apply_only_on_that_device_and_the_callers_overrides_win(tmp_path):
     config = tmp_path / "c.yaml"
-    config.write_text("training: {run_name: r, epochs: 1, batch_size: auto, gradient_accumulation_steps: auto,\n"
+    config.write_text("training: {run_name: r, epochs: 1, batch_size: auto, "
+                      "gradient_accumulation_steps: auto,\n"
                       "           effective_batch_size: 64, learning_rate: 0.003, device: cpu}\n"
-                      "on_device:\n  cuda: ['training.effective_batch_size=512', 'training.learning_rate=0.006']\n")
+                      "on_device:\n"
+                      "  cuda: ['training.effective_batch_size=512', 'training.learning_rate=0.006']\n")
     on_cpu = load_config(config)
     assert (on_cpu.training.effective_batch_size, on_cpu.training.learning_rate) == (64, 0.003)
     on_gpu = load_config(config, ["training.device=cuda"])

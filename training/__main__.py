@@ -17,9 +17,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", required=True, help="YAML config (see include/configs/)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key, e.g. --set training.epochs=1 (repeatable)")
-    parser.add_argument("--print-summary", action="store_true", help="print summary.json to stdout at the end")
+    parser.add_argument("--print-summary", action="store_true",
+                        help="print summary.json to stdout at the end")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stdout, force=True)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stdout, force=True)
     log = logging.getLogger("training")
     try:
         config = load_config(args.config, args.overrides)

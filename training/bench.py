@@ -69,12 +69,14 @@ def original_loop(device: torch.device, epochs: int, train_subset: int | None, d
     from torch.utils.data import DataLoader, Subset
     from torchvision import transforms
 
-    transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((MNIST_MEAN,), (MNIST_STD,))])
+    transform = transforms.Compose([transforms.ToTensor(),
+                                    transforms.Normalize((MNIST_MEAN,), (MNIST_STD,))])
     train_set = LocalMNIST(data_root, train=True, transform=transform)
     test_set = LocalMNIST(data_root, train=False, transform=transform)
     if train_subset:
         train_set = Subset(train_set, range(train_subset))
-    loader = DataLoader(train_set, batch_size=16, shuffle=True, num_workers=2, pin_memory=device.type == "cuda")
+    loader = DataLoader(train_set, batch_size=16, shuffle=True, num_workers=2,
+                        pin_memory=device.type == "cuda")
     test_loader = DataLoader(test_set, batch_size=1000, num_workers=2, pin_memory=device.type == "cuda")
 
     torch.manual_seed(42)
@@ -107,7 +109,8 @@ def original_loop(device: torch.device, epochs: int, train_subset: int | None, d
                 correct += (model(x).argmax(1) == y).sum().item()
     wall = time.perf_counter() - start
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
-    return {"wall_seconds": wall, "test_accuracy_pct": 100.0 * correct / len(test_set), "peak_memory_mb": peak}
+    return {"wall_seconds": wall, "test_accuracy_pct": 100.0 * correct / len(test_set),
+            "peak_memory_mb": peak}
 
 
 def our_trainer(config_name: str, device: torch.device, epochs: int | None, train_subset: int | None,

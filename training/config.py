@@ -87,7 +87,8 @@ class DataConfig(_Block):
 
 
 class ModelConfig(_Block):
-    name: str = Field(default="simple_cnn", description="'simple_cnn' or an import path 'package.module:Class'")
+    name: str = Field(default="simple_cnn",
+                      description="'simple_cnn' or an import path 'package.module:Class'")
     kwargs: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("name")
@@ -183,7 +184,8 @@ def build_config(raw: dict[str, Any]) -> TrainerConfig:
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainerConfig:
     path = Path(path)
-    if not path.is_file() and not path.is_absolute() and (CONFIG_DIR / path.name).is_file() and path.parent == Path("."):
+    if (not path.is_file() and not path.is_absolute() and (CONFIG_DIR / path.name).is_file()
+            and path.parent == Path(".")):
         path = CONFIG_DIR / path.name
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")

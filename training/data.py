@@ -60,7 +60,8 @@ class LocalMNIST(MNIST):
         images = _read_idx(self._find(images_name), magic=2051)
         labels = _read_idx(self._find(labels_name), magic=2049)
         if images.shape[0] != labels.shape[0] or images.shape[1:] != (28, 28):
-            raise DataError(f"{images_name}/{labels_name}: {tuple(images.shape)} images vs {labels.shape[0]} labels")
+            raise DataError(f"{images_name}/{labels_name}: "
+                            f"{tuple(images.shape)} images vs {labels.shape[0]} labels")
         return images, labels.long()
 
 
@@ -70,10 +71,12 @@ def _read_idx(path: Path, magic: int) -> torch.Tensor:
         with opener(path, "rb") as handle:
             raw = handle.read()
     except (OSError, EOFError) as error:
-        raise DataError(_expected_files_message(path.parent, f"file {path.name} is unreadable ({error})")) from None
+        raise DataError(_expected_files_message(path.parent,
+                                                f"file {path.name} is unreadable ({error})")) from None
     header = int.from_bytes(raw[:4], "big")
     if header != magic:
-        raise DataError(_expected_files_message(path.parent, f"file {path.name} has magic {header}, expected {magic}"))
+        raise DataError(_expected_files_message(path.parent,
+                                                f"file {path.name} has magic {header}, expected {magic}"))
     ndim = magic & 0xFF
     shape = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
     offset = 4 + 4 * ndim
@@ -93,7 +96,8 @@ class Split:
 
 def load_splits(config: DataConfig, seed: int) -> tuple[Split, Split]:
     if config.dataset == "synthetic":
-        train, test = _synthetic(config.synthetic_train_size, seed), _synthetic(config.synthetic_test_size, seed + 1)
+        train, test = (_synthetic(config.synthetic_train_size, seed),
+                       _synthetic(config.synthetic_test_size, seed + 1))
     else:
         root = resolve_path(config.root)
         try:
@@ -115,7 +119,8 @@ def _subset(split: Split, size: int | None) -> Split:
 
 def _synthetic(size: int, seed: int) -> Split:
     """Ten fixed random prototypes plus noise: learnable, so smoke tests can check accuracy rises."""
-    prototypes = torch.rand(10, 28, 28, generator=torch.Generator().manual_seed(1234))  # shared by both splits
+    # shared by both splits
+    prototypes = torch.rand(10, 28, 28, generator=torch.Generator().manual_seed(1234))
     generator = torch.Generator().manual_seed(seed)
     labels = torch.randint(0, 10, (size,), generator=generator)
     noise = torch.rand(size, 28, 28, generator=generator)
@@ -127,7 +132,8 @@ def normalize(images_uint8: torch.Tensor) -> torch.Tensor:
     return ((images_uint8.float() / 255.0) - MNIST_MEAN).div_(MNIST_STD).unsqueeze(1)
 
 
-def epoch_plan(size: int, micro_batch: int, accumulation: int, seed: int, epoch: int) -> list[list[torch.Tensor]]:
+def epoch_plan(size: int, micro_batch: int, accumulation: int, seed: int,
+               epoch: int) -> list[list[torch.Tensor]]:
     """The epoch's optimizer steps, each a list of micro-batch index tensors.
 
     The permutation depends only on (seed, epoch), so a resumed run and runs with different

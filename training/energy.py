@@ -51,7 +51,8 @@ class EnergyMeter:
     SIGTERM) continues from the log's last line, so every attempt's kWh counts and the timeline stays
     monotonic; at most ``emissions.log_every_seconds`` of a killed attempt's energy goes unrecorded."""
 
-    def __init__(self, config: EmissionsConfig, output_dir: Path, run_name: str, resumed_from: dict | None = None):
+    def __init__(self, config: EmissionsConfig, output_dir: Path, run_name: str,
+                 resumed_from: dict | None = None):
         self.config = config
         self.output_dir = output_dir
         self.run_name = run_name
@@ -173,7 +174,8 @@ class EnergyMeter:
             "avg_power_watts": totals["kwh"] * 3.6e6 / seconds if seconds > 0 else None,
             "duration_seconds": seconds,
             "codecarbon_emissions_kg": totals["co2_kg"],
-            "codecarbon_intensity_g_per_kwh": 1000 * totals["co2_kg"] / totals["kwh"] if totals["kwh"] > 0 else None,
+            "codecarbon_intensity_g_per_kwh": (1000 * totals["co2_kg"] / totals["kwh"]
+                                               if totals["kwh"] > 0 else None),
             "country_iso_code": self.config.country_iso_code,
             "region": self.config.region,
             "tracking_mode": data.tracking_mode,

@@ -15,7 +15,8 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(handle)
     tmp = Path(tmp_name)
-    os.chmod(tmp, 0o644)  # mkstemp creates 0600; outputs are meant to be read by other users (the UI, a reviewer)
+    # mkstemp creates 0600; outputs are meant to be read by other users (the UI, a reviewer)
+    os.chmod(tmp, 0o644)
     try:
         write(tmp)
         with open(tmp, "rb") as written:

@@ -16,7 +16,8 @@ class SimpleCNN(nn.Module):
     to the large batch; dropout is off by default for the same reason.
     """
 
-    def __init__(self, input_channels: int = 1, num_classes: int = 10, width: int = 32, hidden: int = 128, dropout: float = 0.0):
+    def __init__(self, input_channels: int = 1, num_classes: int = 10, width: int = 32, hidden: int = 128,
+                 dropout: float = 0.0):
         super().__init__()
         self.features = nn.Sequential(
             nn.Conv2d(input_channels, width, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),

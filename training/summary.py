@@ -38,7 +38,8 @@ SUMMARY_SCHEMA: dict[str, Any] = {
         "micro_batch_size": {"type": "integer", "minimum": 1},
         "gradient_accumulation_steps": {"type": "integer", "minimum": 1},
         "effective_batch_size": {"type": "integer", "minimum": 1},
-        "data": {"type": "object", "required": ["dataset", "train_samples", "test_samples", "device_resident"]},
+        "data": {"type": "object",
+                 "required": ["dataset", "train_samples", "test_samples", "device_resident"]},
         "epochs": {
             "type": "array", "minItems": 1,
             "items": {
@@ -63,15 +64,17 @@ SUMMARY_SCHEMA: dict[str, Any] = {
         "energy": {
             "oneOf": [
                 {"type": "null"},
-                {"type": "object", "required": ["energy_kwh", "cpu_energy_kwh", "gpu_energy_kwh", "ram_energy_kwh",
-                                                "avg_power_watts", "codecarbon_emissions_kg", "duration_seconds"]},
+                {"type": "object", "required": ["energy_kwh", "cpu_energy_kwh", "gpu_energy_kwh",
+                                                "ram_energy_kwh", "avg_power_watts",
+                                                "codecarbon_emissions_kg", "duration_seconds"]},
             ]
         },
         "energy_error": {"type": ["string", "null"]},
         "energy_timeline": {
             "type": "array",
             "items": {"type": "object", "required": ["time", "kwh", "label"],
-                      "properties": {"time": _TIME, "kwh": {"type": "number", "minimum": 0}, "label": {"type": "string"}}},
+                      "properties": {"time": _TIME, "kwh": {"type": "number", "minimum": 0},
+                                     "label": {"type": "string"}}},
         },
         "started_at": _TIME, "finished_at": _TIME,
         "attempts": {"type": "integer", "minimum": 1},
@@ -137,8 +140,8 @@ def build_summary(*, config, device, precision, grad_scaler, resident, train_sam
         "micro_batch_size": t.batch_size,
         "gradient_accumulation_steps": t.gradient_accumulation_steps,
         "effective_batch_size": t.effective_batch_size,
-        "data": {"dataset": config.data.dataset, "train_samples": train_samples, "test_samples": test_samples,
-                 "device_resident": resident},
+        "data": {"dataset": config.data.dataset, "train_samples": train_samples,
+                 "test_samples": test_samples, "device_resident": resident},
         "epochs": history,
         "final_test_accuracy_pct": last["test_accuracy_pct"],
         "final_train_loss": last["train_loss"],
@@ -163,6 +166,7 @@ def build_summary(*, config, device, precision, grad_scaler, resident, train_sam
             "energy_consumed_kwh": energy["energy_kwh"] if energy else None,
             "avg_power_watts": energy["avg_power_watts"] if energy else None,
         },
-        "gpu_metrics": {"peak_memory_mb": peak_memory_mb, "gradient_accumulation_steps": t.gradient_accumulation_steps,
+        "gpu_metrics": {"peak_memory_mb": peak_memory_mb,
+                        "gradient_accumulation_steps": t.gradient_accumulation_steps,
                         "effective_batch_size": t.effective_batch_size},
     }

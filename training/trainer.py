@@ -120,7 +120,8 @@ def _optimizer(model: torch.nn.Module, config: TrainerConfig, device: torch.devi
     t = config.training
     fused = {"fused": True} if device.type == "cuda" else {}
     if t.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=t.learning_rate, momentum=t.momentum, weight_decay=t.weight_decay)
+        return torch.optim.SGD(model.parameters(), lr=t.learning_rate, momentum=t.momentum,
+                               weight_decay=t.weight_decay)
     cls = torch.optim.AdamW if t.optimizer == "adamw" else torch.optim.Adam
     return cls(model.parameters(), lr=t.learning_rate, weight_decay=t.weight_decay, **fused)
 
@@ -128,7 +129,8 @@ def _optimizer(model: torch.nn.Module, config: TrainerConfig, device: torch.devi
 def _scheduler(optimizer, config: TrainerConfig, steps_per_epoch: int):
     t = config.training
     if t.lr_schedule == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=t.learning_rate, total_steps=t.epochs * steps_per_epoch)
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=t.learning_rate,
+                                                   total_steps=t.epochs * steps_per_epoch)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _step: 1.0)
 
 
@@ -179,7 +181,8 @@ def _check_run_dir(config: TrainerConfig, run_dir: Path, checkpoint_path: Path) 
     ]
     if leftovers:
         raise RunExistsError(
-            f"training.run_name: output for run {config.training.run_name!r} already exists ({leftovers[0]}); "
+            f"training.run_name: output for run {config.training.run_name!r} already exists "
+            f"({leftovers[0]}); "
             "choose a new run_name, or set training.resume: true to continue it"
         )
 
@@ -228,11 +231,13 @@ def _train(config: TrainerConfig, ctx: Distributed, device: torch.device,
     torch.manual_seed(t.seed)
 
     train_split, test_split = load_splits(config.data, t.seed)
-    dataset_bytes = train_split.images.numel() + test_split.images.numel() + 8 * (len(train_split) + len(test_split))
+    dataset_bytes = (train_split.images.numel() + test_split.images.numel()
+                     + 8 * (len(train_split) + len(test_split)))
     resident = fits_on_device(dataset_bytes, device, config.data.device_resident)
     train_batches = BatchSource(train_split, device, resident, config.data.num_workers)
     test_batches = BatchSource(test_split, device, resident, config.data.num_workers)
-    log.info("data: %s, %d train / %d test samples, %s", config.data.dataset, len(train_split), len(test_split),
+    log.info("data: %s, %d train / %d test samples, %s", config.data.dataset, len(train_split),
+             len(test_split),
              "resident on device" if resident else f"DataLoader with {config.data.num_workers} workers")
 
     model = build_model(config.model).to(device)  # DDP gives every rank rank 0's initial weights
@@ -283,9 +288,11 @@ def _train(config: TrainerConfig, ctx: Distributed, device: torch.device,
         restore_rng_state(checkpoint.get("rank_rng", [checkpoint["rng"]])[ctx.rank])
         state.update(checkpoint["state"])
         if state["epoch"] >= t.epochs:
-            log.info("checkpoint %s already holds all %d epochs: writing the summary", checkpoint_path, t.epochs)
+            log.info("checkpoint %s already holds all %d epochs: writing the summary", checkpoint_path,
+                     t.epochs)
         else:
-            log.info("resumed from %s at epoch %d, step %d", checkpoint_path, state["epoch"] + 1, state["step"])
+            log.info("resumed from %s at epoch %d, step %d", checkpoint_path, state["epoch"] + 1,
+                     state["step"])
     elif t.resume:
         log.info("resume: no checkpoint at %s, starting fresh", checkpoint_path)
     state["attempts"] += 1
@@ -317,7 +324,8 @@ def _train(config: TrainerConfig, ctx: Distributed, device: torch.device,
         with _stop_on_sigterm() as stop:
             for epoch in range(state["epoch"], t.epochs):
                 epoch_start = time.perf_counter()
-                plan = epoch_plan(len(train_split), t.batch_size, t.gradient_accumulation_steps, t.seed, epoch)
+                plan = epoch_plan(len(train_split), t.batch_size, t.gradient_accumulation_steps, t.seed,
+                                  epoch)
                 plan = plan[state["step"]:]
                 group_sizes = [sum(len(idx) for idx in group) for group in plan]  # samples over all ranks
                 loss_sum = torch.zeros((), device=device)  # this rank's, summed over ranks when read
@@ -358,7 +366,8 @@ def _train(config: TrainerConfig, ctx: Distributed, device: torch.device,
                     if stopping or due:
                         state.update(epoch=epoch, step=step + 1,
                                      epoch_loss_sum=state["epoch_loss_sum"] + ctx.sum(loss_sum).item(),
-                                     elapsed_seconds=state["elapsed_seconds"] + time.perf_counter() - segment_start,
+                                     elapsed_seconds=(state["elapsed_seconds"] + time.perf_counter()
+                                                      - segment_start),
                                      energy=meter.checkpoint_state())
                         loss_sum.zero_()  # now counted in state["epoch_loss_sum"]
                         segment_start = time.perf_counter()
@@ -395,10 +404,12 @@ def _train(config: TrainerConfig, ctx: Distributed, device: torch.device,
                 write_checkpoint()
                 last_checkpoint = time.monotonic()
                 log.info("epoch %d/%d | loss %.4f | test acc %.2f%% | %.0f samples/s | energy %s",
-                         epoch + 1, t.epochs, record["train_loss"], test_accuracy, record["samples_per_second"],
+                         epoch + 1, t.epochs, record["train_loss"], test_accuracy,
+                         record["samples_per_second"],
                          f"{energy_kwh:.6f} kWh" if energy_kwh is not None else "n/a")
                 if ctx.any_of([stop.is_set()])[0]:
-                    raise TrainingInterrupted(f"SIGTERM: checkpoint written after epoch {epoch + 1} ({checkpoint_path})")
+                    raise TrainingInterrupted(f"SIGTERM: checkpoint written after epoch {epoch + 1} "
+                                              f"({checkpoint_path})")
     finally:
         energy = meter.stop()
 

@@ -1,4 +1,5 @@
-"""``python -m carbon_aware plan``: fetch a forecast and print the plan the DAG would make, no Airflow needed.
+"""``python -m carbon_aware plan``: fetch a forecast and print the plan the DAG would make, \
+no Airflow needed.
 ``python -m carbon_aware store``: seed the grid store from a trace file, or show what it holds.
 
     python -m carbon_aware plan --providers '[{"name": "uk"}]' --job-hours 4 --deadline-hours 24 [--json]
@@ -23,7 +24,8 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     plan = sub.add_parser("plan", help="print the best start window")
-    plan.add_argument("--providers", default='[{"name": "uk"}]', help="JSON list of provider specs, tried in order, then mock")
+    plan.add_argument("--providers", default='[{"name": "uk"}]',
+                      help="JSON list of provider specs, tried in order, then mock")
     plan.add_argument("--job-hours", type=float, default=1.0)
     plan.add_argument("--deadline-hours", type=float, default=24.0)
     plan.add_argument("--mode", choices=["window", "threshold"], default="window")
@@ -32,7 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     plan.add_argument("--json", action="store_true", help="print the whole plan as JSON")
     store = sub.add_parser("store", help="the grid store ($CARBON_GRID_STORE, else output/grid_store.jsonl)")
     store_sub = store.add_subparsers(dest="store_command", required=True)
-    seed = store_sub.add_parser("import", help="add a trace file's actuals (NESO, Electricity Maps, EIA-930)")
+    seed = store_sub.add_parser("import",
+                                help="add a trace file's actuals (NESO, Electricity Maps, EIA-930)")
     seed.add_argument("path")
     seed.add_argument("--region", help="file under this region (default: the trace's own)")
     seed.add_argument("--source", help="name the source (default: trace:<file name>)")

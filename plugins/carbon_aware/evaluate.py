@@ -133,7 +133,8 @@ def evaluate_trace(trace: Trace, job_hours: float, horizon_hours: float = 24.0,
     days = np.arange(first_day, trace.end, 86400.0)
     origins = np.sort((days[:, None] + 3600.0 * np.array(trigger_hours)[None, :]).ravel())
     origins = origins[origins <= trace.end - horizon]
-    hour_index = ((origins - hourly_start) / 3600).astype(int) - 1  # latest hour fully observed at the origin
+    # latest hour fully observed at the origin
+    hour_index = ((origins - hourly_start) / 3600).astype(int) - 1
     padded = np.concatenate([hourly, np.full(leads + 1, np.nan)])
     truth = padded[hour_index[:, None] + np.arange(1, leads + 1)[None, :]]
     filled = fill_gaps(hourly)  # the baselines get the same gap filling the history model does
@@ -216,9 +217,9 @@ class Interruptible:
     resume_cost_minutes: float = 5.0
 
 
-def score_interruptible(actual: Curve, origins: np.ndarray, planners: list, names: list[str], kept: list[int],
-                        contiguous: dict[str, list[float]], duration: float, horizon: float,
-                        settings: Interruptible) -> tuple[list[dict], dict]:
+def score_interruptible(actual: Curve, origins: np.ndarray, planners: list, names: list[str],
+                        kept: list[int], contiguous: dict[str, list[float]], duration: float,
+                        horizon: float, settings: Interruptible) -> tuple[list[dict], dict]:
     """The interruptible counterpart of each planner policy (see the module docstring): each planner
     maps a trigger's index to the curve it plans on. Triggers where some policy's segments hit a gap in
     the actuals are left out of every interruptible row (and of its run-now and oracle baselines).
@@ -247,7 +248,8 @@ def score_interruptible(actual: Curve, origins: np.ndarray, planners: list, name
     for name, values in realised.items():
         mean = float(np.mean(np.array(values)[ok]))
         share = (run_now - mean) / (run_now - oracle) if run_now - oracle > 1e-9 else None
-        rows.append({"policy": name, "mean_intensity": mean, "saving_pct": 100.0 * (run_now - mean) / run_now,
+        rows.append({"policy": name, "mean_intensity": mean,
+                     "saving_pct": 100.0 * (run_now - mean) / run_now,
                      "oracle_share": share,
                      "mean_segments": float(np.mean(np.array(segment_counts[name])[ok]))})
     return rows, {"min_segment_hours": settings.min_segment_hours,
@@ -378,8 +380,8 @@ def region_traces_from_file(path: str | Path) -> list[RegionTrace]:
                                f"region {region.name} has no trace provider with a path")
         forecast = spec.get("forecast", "auto")
         if forecast not in ("auto", "file", "history"):
-            raise RegionsError(f"{path}: regions[{i}].providers: trace forecast {forecast!r}: expected auto, "
-                               "file or history (the oracle is scored separately)")
+            raise RegionsError(f"{path}: regions[{i}].providers: trace forecast {forecast!r}: "
+                               "expected auto, file or history (the oracle is scored separately)")
         trace_path = Path(spec["path"])
         if not trace_path.is_absolute() and not trace_path.is_file():
             trace_path = REPO_ROOT / trace_path
@@ -640,7 +642,8 @@ def add_interruptible_arguments(parser: argparse.ArgumentParser) -> None:
                         help="interruptible: overhead re-run at each resume (default 5)")
 
 
-def interruptible_settings(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Interruptible | None:
+def interruptible_settings(parser: argparse.ArgumentParser,
+                           args: argparse.Namespace) -> Interruptible | None:
     if args.min_segment_hours <= 0:
         parser.error(f"--min-segment-hours: expected a positive number of hours, "
                      f"got {args.min_segment_hours:g}")
@@ -748,7 +751,8 @@ def markdown_table(evaluations: list[dict], command: str) -> str:
                       if h in runs else None for h in jobs]
             cells.append(" / ".join(_signed(v, ".2f") if v is not None else "–" for v in shares))
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    for label, key in (("**mean over zones**", "mean_share"), ("mean saving % of run-now", "mean_saving_pct"),
+    for label, key in (("**mean over zones**", "mean_share"),
+                       ("mean saving % of run-now", "mean_saving_pct"),
                        ("worst zone", "worst_share")):
         cells = []
         for p in policies:

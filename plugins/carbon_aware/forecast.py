@@ -57,9 +57,11 @@ class Forecast:
 
     def require_coverage(self, start: datetime, end: datetime) -> None:
         if not self.points or self.start > start or self.end < end:
-            have = f"{self.start:%Y-%m-%d %H:%M} to {self.end:%Y-%m-%d %H:%M} UTC" if self.points else "nothing"
+            have = (f"{self.start:%Y-%m-%d %H:%M} to {self.end:%Y-%m-%d %H:%M} UTC" if self.points
+                    else "nothing")
             raise ForecastError(
-                f"{self.source}: forecast too short: covers {have}, needed {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC")
+                f"{self.source}: forecast too short: covers {have}, "
+                f"needed {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC")
 
 
 def points_to_arrays(points: list[IntensityPoint]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -95,21 +97,24 @@ def validate_points(points: Iterable[IntensityPoint], source: str) -> list[Inten
         if value < 0:
             raise ForecastError(f"{source}: negative intensity {value} at {point.start.isoformat()}")
         if value > MAX_PLAUSIBLE_G_PER_KWH:
-            raise ForecastError(f"{source}: implausible intensity {value} g/kWh (> {MAX_PLAUSIBLE_G_PER_KWH:.0f}) at {point.start.isoformat()}")
+            raise ForecastError(f"{source}: implausible intensity {value} g/kWh "
+                                f"(> {MAX_PLAUSIBLE_G_PER_KWH:.0f}) at {point.start.isoformat()}")
         if point.duration <= timedelta(0):
             raise ForecastError(f"{source}: non-positive slot duration at {point.start.isoformat()}")
         if previous is not None:
             if point.start == previous.start:
                 raise ForecastError(f"{source}: duplicated timestamp {point.start.isoformat()}")
             if point.start < previous.start:
-                raise ForecastError(f"{source}: timestamps not sorted ({point.start.isoformat()} after {previous.start.isoformat()})")
+                raise ForecastError(f"{source}: timestamps not sorted "
+                                    f"({point.start.isoformat()} after {previous.start.isoformat()})")
             if point.start < previous.end:
                 raise ForecastError(f"{source}: slots overlap at {point.start.isoformat()}")
         previous = point
     return points
 
 
-def slots_from_instants(times: list[datetime], values: list[float], default: timedelta = timedelta(hours=1)) -> list[IntensityPoint]:
+def slots_from_instants(times: list[datetime], values: list[float],
+                        default: timedelta = timedelta(hours=1)) -> list[IntensityPoint]:
     """Points given as instants (one value per timestamp): each lasts until the next one.
 
     Each slot's length is the gap to the next timestamp; the last takes the most common gap."""
@@ -119,6 +124,7 @@ def slots_from_instants(times: list[datetime], values: list[float], default: tim
     typical = max(set(gaps), key=gaps.count) if gaps else default
     points = []
     for i, (moment, value) in enumerate(zip(times, values)):
-        duration = times[i + 1] - moment if i + 1 < len(times) and times[i + 1] - moment <= 2 * typical else typical
+        duration = (times[i + 1] - moment if i + 1 < len(times) and times[i + 1] - moment <= 2 * typical
+                    else typical)
         points.append(IntensityPoint(moment, duration if duration > timedelta(0) else typical, value))
     return points

@@ -245,8 +245,8 @@ class HistoryModel:
         made_for = (data["features"], data["linear"], data["window_hours"])
         if made_for != (list(FEATURES), list(LINEAR), WINDOW_H):
             raise ValueError(f"{path}: made for other features; run python -m carbon_aware.forecaster --fit")
-        return cls(np.asarray(data["coefficients"], dtype=float), lightgbm.Booster(model_str=data["booster"]),
-                   data["fitted_on"])
+        return cls(np.asarray(data["coefficients"], dtype=float),
+                   lightgbm.Booster(model_str=data["booster"]), data["fitted_on"])
 
 
 def training_rows(hourly: np.ndarray, start: float, region: str | None, leads: int,

@@ -340,7 +340,8 @@ class CarbonReportOperator(BaseOperator):
         ti = context["ti"]
         wait = ti.xcom_pull(task_ids=self.wait_task_id)
         job_tasks = [self.job_task_id] if isinstance(self.job_task_id, str) else list(self.job_task_id)
-        job_task, job = next(((t, j) for t in job_tasks if (j := ti.xcom_pull(task_ids=t, key=JOB_XCOM_KEY))),
+        job_task, job = next(((t, j) for t in job_tasks
+                              if (j := ti.xcom_pull(task_ids=t, key=JOB_XCOM_KEY))),
                              (None, None))
         if not wait or not job:
             raise ValueError(f"nothing to report: no {'plan' if not wait else 'job result'} in XCom of "

@@ -83,7 +83,8 @@ def redact(value: Any) -> Any:
 
 
 def validate_params(raw: dict[str, Any]) -> RunParams:
-    known = {key: value for key, value in raw.items() if key in RunParams.model_fields or not key.startswith("_")}
+    known = {key: value for key, value in raw.items()
+             if key in RunParams.model_fields or not key.startswith("_")}
     try:
         return RunParams.model_validate(known)
     except ValidationError as error:

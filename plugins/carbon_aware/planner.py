@@ -50,13 +50,15 @@ class Curve:
 
 
 def best_start(curve: Curve, duration: float, earliest: float, latest_start: float) -> tuple[float, float]:
-    """(start, mean) of the lowest-mean window starting in [earliest, latest_start]; ties go to the earliest."""
+    """(start, mean) of the lowest-mean window starting in [earliest, latest_start]; ties go to the
+    earliest."""
     boundaries = np.concatenate([curve.starts, curve.ends])
     candidates = np.concatenate([[earliest, latest_start], boundaries, boundaries - duration])
     candidates = np.unique(candidates[(candidates >= earliest) & (candidates <= latest_start)])
     means = curve.window_means(candidates, duration)
     if np.all(np.isnan(means)):
-        raise PlanningError("no window of the job's length is fully covered by the forecast before the deadline")
+        raise PlanningError("no window of the job's length is fully covered by the forecast "
+                            "before the deadline")
     best = np.nanmin(means)
     index = int(np.argmax(means <= best + _TIE))  # first (earliest) candidate within the tie tolerance
     return float(candidates[index]), float(means[index])
@@ -103,8 +105,10 @@ class Plan:
                     f"{self.mean_intensity:.0f} g/kWh "
                     f"({_signed_pct(-self.expected_saving_pct)}); deadline {deadline:%Y-%m-%d %H:%M} UTC; "
                     f"source {self.source}")
-        return (f"Now {self.run_now_mean_intensity:.0f} g/kWh; best {_hours(self.duration_hours)} window starts "
-                f"{start:%Y-%m-%d %H:%M} UTC at {self.mean_intensity:.0f} g/kWh ({_signed_pct(-self.expected_saving_pct)}); "
+        return (f"Now {self.run_now_mean_intensity:.0f} g/kWh; "
+                f"best {_hours(self.duration_hours)} window starts "
+                f"{start:%Y-%m-%d %H:%M} UTC at {self.mean_intensity:.0f} g/kWh "
+                f"({_signed_pct(-self.expected_saving_pct)}); "
                 f"deadline {deadline:%Y-%m-%d %H:%M} UTC; source {self.source}")
 
 
@@ -121,7 +125,8 @@ def _iso(seconds: float) -> str:
 
 
 def plan_window(forecast: Forecast, duration: timedelta, earliest_start: datetime, deadline: datetime, *,
-                mode: Mode = "window", threshold: float | None = None, cost_points: list[IntensityPoint] | None = None,
+                mode: Mode = "window", threshold: float | None = None,
+                cost_points: list[IntensityPoint] | None = None,
                 fallback_reasons: list[str] | None = None, planned_at: datetime | None = None,
                 interruptible: bool = False, min_segment: timedelta = timedelta(minutes=30),
                 resume_cost: timedelta = timedelta(minutes=5)) -> Plan:
@@ -165,12 +170,13 @@ def plan_window(forecast: Forecast, duration: timedelta, earliest_start: datetim
             reason = f"no slot below {threshold:g} g/kWh before the deadline; " + reason
     mean = float(intensity.window_means(np.array([start]), seconds)[0])
 
-    curve_from, curve_to = earliest_start - timedelta(hours=1), max(deadline, datetime.fromtimestamp(start + seconds, tz=timezone.utc))
+    curve_from, curve_to = (earliest_start - timedelta(hours=1),
+                            max(deadline, datetime.fromtimestamp(start + seconds, tz=timezone.utc)))
     return Plan(
         mode=mode, source=forecast.source, region=forecast.region,
         planned_at=(planned_at or datetime.now(timezone.utc)).isoformat(),
-        earliest_start=earliest_start.isoformat(), deadline=deadline.isoformat(), duration_hours=seconds / 3600,
-        start=_iso(start), end=_iso(start + seconds), mean_intensity=mean,
+        earliest_start=earliest_start.isoformat(), deadline=deadline.isoformat(),
+        duration_hours=seconds / 3600, start=_iso(start), end=_iso(start + seconds), mean_intensity=mean,
         run_now_start=earliest_start.isoformat(), run_now_mean_intensity=run_now_mean,
         expected_saving_pct=100.0 * (run_now_mean - mean) / run_now_mean if run_now_mean > 0 else 0.0,
         reason=reason, threshold=threshold, fallback_reasons=list(fallback_reasons or []),
@@ -179,8 +185,10 @@ def plan_window(forecast: Forecast, duration: timedelta, earliest_start: datetim
     )
 
 
-def _first_below(curve: Curve, threshold: float, earliest: float, latest_start: float) -> tuple[float | None, str]:
-    """The original pipeline's rule: start in the first slot below the threshold (never past the deadline)."""
+def _first_below(curve: Curve, threshold: float, earliest: float,
+                 latest_start: float) -> tuple[float | None, str]:
+    """The original pipeline's rule: start in the first slot below the threshold (never past the
+    deadline)."""
     for slot_start, slot_end, value in zip(curve.starts, curve.ends, curve.values):
         start = max(slot_start, earliest)
         if slot_end <= earliest or value >= threshold:
@@ -191,7 +199,8 @@ def _first_below(curve: Curve, threshold: float, earliest: float, latest_start: 
     return None, ""
 
 
-def composite_cost(intensity: list[IntensityPoint], price: list[IntensityPoint], carbon_price_per_tonne: float) -> list[IntensityPoint]:
+def composite_cost(intensity: list[IntensityPoint], price: list[IntensityPoint],
+                   carbon_price_per_tonne: float) -> list[IntensityPoint]:
     """Cost per kWh = electricity price + carbon price x intensity, on the intensity's slots.
 
     ``price`` is currency/kWh on its own slots (time-weighted onto ours); carbon price is currency/tCO2."""
@@ -203,10 +212,11 @@ def composite_cost(intensity: list[IntensityPoint], price: list[IntensityPoint],
         raise PlanningError("the electricity price curve does not cover the intensity forecast")
     mean_price = (area1 - area0) / (ends - starts)
     per_gram = carbon_price_per_tonne / 1e6
-    return [IntensityPoint(p.start, p.duration, float(mean_price[i] + per_gram * values[i])) for i, p in enumerate(intensity)]
+    return [IntensityPoint(p.start, p.duration, float(mean_price[i] + per_gram * values[i]))
+            for i, p in enumerate(intensity)]
 
 
-# --- Interruptible jobs: the cheapest set of segments instead of one window ---------------------------------
+# --- Interruptible jobs: the cheapest set of segments instead of one window ----------------------------
 #
 # Time is cut into units of ``step`` seconds from ``earliest`` (rounded up to a whole minute) to
 # ``latest_end``; ``step`` is the largest whole number of minutes that divides the job, the minimum
@@ -420,7 +430,8 @@ def plan_segments(forecast: Forecast, duration: timedelta, earliest_start: datet
     run_now_mean = float(intensity.window_means(np.array([earliest]), seconds)[0])
     if np.isnan(run_now_mean):
         raise ForecastError(f"{forecast.source}: forecast has a gap in the run-now window")
-    chosen = best_segments(objective, seconds, earliest, min(deadline.timestamp(), float(intensity.ends[-1])),
+    chosen = best_segments(objective, seconds, earliest,
+                           min(deadline.timestamp(), float(intensity.ends[-1])),
                            min_segment_s=min_segment.total_seconds(),
                            resume_cost_s=resume_cost.total_seconds())
     segments = []

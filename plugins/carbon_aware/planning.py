@@ -30,7 +30,8 @@ def check_params(raw: dict[str, Any], trainer_configs: bool = True) -> RunParams
         try:
             load_config(config_path(getattr(params, name)), params.training_overrides)
         except ConfigError as error:
-            raise ParamsError(f"param {name} ({getattr(params, name)}) with training_overrides: {error}") from None
+            raise ParamsError(f"param {name} ({getattr(params, name)}) "
+                              f"with training_overrides: {error}") from None
     return params
 
 
@@ -59,7 +60,8 @@ def make_plan(raw_params: dict[str, Any], dag_run_id: str, now: datetime | None 
     duration_note = "from params"
     if hours is None:
         hours = last_measured_hours(exclude=run_dir_for(dag_run_id))
-        duration_note = "the last run's measured duration" if hours else f"no earlier run measured: default {DEFAULT_JOB_HOURS} h"
+        duration_note = ("the last run's measured duration" if hours
+                         else f"no earlier run measured: default {DEFAULT_JOB_HOURS} h")
         hours = hours or DEFAULT_JOB_HOURS
     duration = timedelta(hours=hours)
     deadline = now + timedelta(hours=params.deadline_hours)
@@ -71,11 +73,13 @@ def make_plan(raw_params: dict[str, Any], dag_run_id: str, now: datetime | None 
     forecast, reasons = fetch_forecast(
         params.providers, now, timedelta(hours=params.deadline_hours), now + duration
     )
-    chosen = plan_window(forecast, duration, now, deadline, mode=params.planning_mode, threshold=params.carbon_threshold,
-                         fallback_reasons=reasons, planned_at=now, **segmenting(params.model_dump()))
+    chosen = plan_window(forecast, duration, now, deadline, mode=params.planning_mode,
+                         threshold=params.carbon_threshold, fallback_reasons=reasons, planned_at=now,
+                         **segmenting(params.model_dump()))
     plan = chosen.to_dict()
     plan["horizon_note"] = _horizon_note(forecast, deadline)
-    plan["summary"] = (f"{chosen.summary_line()}\nreason: {chosen.reason}; duration {hours:g} h ({duration_note})"
+    plan["summary"] = (f"{chosen.summary_line()}\nreason: {chosen.reason}; "
+                       f"duration {hours:g} h ({duration_note})"
                        + (f"\nfallbacks: {reasons}" if reasons else "")
                        + (f"\nhorizon: {plan['horizon_note']}" if plan["horizon_note"] else ""))
     return _finish(plan, params, duration_note, dag_run_id, now)
@@ -147,7 +151,8 @@ def check_window(plan: dict[str, Any], grid_now: datetime) -> tuple[dict[str, An
     request = plan["request"]
     anchor = datetime.fromisoformat(plan["clock"]["anchor"])
     expected = next((p["g_per_kwh"] for p in plan["curve"]
-                     if datetime.fromisoformat(p["start"]) <= grid_now < datetime.fromisoformat(p["end"])), None)
+                     if datetime.fromisoformat(p["start"]) <= grid_now < datetime.fromisoformat(p["end"])),
+                    None)
     current, source = None, None
     providers = plan.get("providers") or request["providers"]  # the chosen region's, with a regions file
     for spec in providers:
@@ -158,7 +163,8 @@ def check_window(plan: dict[str, Any], grid_now: datetime) -> tuple[dict[str, An
                 break
         except (ForecastError, ValueError, OSError) as error:
             log.info("current intensity from %s unavailable: %s", spec.get("name"), error)
-    check = {"at": grid_now.isoformat(), "current_g_per_kwh": current, "forecast_g_per_kwh": expected, "current_source": source}
+    check = {"at": grid_now.isoformat(), "current_g_per_kwh": current, "forecast_g_per_kwh": expected,
+             "current_source": source}
     limit = expected * (1 + request["replan_tolerance_pct"] / 100) if expected is not None else None
     duration = timedelta(hours=plan["duration_hours"])
     deadline = datetime.fromisoformat(plan["deadline"])
@@ -171,15 +177,16 @@ def check_window(plan: dict[str, Any], grid_now: datetime) -> tuple[dict[str, An
         forecast, reasons = fetch_forecast(
             providers, grid_now, deadline - grid_now, grid_now + duration, anchor=anchor
         )
-        fresh = plan_window(forecast, duration, grid_now, deadline, mode=request["planning_mode"], **segmenting(request),
-                            threshold=request["carbon_threshold"], fallback_reasons=reasons, planned_at=grid_now).to_dict()
+        fresh = plan_window(forecast, duration, grid_now, deadline, mode=request["planning_mode"],
+                            **segmenting(request), threshold=request["carbon_threshold"],
+                            fallback_reasons=reasons, planned_at=grid_now).to_dict()
     except (ForecastError, PlanningError) as error:
         check["decision"] = f"re-plan failed ({error}); start now"
         return plan, check
     check["decision"] = f"re-planned: new start {fresh['start']}"
     check["new_start"] = fresh["start"]
-    updated = {**plan, **{k: fresh[k] for k in ("start", "end", "mean_intensity", "source", "curve", "reason",
-                                          "fallback_reasons", "segments")}}
+    updated = {**plan, **{k: fresh[k] for k in ("start", "end", "mean_intensity", "source", "curve",
+                                                "reason", "fallback_reasons", "segments")}}
     updated["replans"] = [*plan.get("replans", []), check]
     return updated, check
 

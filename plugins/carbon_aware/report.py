@@ -33,7 +33,9 @@ REPORT_VERSION = "2.0"
 
 
 def _points(rows: list[dict[str, Any]]) -> list[IntensityPoint]:
-    return [IntensityPoint(datetime.fromisoformat(r["start"]), datetime.fromisoformat(r["end"]) - datetime.fromisoformat(r["start"]), r["g_per_kwh"])
+    return [IntensityPoint(datetime.fromisoformat(r["start"]),
+                           datetime.fromisoformat(r["end"]) - datetime.fromisoformat(r["start"]),
+                           r["g_per_kwh"])
             for r in rows]
 
 
@@ -208,9 +210,9 @@ BASELINE_NOTES = {
 }
 
 
-def build_report(*, dag_run_id: str, plan: dict[str, Any], wait: dict[str, Any], baseline: dict[str, Any] | None,
-                 optimized: dict[str, Any], actual: list[IntensityPoint], report_time: datetime,
-                 home_actual: list[IntensityPoint] | None = None) -> dict[str, Any]:
+def build_report(*, dag_run_id: str, plan: dict[str, Any], wait: dict[str, Any],
+                 baseline: dict[str, Any] | None, optimized: dict[str, Any], actual: list[IntensityPoint],
+                 report_time: datetime, home_actual: list[IntensityPoint] | None = None) -> dict[str, Any]:
     """``baseline`` is the train_baseline task's record (``kind`` measured or cached, ``summary``, where it
     came from) or None when off. Counterfactual = the baseline config started at run-now; actual = the
     optimized run in its window. Saving = counterfactual - actual = timing + efficiency, where timing
@@ -417,13 +419,17 @@ def format_table(report: dict[str, Any]) -> str:
     rows = [
         ("", f"baseline (run now in {place['home_region']})" if place else "baseline (run now)",
          f"optimized (chosen window in {place['chosen_region']})" if place else "optimized (chosen window)"),
-        ("start (grid time, UTC)", report["schedule"]["run_now_start"][:16], (report["schedule"]["actual_start"] or "")[:16]),
-        ("energy", _fmt(e["baseline_energy_kwh"], "{:.3g}", " kWh"), _fmt(e["optimized_energy_kwh"], "{:.3g}", " kWh")),
+        ("start (grid time, UTC)", report["schedule"]["run_now_start"][:16],
+         (report["schedule"]["actual_start"] or "")[:16]),
+        ("energy", _fmt(e["baseline_energy_kwh"], "{:.3g}", " kWh"),
+         _fmt(e["optimized_energy_kwh"], "{:.3g}", " kWh")),
         ("grid intensity", _fmt(run_now_g, "{:.0f}", " g/kWh"),
          _fmt(t["chosen_window_intensity_g_per_kwh"], "{:.0f}", " g/kWh")),
-        ("emissions (time-resolved)", _fmt(c["baseline_emissions_kg"] and c["baseline_emissions_kg"] * 1000, "{:.3g}", " g"),
+        ("emissions (time-resolved)",
+         _fmt(c["baseline_emissions_kg"] and c["baseline_emissions_kg"] * 1000, "{:.3g}", " g"),
          _fmt(c["optimized_emissions_kg"] and c["optimized_emissions_kg"] * 1000, "{:.3g}", " g")),
-        ("emissions (CodeCarbon static)", _fmt(_g(report["codecarbon_static"]["baseline_emissions_kg"]), "{:.3g}", " g"),
+        ("emissions (CodeCarbon static)",
+         _fmt(_g(report["codecarbon_static"]["baseline_emissions_kg"]), "{:.3g}", " g"),
          _fmt(_g(report["codecarbon_static"]["optimized_emissions_kg"]), "{:.3g}", " g")),
         ("test accuracy", _fmt(report["accuracy_impact"]["baseline_accuracy"], "{:.2f}", " %"),
          _fmt(report["accuracy_impact"]["optimized_accuracy"], "{:.2f}", " %")),
@@ -436,17 +442,23 @@ def format_table(report: dict[str, Any]) -> str:
     lines.insert(1, "  ".join("-" * w for w in width))
     lines += [
         "",
-        f"saving: {_fmt(_g(c['reduction_kg']), '{:.3g}', ' g')} ({_fmt(c['reduction_percentage'], '{:.1f}', ' %')}) = "
+        f"saving: {_fmt(_g(c['reduction_kg']), '{:.3g}', ' g')} "
+        f"({_fmt(c['reduction_percentage'], '{:.1f}', ' %')}) = "
         + (f"place {_fmt(_g(place['saving_kg']), '{:.3g}', ' g')} ({place['chosen_region']} vs "
            f"{place['home_region']} at run-now) + " if place else "") +
-        f"timing {_fmt(_g(t['saving_kg']), '{:.3g}', ' g')} (window g/kWh {_change(t['saving_percentage'])} vs run-now) + "
-        f"efficiency {_fmt(_g(e['saving_kg']), '{:.3g}', ' g')} (energy {_change(e['saving_percentage'])} vs baseline)",
+        f"timing {_fmt(_g(t['saving_kg']), '{:.3g}', ' g')} "
+        f"(window g/kWh {_change(t['saving_percentage'])} vs run-now) + "
+        f"efficiency {_fmt(_g(e['saving_kg']), '{:.3g}', ' g')} "
+        f"(energy {_change(e['saving_percentage'])} vs baseline)",
         _baseline_line(report),
         *_region_lines(report),
         *_job_lines(report),
-        f"forecast source: {report['sources']['forecast']}; fallbacks: {report['sources']['fallback_reasons'] or 'none'}; "
-        f"re-plans: {len(report['replans'])}; wait {_fmt(report['schedule']['wait_seconds'], '{:.1f}', ' s')}"
-        + (f" (time compressed x{report['schedule']['time_compression']:g})" if report["schedule"]["time_compression"] != 1 else ""),
+        f"forecast source: {report['sources']['forecast']}; "
+        f"fallbacks: {report['sources']['fallback_reasons'] or 'none'}; "
+        f"re-plans: {len(report['replans'])}; "
+        f"wait {_fmt(report['schedule']['wait_seconds'], '{:.1f}', ' s')}"
+        + (f" (time compressed x{report['schedule']['time_compression']:g})"
+           if report["schedule"]["time_compression"] != 1 else ""),
     ]
     return "\n".join(lines)
 
@@ -458,7 +470,8 @@ def _region_lines(report: dict[str, Any]) -> list[str]:
     place = report.get("place")
     if not place:
         return []
-    return [f"regions (* chosen; queue {place['queue']}; home {place['home_region']} is the counterfactual):",
+    return [f"regions (* chosen; queue {place['queue']}; "
+            f"home {place['home_region']} is the counterfactual):",
             format_regions({"regions": report["regions"], "region": place["chosen_region"]})]
 
 
@@ -467,7 +480,8 @@ def _job_lines(report: dict[str, Any]) -> list[str]:
     lines = []
     if route.get("region"):
         lines.append(f"trained in region {route['region']} (queue {route['queue']}"
-                     + (f", on a worker of region {job['worker_region']}" if job.get("worker_region") else "")
+                     + (f", on a worker of region {job['worker_region']}"
+                        if job.get("worker_region") else "")
                      + f"): {route['reason']}")
     if job.get("interruptible") or len(job.get("segments") or []) > 1:
         lines.append(f"segments: {len(job['segments'])}, attempts: {job['attempts']}")
@@ -475,8 +489,10 @@ def _job_lines(report: dict[str, Any]) -> list[str]:
                   f"{_fmt(s['energy_kwh'], '{:.3g}', ' kWh')}  {_fmt(s['emissions_g'], '{:.3g}', ' g')}  "
                   f"attempts {s['attempts']}" for s in job["segments"]]
     if stop and stop.get("reason") == "carbon_budget":
-        lines.append(f"stopped by the carbon budget at {stop['spent_g']:.4g} g (budget {stop['budget_g']:g} g, "
-                     f"finishing projected at {stop['projected_g']:.4g} g): trained until its last checkpoint, "
+        lines.append(f"stopped by the carbon budget at {stop['spent_g']:.4g} g "
+                     f"(budget {stop['budget_g']:g} g, "
+                     f"finishing projected at {stop['projected_g']:.4g} g): "
+                     "trained until its last checkpoint, "
                      f"accuracy {_fmt(report['accuracy_impact']['optimized_accuracy'], '{:.2f}', ' %')}")
     return lines
 
@@ -508,7 +524,8 @@ def _g(kg):
     return kg * 1000 if kg is not None else None
 
 
-def write_plot(report: dict[str, Any], plan: dict[str, Any], actual: list[IntensityPoint], path: Path) -> None:
+def write_plot(report: dict[str, Any], plan: dict[str, Any], actual: list[IntensityPoint],
+               path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -518,21 +535,28 @@ def write_plot(report: dict[str, Any], plan: dict[str, Any], actual: list[Intens
 
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 7), gridspec_kw={"height_ratios": [2, 1]})
     forecast = _points(plan["curve"])
-    top.step([p.start for p in forecast], [p.value for p in forecast], where="post", label=f"forecast ({plan['source']})")
+    top.step([p.start for p in forecast], [p.value for p in forecast], where="post",
+             label=f"forecast ({plan['source']})")
     if actual:
-        top.step([p.start for p in actual], [p.value for p in actual], where="post", alpha=0.7, label="actual")
-    for key, colour, label in (("baseline", "tab:red", "run now (baseline)"), ("optimized", "tab:green", "chosen window (optimized)")):
+        top.step([p.start for p in actual], [p.value for p in actual], where="post", alpha=0.7,
+                 label="actual")
+    for key, colour, label in (("baseline", "tab:red", "run now (baseline)"),
+                               ("optimized", "tab:green", "chosen window (optimized)")):
         run = report["intensities"][key]
         if run and "window_start" in run:
-            top.axvspan(datetime.fromisoformat(run["window_start"]), datetime.fromisoformat(run["window_end"]), color=colour, alpha=0.25, label=label)
-    top.axvspan(datetime.fromisoformat(plan["start"]), datetime.fromisoformat(plan["end"]), fill=False, hatch="//", edgecolor="tab:green", label="planned window")
+            top.axvspan(datetime.fromisoformat(run["window_start"]),
+                        datetime.fromisoformat(run["window_end"]), color=colour, alpha=0.25, label=label)
+    top.axvspan(datetime.fromisoformat(plan["start"]), datetime.fromisoformat(plan["end"]), fill=False,
+                hatch="//", edgecolor="tab:green", label="planned window")
     top.axvline(datetime.fromisoformat(plan["deadline"]), color="black", linestyle="--", label="deadline")
     top.set_ylabel("gCO2/kWh")
     top.set_title(f"carbon_training {report['dag_run_id']}: intensity and windows (UTC)")
     top.legend(fontsize=8, loc="upper right")
     names = ["baseline", "optimized"]
-    energy = [report["efficiency"]["baseline_energy_kwh"] or 0, report["efficiency"]["optimized_energy_kwh"] or 0]
-    grams = [_g(report["carbon_savings"]["baseline_emissions_kg"]) or 0, _g(report["carbon_savings"]["optimized_emissions_kg"]) or 0]
+    energy = [report["efficiency"]["baseline_energy_kwh"] or 0,
+              report["efficiency"]["optimized_energy_kwh"] or 0]
+    grams = [_g(report["carbon_savings"]["baseline_emissions_kg"]) or 0,
+             _g(report["carbon_savings"]["optimized_emissions_kg"]) or 0]
     x = np.arange(2)
     bottom.bar(x - 0.2, [v * 1000 for v in energy], 0.4, label="energy (Wh)")
     bottom.bar(x + 0.2, grams, 0.4, label="emissions (g CO2)")
@@ -576,16 +600,17 @@ def _keep_actuals(provider, points: list) -> None:
         log.warning("grid store: actuals not recorded (%s)", error)
 
 
-def write_report(dag_run_id: str, plan: dict[str, Any], wait: dict[str, Any], baseline: dict[str, Any] | None,
-                 optimized: dict[str, Any], now: datetime | None = None, dag_id: str | None = None,
-                 route: dict[str, Any] | None = None,
+def write_report(dag_run_id: str, plan: dict[str, Any], wait: dict[str, Any],
+                 baseline: dict[str, Any] | None, optimized: dict[str, Any], now: datetime | None = None,
+                 dag_id: str | None = None, route: dict[str, Any] | None = None,
                  tasks: dict[str, str] | None = None) -> tuple[dict[str, Any], str]:
     """``tasks``: the DAG's task ids by role (plan, wait, job, report), for links to their logs."""
     from training.files import atomic_write_json
 
     now = now or datetime.now(timezone.utc)
     if plan["clock"]["compression"] != 1:  # a demo: the runs are priced as if they took their planned time
-        grid_now = max(datetime.fromisoformat(wait["woke_at_grid"]) + timedelta(hours=plan["duration_hours"]),
+        grid_now = max(datetime.fromisoformat(wait["woke_at_grid"])
+                       + timedelta(hours=plan["duration_hours"]),
                        *(datetime.fromisoformat(s["grid_start"]) + timedelta(hours=s["grid_hours"])
                          for s in optimized.get("segments") or [] if s.get("grid_start")))
     else:
@@ -595,8 +620,8 @@ def write_report(dag_run_id: str, plan: dict[str, Any], wait: dict[str, Any], ba
     if plan.get("home_region") is not None:
         at_home = plan["region"] == plan["home_region"]
         home_actual = actual if at_home else actuals_for_report(plan, grid_now, home=True)
-    report = build_report(dag_run_id=dag_run_id, plan=plan, wait=wait, baseline=baseline, optimized=optimized,
-                          actual=actual, report_time=now, home_actual=home_actual)
+    report = build_report(dag_run_id=dag_run_id, plan=plan, wait=wait, baseline=baseline,
+                          optimized=optimized, actual=actual, report_time=now, home_actual=home_actual)
     report["dag_id"] = dag_id
     report["route"] = route
     report["tasks"] = tasks

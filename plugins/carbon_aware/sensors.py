@@ -24,7 +24,8 @@ class CarbonWindowSensor(BaseSensorOperator):
 
     template_fields: Sequence[str] = ("plan_task_id",)
 
-    def __init__(self, *, plan_task_id: str = "plan_window", min_defer_seconds: float = MIN_DEFER_SECONDS, **kwargs) -> None:
+    def __init__(self, *, plan_task_id: str = "plan_window", min_defer_seconds: float = MIN_DEFER_SECONDS,
+                 **kwargs) -> None:
         super().__init__(**kwargs)
         self.plan_task_id = plan_task_id
         self.min_defer_seconds = min_defer_seconds
@@ -34,29 +35,37 @@ class CarbonWindowSensor(BaseSensorOperator):
         return self._wait_or_start(plan, started_at=datetime.now(timezone.utc).isoformat())
 
     def execute_complete(self, context, event: dict[str, Any]) -> dict[str, Any]:
-        self.log.info("woke at %s for the window planned at %s", datetime.now(timezone.utc).isoformat(), event["plan"]["start"])
-        return self._on_wake(event["plan"], event["started_at"], fired_at=datetime.fromisoformat(event["moment"]))
+        self.log.info("woke at %s for the window planned at %s", datetime.now(timezone.utc).isoformat(),
+                      event["plan"]["start"])
+        return self._on_wake(event["plan"], event["started_at"],
+                             fired_at=datetime.fromisoformat(event["moment"]))
 
     def _wait_or_start(self, plan: dict[str, Any], started_at: str) -> dict[str, Any]:
         from carbon_aware.clock import Clock
 
         clock = Clock.from_plan(plan, started=datetime.fromisoformat(started_at))
         wake = clock.real(datetime.fromisoformat(plan["start"]))
-        latest_start = clock.real(datetime.fromisoformat(plan["deadline"]) - timedelta(hours=plan["duration_hours"]))
+        latest_start = clock.real(datetime.fromisoformat(plan["deadline"])
+                                  - timedelta(hours=plan["duration_hours"]))
         now = datetime.now(timezone.utc)
         if wake <= now:
             self.log.info("planned start %s is not in the future: starting now", plan["start"])
             return self._on_wake(plan, started_at)
         remaining = (wake - now).total_seconds()
         if remaining < self.min_defer_seconds:
-            self.log.info("planned start %s is %.1f s away: waiting here (shorter than deferring and resuming)", plan["start"], remaining)
+            self.log.info("planned start %s is %.1f s away: "
+                          "waiting here (shorter than deferring and resuming)", plan["start"], remaining)
             time.sleep(remaining)
             return self._on_wake(plan, started_at, fired_at=wake)
-        self.log.info("deferring until %s (grid time %s), %.1f s from now", wake.isoformat(), plan["start"], remaining)
-        self.defer(trigger=CarbonWindowTrigger(moment=wake.isoformat(), payload={"plan": plan, "started_at": started_at}),
-                   method_name="execute_complete", timeout=max(latest_start - now, timedelta(0)) + TIMEOUT_SLACK)
+        self.log.info("deferring until %s (grid time %s), %.1f s from now", wake.isoformat(), plan["start"],
+                      remaining)
+        self.defer(trigger=CarbonWindowTrigger(moment=wake.isoformat(),
+                                               payload={"plan": plan, "started_at": started_at}),
+                   method_name="execute_complete",
+                   timeout=max(latest_start - now, timedelta(0)) + TIMEOUT_SLACK)
 
-    def _on_wake(self, plan: dict[str, Any], started_at: str, fired_at: datetime | None = None) -> dict[str, Any]:
+    def _on_wake(self, plan: dict[str, Any], started_at: str,
+                 fired_at: datetime | None = None) -> dict[str, Any]:
         from carbon_aware.clock import Clock
         from carbon_aware.planning import check_window
 

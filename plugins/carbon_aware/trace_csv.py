@@ -53,7 +53,8 @@ class Trace:
             return self.start, values
         offset = (-int(round((self.start % 3600) / self.step))) % per_hour
         usable = (len(values) - offset) // per_hour * per_hour
-        return self.start + offset * self.step, values[offset:offset + usable].reshape(-1, per_hour).mean(axis=1)
+        return (self.start + offset * self.step,
+                values[offset:offset + usable].reshape(-1, per_hour).mean(axis=1))
 
 
 def _epoch(text: str) -> float:
@@ -71,7 +72,8 @@ def _number(text: str) -> float:
     return value if math.isfinite(value) else math.nan
 
 
-def _regular(times: list[float], columns: dict[str, list[float]], path: Path) -> tuple[float, float, dict[str, np.ndarray]]:
+def _regular(times: list[float], columns: dict[str, list[float]],
+             path: Path) -> tuple[float, float, dict[str, np.ndarray]]:
     if len(times) < 2:
         raise ForecastError(f"trace {path}: fewer than two rows")
     order = np.argsort(times, kind="stable")
@@ -103,7 +105,8 @@ def load_trace(path: str | Path, signal: str = "direct") -> Trace:
         times = [_epoch(r["from"]) for r in rows]
         actual = [_number(r["actual"]) for r in rows]
         actual = [math.nan if v == 0 else v for v in actual]  # NESO publishes a few 0.0 placeholders
-        start, step, grid = _regular(times, {"actual": actual, "forecast": [_number(r["forecast"]) for r in rows]}, path)
+        start, step, grid = _regular(times, {"actual": actual,
+                                             "forecast": [_number(r["forecast"]) for r in rows]}, path)
         return Trace(str(path), "neso", "GB", start, step, grid["actual"], grid["forecast"])
     if "Datetime (UTC)" in header and EM_DIRECT in header:
         column = EM_LCA if signal.lower() == "lca" else EM_DIRECT
@@ -115,7 +118,8 @@ def load_trace(path: str | Path, signal: str = "direct") -> Trace:
         times = [_epoch(r["timestamp"]) for r in rows]
         totals = np.array([sum(_number(r[f]) for f in EIA_FUELS if f in r) for r in rows])
         median = np.nanmedian(totals)
-        actual = [v if t >= EIA_GLITCH_SHARE * median else math.nan for v, t in zip((_number(r["avg_CI"]) for r in rows), totals)]
+        actual = [v if t >= EIA_GLITCH_SHARE * median else math.nan
+                  for v, t in zip((_number(r["avg_CI"]) for r in rows), totals)]
         start, step, grid = _regular(times, {"actual": actual}, path)
         return Trace(str(path), "eia930", path.stem.split("_")[0], start, step, grid["actual"], None)
     raise ForecastError(f"trace {path}: unknown format (header {header[:5]}...); expected a NESO, "

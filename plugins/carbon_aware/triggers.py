@@ -19,7 +19,8 @@ class CarbonWindowTrigger(BaseTrigger):
         self.payload = payload
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
-        return ("carbon_aware.triggers.CarbonWindowTrigger", {"moment": self.moment, "payload": self.payload})
+        return ("carbon_aware.triggers.CarbonWindowTrigger",
+                {"moment": self.moment, "payload": self.payload})
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         wake = datetime.fromisoformat(self.moment)

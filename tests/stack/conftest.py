@@ -46,12 +46,15 @@ def clean_stack(stack):
 
 
 def trace_conf(wait_seconds: float, **extra) -> dict:
-    """A run that replays the real NESO 2023 trace, compressed so that the planned wait takes ``wait_seconds``."""
+    """A run that replays the real NESO 2023 trace, compressed so that the planned wait takes
+    ``wait_seconds``."""
     from carbon_aware.planning import make_plan
 
     conf = {"providers": [{"name": "trace", "path": str(NESO_TRACE), "replay_start": REPLAY_START}],
-            "job_duration_hours": 1, "deadline_hours": 24, "baseline_config": TEST_CONFIG, "optimized_config": TEST_CONFIG}
-    conf["time_compression"] = compression_for_wait(make_plan(conf, "probe"), wait_seconds)  # the DAG's own planner
+            "job_duration_hours": 1, "deadline_hours": 24, "baseline_config": TEST_CONFIG,
+            "optimized_config": TEST_CONFIG}
+    # the DAG's own planner
+    conf["time_compression"] = compression_for_wait(make_plan(conf, "probe"), wait_seconds)
     conf.update(extra)
     return conf
 

@@ -137,10 +137,12 @@ class Postgres:
             [*self._as_owner, str(self.bin / "postgres"), "-D", str(self.data_dir), "-h", "127.0.0.1",
              "-p", str(self.port), "-k", str(self.data_dir)],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        wait_until(lambda: subprocess.run([str(self.bin / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port)],
-                                          capture_output=True).returncode == 0, 60, "PostgreSQL to accept connections")
-        subprocess.run([str(self.bin / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "airflow", "airflow"],
-                       check=True, capture_output=True, timeout=60, env={**os.environ, "PGPASSWORD": self.password})
+        wait_until(lambda: subprocess.run([str(self.bin / "pg_isready"), "-h", "127.0.0.1",
+                                           "-p", str(self.port)], capture_output=True).returncode == 0,
+                   60, "PostgreSQL to accept connections")
+        subprocess.run([str(self.bin / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "airflow",
+                        "airflow"], check=True, capture_output=True, timeout=60,
+                       env={**os.environ, "PGPASSWORD": self.password})
 
     def stop(self) -> None:
         if self.process:
@@ -202,7 +204,8 @@ class AirflowStack:
         self.root = root
         self.extra_env = extra_env or {}
         self.region_workers = region_workers or {}
-        self.components = tuple(c for c in COMPONENTS if not (self.region_workers and c == TRAINING_WORKER)) \
+        self.components = tuple(c for c in COMPONENTS
+                                if not (self.region_workers and c == TRAINING_WORKER)) \
             + tuple(self.region_workers)
         self.postgres = Postgres(root / "pgdata")
         self.redis = Redis(root / "redis")
@@ -268,7 +271,8 @@ class AirflowStack:
         done = subprocess.run([str(VENV_BIN / "airflow"), *args], env=self.env("airflow-scheduler"),
                               capture_output=True, text=True, timeout=timeout, cwd=REPO_ROOT)
         if done.returncode != 0:
-            raise RuntimeError(f"airflow {' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+            raise RuntimeError(f"airflow {' '.join(args)} failed:\n"
+                               f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
         return done.stdout
 
     def start(self) -> "AirflowStack":
@@ -333,14 +337,16 @@ class AirflowStack:
         queued, running or deferred (they are marked failed), no trainer left over, the gpu pool free.
         Returns what had to be done."""
         done = [f"started {name}" for name in self.revive()]
-        unfinished = self.get("/api/v2/dags/carbon_training/dagRuns", state=["queued", "running"])["dag_runs"]
+        unfinished = self.get("/api/v2/dags/carbon_training/dagRuns",
+                              state=["queued", "running"])["dag_runs"]
         for run in unfinished:
             self._mark_failed(run["dag_run_id"])
             done.append(f"marked {run['dag_run_id']} ({run['state']}) failed")
 
         def settled():
             busy = self.get("/api/v2/dags/carbon_training/dagRuns/~/taskInstances",
-                            state=["running", "queued", "scheduled", "deferred", "up_for_retry", "restarting"])
+                            state=["running", "queued", "scheduled", "deferred", "up_for_retry",
+                                   "restarting"])
             pool = self.get("/api/v2/pools/gpu")
             return busy["total_entries"] == 0 and pool["occupied_slots"] == 0
         wait_until(settled, 120, "no task instance left active and the gpu pool free", interval=1)
@@ -407,8 +413,8 @@ class AirflowStack:
     # --- the REST API, authenticated like any client -------------------------------------------------
     def token(self) -> str:
         if self._token is None:
-            response = requests.post(f"{self.base_url}/auth/token", json={"username": ADMIN, "password": self.password},
-                                     timeout=30)
+            response = requests.post(f"{self.base_url}/auth/token",
+                                     json={"username": ADMIN, "password": self.password}, timeout=30)
             response.raise_for_status()
             self._token = response.json()["access_token"]
         return self._token
@@ -428,7 +434,8 @@ class AirflowStack:
         return self._request("PATCH", path, json=body).json()
 
     def trigger(self, conf: dict[str, Any]) -> str:
-        run = self._request("POST", "/api/v2/dags/carbon_training/dagRuns", json={"logical_date": None, "conf": conf}).json()
+        run = self._request("POST", "/api/v2/dags/carbon_training/dagRuns",
+                            json={"logical_date": None, "conf": conf}).json()
         return run["dag_run_id"]
 
     def run(self, run_id: str) -> dict:
@@ -439,14 +446,17 @@ class AirflowStack:
         return {row["task_id"]: row for row in rows}
 
     def tries(self, run_id: str, task_id: str) -> list[dict]:
-        return self.get(f"/api/v2/dags/carbon_training/dagRuns/{run_id}/taskInstances/{task_id}/tries")["task_instances"]
+        return self.get(f"/api/v2/dags/carbon_training/dagRuns/{run_id}"
+                        f"/taskInstances/{task_id}/tries")["task_instances"]
 
     def xcom(self, run_id: str, task_id: str) -> Any:
-        return self.get(f"/api/v2/dags/carbon_training/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/return_value",
+        return self.get(f"/api/v2/dags/carbon_training/dagRuns/{run_id}"
+                        f"/taskInstances/{task_id}/xcomEntries/return_value",
                         deserialize="true")["value"]
 
     def log(self, run_id: str, task_id: str, try_number: int) -> str:
-        body = self.get(f"/api/v2/dags/carbon_training/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}",
+        body = self.get(f"/api/v2/dags/carbon_training/dagRuns/{run_id}"
+                        f"/taskInstances/{task_id}/logs/{try_number}",
                         full_content="true")
         lines = []
         for part in body["content"]:
@@ -470,11 +480,13 @@ class AirflowStack:
             failed = "\n".join(f"--- {task} log ---\n{self.log(run_id, task, ti['try_number'])[-4000:]}"
                                for task, ti in tis.items() if ti["state"] == "failed")
             states = {task: ti["state"] for task, ti in tis.items()}
-            raise AssertionError(f"run {run_id} ended {run['state']}: {states}\n{failed}\n{self.diagnostics()}")
+            raise AssertionError(f"run {run_id} ended {run['state']}: {states}\n{failed}\n"
+                                 f"{self.diagnostics()}")
         return run
 
     def diagnostics(self) -> str:
         parts = []
         for path in sorted(self.root.glob("*.log")):
-            parts.append(f"--- {path.name} (tail) ---\n" + "\n".join(path.read_text(errors="replace").splitlines()[-40:]))
+            parts.append(f"--- {path.name} (tail) ---\n"
+                         + "\n".join(path.read_text(errors="replace").splitlines()[-40:]))
         return "\n".join(parts)

@@ -35,14 +35,15 @@ NUMBERS = {
     "optimized_accuracy_pct": ("accuracy_impact", "optimized_accuracy"),
     "wait_seconds": ("schedule", "wait_seconds"),
 }
-SCALE = {"mg CO₂e": 1e-6, "g CO₂e": 1e-3, "kg CO₂e": 1.0, "Wh": 1e-3, "kWh": 1.0, "g/kWh": 1.0, "%": 1.0, "s": 1.0,
-         "min": 60.0, "h": 3600.0}
+SCALE = {"mg CO₂e": 1e-6, "g CO₂e": 1e-3, "kg CO₂e": 1.0, "Wh": 1e-3, "kWh": 1.0, "g/kWh": 1.0,
+         "%": 1.0, "s": 1.0, "min": 60.0, "h": 3600.0}
 
 
 def shown_value(text: str) -> tuple[float, float]:
     """The number a person reads in a cell, in the report's unit, and half a step of its last shown
     digit (its rounding): '15.8 mg CO₂e' -> (1.58e-05, 5e-08) (kg)."""
-    match = re.match(r"\s*([+-]?([0-9]+)(?:\.([0-9]+))?)\s*(mg CO₂e|kg CO₂e|g CO₂e|g/kWh|kWh|Wh|%|min|s|h)(?!\w)", text)
+    match = re.match(r"\s*([+-]?([0-9]+)(?:\.([0-9]+))?)\s*"
+                     r"(mg CO₂e|kg CO₂e|g CO₂e|g/kWh|kWh|Wh|%|min|s|h)(?!\w)", text)
     assert match, f"no number with a unit in {text!r}"
     number, _, decimals, unit = match.groups()
     return float(number) * SCALE[unit], 0.5 * 10 ** -len(decimals or "") * SCALE[unit]
@@ -106,7 +107,8 @@ def test_carbon_page_in_the_browser(stack, browser):
     # The totals add up every report on disk.
     all_reports = [json.loads(p.read_text()) for p in stack.output_dir.glob("*/comparison_report.json")]
     shown = {key: float(browser.find_element(By.CSS_SELECTOR, f'[data-total="{key}"]')
-                        .get_attribute("data-value")) for key in ("saving_kg", "baseline_cost_kg", "net_saving_kg")}
+                        .get_attribute("data-value"))
+             for key in ("saving_kg", "baseline_cost_kg", "net_saving_kg")}
     avoided = sum(r["carbon_savings"]["reduction_kg"] for r in all_reports)
     cost = sum(r["baseline"]["measurement_cost_kg"] or 0.0 for r in all_reports)
     assert shown["saving_kg"] == pytest.approx(avoided) and shown["baseline_cost_kg"] == pytest.approx(cost)
@@ -120,10 +122,12 @@ def test_carbon_page_in_the_browser(stack, browser):
     click(browser, lambda b: b.find_element(By.CSS_SELECTOR, f'tr[data-run-id="{run_id}"] td a'),
           what="the run's link")
     chart = wait_for(browser, lambda b: b.find_elements(By.ID, "chart"))[0]
-    wait_for(browser, lambda b: b.execute_script("return arguments[0].complete && arguments[0].naturalWidth", chart))
+    wait_for(browser,
+             lambda b: b.execute_script("return arguments[0].complete && arguments[0].naturalWidth", chart))
     assert browser.execute_script("return arguments[0].naturalWidth", chart) > 500
     screenshot(browser, SCREENSHOTS / "carbon-run.png")
-    download = browser.find_element(By.PARTIAL_LINK_TEXT, "download comparison_report.json").get_attribute("href")
+    download = browser.find_element(By.PARTIAL_LINK_TEXT,
+                                    "download comparison_report.json").get_attribute("href")
     cookie = {"_token": browser.get_cookie("_token")["value"]}
     assert requests.get(download, cookies=cookie, timeout=30).json() == report
 
@@ -137,7 +141,8 @@ def test_carbon_page_in_the_browser(stack, browser):
 
     # Logged out: the page, its JSON and the report file are refused, and no number leaks.
     browser.delete_all_cookies()
-    for path in ("/carbon/", f"/carbon/runs/{Path(report['files']['json']).parent.name}", "/carbon/api/runs"):
+    for path in ("/carbon/", f"/carbon/runs/{Path(report['files']['json']).parent.name}",
+                 "/carbon/api/runs"):
         browser.get(f"{stack.base_url}{path}")
         assert run_id not in browser.page_source.replace(quote(run_id, safe=""), "")
         assert "Not authenticated" in browser.page_source

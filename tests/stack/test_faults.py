@@ -56,7 +56,8 @@ def test_training_worker_killed_mid_epoch_retries_when_it_is_back_and_resumes(st
     # holds both attempts' readings, and the report's energy is the killed attempt's last reading plus
     # everything the retry measured.
     priced = stack.xcom(run_id, "report")["intensities"]["optimized"]
-    log = [json.loads(line) for line in (run_dir / "optimized" / "energy_log.jsonl").read_text().splitlines()]
+    log = [json.loads(line)
+           for line in (run_dir / "optimized" / "energy_log.jsonl").read_text().splitlines()]
     attempts = sorted({entry["attempt"] for entry in log})
     assert attempts == [1, 2], attempts
     last = {attempt: [e for e in log if e["attempt"] == attempt][-1] for attempt in attempts}
@@ -114,7 +115,8 @@ def test_triggerer_restart_while_deferred_still_wakes_on_time(stack):
     run_id = stack.trigger(trace_conf(wait_seconds=60, baseline="off"))
 
     first_job = _wait_deferred_in_a_triggerer(stack, run_id)
-    trigger_logs = stack.home / "logs" / "dag_id=carbon_training" / f"run_id={run_id}" / "task_id=wait_for_window"
+    trigger_logs = (stack.home / "logs" / "dag_id=carbon_training" / f"run_id={run_id}"
+                    / "task_id=wait_for_window")
     wait_until(lambda: "waking at" in _read(trigger_logs / f"attempt=1.log.trigger.{first_job}.log"), 60,
                "the trigger to start in the first triggerer")
     old = stack.processes["airflow-triggerer"].pid
@@ -126,12 +128,14 @@ def test_triggerer_restart_while_deferred_still_wakes_on_time(stack):
     woke = stack.xcom(run_id, "wait_for_window")
     woke_at = datetime.fromisoformat(woke["woke_at"])
     started = woke_at - timedelta(seconds=woke["waited_seconds"])
-    planned_wake = Clock.from_plan(woke["plan"], started=started).real(datetime.fromisoformat(woke["plan"]["start"]))
+    planned_wake = Clock.from_plan(woke["plan"], started=started).real(
+        datetime.fromisoformat(woke["plan"]["start"]))
     late = (woke_at - planned_wake).total_seconds()
     assert 0 <= late < 30, f"woke {late:.1f} s after the planned moment"
     assert woke["waited_seconds"] >= 55 and woke["replans"] == []
     # The trigger ran in the first triggerer, was picked up by the new one, and fired there.
-    fired_in = [path.name for path in trigger_logs.glob("attempt=1.log.trigger.*.log") if "Trigger fired event" in _read(path)]
+    fired_in = [path.name for path in trigger_logs.glob("attempt=1.log.trigger.*.log")
+                if "Trigger fired event" in _read(path)]
     assert len(fired_in) == 1 and fired_in[0] != f"attempt=1.log.trigger.{first_job}.log", fired_in
     assert "Trigger fired event" not in _read(trigger_logs / f"attempt=1.log.trigger.{first_job}.log")
 
@@ -142,7 +146,8 @@ def _read(path: Path) -> str:
 
 def test_provider_unreachable_runs_on_the_fallback_and_says_so(stack):
     closed = free_port()  # nothing listens there
-    conf = {"providers": [{"name": "carbon_aware_sdk", "location": "westeurope", "base_url": f"http://127.0.0.1:{closed}"}],
+    conf = {"providers": [{"name": "carbon_aware_sdk", "location": "westeurope",
+                           "base_url": f"http://127.0.0.1:{closed}"}],
             "job_duration_hours": 1, "deadline_hours": 24, "time_compression": 20000, "baseline": "off",
             "baseline_config": "include/configs/test.yaml", "optimized_config": "include/configs/test.yaml"}
     run_id = stack.trigger(conf)

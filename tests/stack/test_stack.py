@@ -15,7 +15,8 @@ TRAINING_TASKS = ("train_baseline", "train_optimized")
 
 
 class Watcher:
-    """Polls a run's task instances and the default pool, remembering what it saw while the sensor was deferred."""
+    """Polls a run's task instances and the default pool, remembering what it saw while the sensor was
+    deferred."""
 
     def __init__(self, stack, run_id: str):
         self.stack, self.run_id = stack, run_id
@@ -31,10 +32,12 @@ class Watcher:
         sensor = tis.get("wait_for_window")
         if sensor and sensor["state"] == "deferred":
             pool = self.stack.get("/api/v2/pools/default_pool")
-            # Deferred before and after the pool was read (there is one deferral): deferred while it was read.
+            # Deferred before and after the pool was read (there is one deferral): deferred while it was
+            # read.
             if self.stack.task_instances(self.run_id)["wait_for_window"]["state"] == "deferred":
                 self.deferred_views.append({"sensor": sensor, "default_pool": pool,
-                                            "others": {t: ti["state"] for t, ti in tis.items() if t != "wait_for_window"}})
+                                            "others": {t: ti["state"] for t, ti in tis.items()
+                                                       if t != "wait_for_window"}})
 
 
 def test_triggered_run_defers_trains_in_the_gpu_pool_and_reports(stack):
@@ -46,10 +49,13 @@ def test_triggered_run_defers_trains_in_the_gpu_pool_and_reports(stack):
     assert "deferred" in watcher.states["wait_for_window"], watcher.states
     assert watcher.states["wait_for_window"][-1] == "success"
     assert watcher.deferred_views, "never saw the sensor deferred"
-    trigger = next((v["sensor"].get("trigger") for v in watcher.deferred_views if v["sensor"].get("trigger")), None)
-    assert trigger and trigger["classpath"] == "carbon_aware.triggers.CarbonWindowTrigger", watcher.deferred_views[0]["sensor"]
+    trigger = next((v["sensor"].get("trigger") for v in watcher.deferred_views
+                    if v["sensor"].get("trigger")), None)
+    assert trigger and trigger["classpath"] == "carbon_aware.triggers.CarbonWindowTrigger", \
+        watcher.deferred_views[0]["sensor"]
     sensor_log = stack.log(run_id, "wait_for_window", 1)
-    assert "deferring until" in sensor_log and "carbon window trigger: waking at" in sensor_log, sensor_log[-3000:]
+    assert "deferring until" in sensor_log and "carbon window trigger: waking at" in sensor_log, \
+        sensor_log[-3000:]
     assert "woke at" in sensor_log
 
     # No worker slot held during the wait: while the sensor was deferred, nothing of the default pool ran
@@ -118,8 +124,8 @@ def test_whatever_a_failed_test_leaves_is_cleared_before_the_next(stack):
 
     stuck = stack.trigger(trace_conf(wait_seconds=3, time_compression=1, baseline="off"))
     behind = stack.trigger(trace_conf(wait_seconds=3, baseline="off"))
-    wait_until(lambda: stack.task_instances(stuck).get("wait_for_window", {}).get("state") == "deferred", 300,
-               "the first run's sensor to defer")
+    wait_until(lambda: stack.task_instances(stuck).get("wait_for_window", {}).get("state") == "deferred",
+               300, "the first run's sensor to defer")
     kill_tree(stack.processes[DEFAULT_WORKER].pid)
 
     done = stack.clear()

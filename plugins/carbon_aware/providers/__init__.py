@@ -34,7 +34,8 @@ def build_provider(spec: dict[str, Any], now: datetime | None = None) -> Provide
         if replay_start is not None:
             from carbon_aware.forecast import parse_time
 
-            provider = TraceProvider.replaying(real_now=now, trace_now=parse_time(str(replay_start)), **options)
+            provider = TraceProvider.replaying(real_now=now, trace_now=parse_time(str(replay_start)),
+                                               **options)
         else:
             provider = TraceProvider(**options)
     elif name == "uk":
@@ -113,7 +114,8 @@ def fetch_forecast(specs: list[dict[str, Any]], now: datetime, horizon: timedelt
             record(provider, forecast, now, store)
             return forecast, reasons
         except (ForecastError, ValueError, TypeError, OSError) as error:
-            reason = f"{spec.get('name')}: {error}" if not str(error).startswith(str(spec.get("name"))) else str(error)
+            reason = (f"{spec.get('name')}: {error}" if not str(error).startswith(str(spec.get("name")))
+                      else str(error))
             log.warning("provider skipped: %s", reason)
             reasons.append(reason)
         region = spec_region(spec, provider)
@@ -160,6 +162,6 @@ def _stored_history_forecast(store: GridStore, region: str, source: str | None, 
         reasons.append(f"history: {error}")
         return None
     latest = hour - timedelta(hours=int(len(hourly) - 1 - np.flatnonzero(~np.isnan(hourly))[-1]))
-    reasons.append(f"history: planned on the history forecaster over {held} h of stored actuals for {region} "
-                   f"from {used} (the latest ends {latest:%Y-%m-%d %H:%M} UTC)")
+    reasons.append(f"history: planned on the history forecaster over {held} h of stored actuals "
+                   f"for {region} from {used} (the latest ends {latest:%Y-%m-%d %H:%M} UTC)")
     return forecast

@@ -60,7 +60,8 @@ def http_session(retries: int = 3, backoff_s: float = 0.5) -> requests.Session:
     return session
 
 
-def get_json(session: requests.Session, source: str, url: str, timeout: tuple[float, float] | None = None, **kwargs) -> Any:
+def get_json(session: requests.Session, source: str, url: str, timeout: tuple[float, float] | None = None,
+             **kwargs) -> Any:
     """GET and decode JSON; every failure becomes a ForecastError whose text is safe to log
     (it names the URL path and status, never headers, where tokens travel)."""
     path = url.split("?", 1)[0]
@@ -85,7 +86,8 @@ def get_json(session: requests.Session, source: str, url: str, timeout: tuple[fl
 def _timed_out(error: Exception) -> bool:
     reason = getattr(error.args[0], "reason", None) if error.args else None
     # urllib3 makes NewConnectionError (refused, unreachable) a subclass of ConnectTimeoutError
-    return isinstance(reason, (ReadTimeoutError, ConnectTimeoutError)) and not isinstance(reason, NewConnectionError)
+    return (isinstance(reason, (ReadTimeoutError, ConnectTimeoutError))
+            and not isinstance(reason, NewConnectionError))
 
 
 class AuthError(ForecastError):

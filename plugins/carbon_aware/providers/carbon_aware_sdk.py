@@ -24,7 +24,10 @@ class CarbonAwareSDKProvider(Provider):
         if not isinstance(rows, list):
             raise ForecastError(f"{self.name}: 'forecastData' is not a list")
         points = [IntensityPoint(parse_time(require(r, "timestamp", self.name, "forecastData entry")),
-                                 timedelta(minutes=number(require(r, "duration", self.name, "forecastData entry"), self.name, "duration")),
-                                 number(require(r, "value", self.name, "forecastData entry"), self.name, "value"))
+                                 timedelta(minutes=number(
+                                     require(r, "duration", self.name, "forecastData entry"),
+                                     self.name, "duration")),
+                                 number(require(r, "value", self.name, "forecastData entry"),
+                                        self.name, "value"))
                   for r in rows]
         return Forecast(validate_points(points, self.name), source=self.name, region=self.region)

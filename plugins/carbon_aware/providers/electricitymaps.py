@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from carbon_aware.forecast import Forecast, ForecastError, IntensityPoint, parse_time, slots_from_instants, validate_points
+from carbon_aware.forecast import (Forecast, ForecastError, IntensityPoint, parse_time, slots_from_instants,
+                                   validate_points)
 from carbon_aware.providers.base import Provider, get_json, http_session, number, require, resolve_secret
 
 BASE_URL = "https://api.electricitymap.org"
@@ -18,7 +19,8 @@ class ElectricityMapsProvider(Provider):
         self.region = zone
         self._token = token or resolve_secret(conn_id, TOKEN_ENV)
         if not self._token:
-            raise ForecastError(f"{self.name}: no API token (Airflow connection {conn_id!r} or ${TOKEN_ENV})")
+            raise ForecastError(f"{self.name}: no API token "
+                                f"(Airflow connection {conn_id!r} or ${TOKEN_ENV})")
         self.base_url = base_url.rstrip("/")
         self.session = session or http_session()
 
@@ -33,7 +35,8 @@ class ElectricityMapsProvider(Provider):
         if not isinstance(rows, list):
             raise ForecastError(f"{self.name}: {field!r} is not a list")
         times = [parse_time(require(r, "datetime", self.name, f"{field} entry")) for r in rows]
-        values = [number(require(r, "carbonIntensity", self.name, f"{field} entry"), self.name, "carbonIntensity") for r in rows]
+        values = [number(require(r, "carbonIntensity", self.name, f"{field} entry"), self.name,
+                         "carbonIntensity") for r in rows]
         return validate_points(slots_from_instants(times, values), self.name)
 
     def forecast(self, now: datetime, horizon: timedelta) -> Forecast:
@@ -45,4 +48,5 @@ class ElectricityMapsProvider(Provider):
         return [p for p in points if p.start >= start and p.end <= end]
 
     def current(self, now: datetime) -> float | None:
-        return number(require(self._get("latest"), "carbonIntensity", self.name), self.name, "carbonIntensity")
+        return number(require(self._get("latest"), "carbonIntensity", self.name), self.name,
+                      "carbonIntensity")

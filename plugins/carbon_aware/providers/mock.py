@@ -16,10 +16,12 @@ from carbon_aware.providers.base import Provider
 class MockProvider(Provider):
     name = "mock"
 
-    def __init__(self, region: str = "mock", timezone_name: str = "UTC", low: float = 200.0, high: float = 450.0,
-                 trough_hour: float = 3.0, peak_hour: float = 18.0, resolution: timedelta = timedelta(minutes=30)):
+    def __init__(self, region: str = "mock", timezone_name: str = "UTC", low: float = 200.0,
+                 high: float = 450.0, trough_hour: float = 3.0, peak_hour: float = 18.0,
+                 resolution: timedelta = timedelta(minutes=30)):
         self.region, self.zone = region, ZoneInfo(timezone_name)
-        self.low, self.high, self.trough, self.peak, self.resolution = low, high, trough_hour, peak_hour, resolution
+        self.low, self.high, self.trough, self.peak, self.resolution = (
+            low, high, trough_hour, peak_hour, resolution)
 
     def intensity(self, moment: datetime) -> float:
         """Half-cosine rising from the trough to the peak, and falling back, in local time."""
@@ -35,5 +37,6 @@ class MockProvider(Provider):
         first = datetime.fromtimestamp(math.floor(now.timestamp() / step) * step, tz=timezone.utc)
         count = math.ceil((now + horizon - first).total_seconds() / step)
         points = [IntensityPoint(first + i * self.resolution, self.resolution,
-                                 round(self.intensity(first + (i + 0.5) * self.resolution), 1)) for i in range(count)]
+                                 round(self.intensity(first + (i + 0.5) * self.resolution), 1))
+                  for i in range(count)]
         return Forecast(points, source=self.name, region=self.region)

@@ -20,7 +20,8 @@ def _slot(moment: datetime) -> datetime:
 class UKProvider(Provider):
     name = "uk"
 
-    def __init__(self, region_id: int | None = None, postcode: str | None = None, base_url: str = BASE_URL, session=None):
+    def __init__(self, region_id: int | None = None, postcode: str | None = None, base_url: str = BASE_URL,
+                 session=None):
         self.region_id, self.postcode = region_id, postcode
         self.region = f"GB-region-{region_id}" if region_id else (f"GB-{postcode}" if postcode else "GB")
         self.base_url = base_url.rstrip("/")
@@ -29,7 +30,8 @@ class UKProvider(Provider):
     def _rows(self, path: str) -> list:
         body = get_json(self.session, self.name, f"{self.base_url}{path}")
         data = require(body, "data", self.name)
-        if self.region_id or self.postcode:  # regional: {"data": [{"regionid": .., "data": [...]}]} or a dict
+        # regional: {"data": [{"regionid": .., "data": [...]}]} or a dict
+        if self.region_id or self.postcode:
             block = data[0] if isinstance(data, list) and data else data
             data = require(block, "data", self.name, "regional block")
         if not isinstance(data, list):
@@ -40,12 +42,14 @@ class UKProvider(Provider):
         points = []
         for row in rows:
             intensity = require(row, "intensity", self.name, "data row")
-            start, end = parse_time(require(row, "from", self.name, "data row")), parse_time(require(row, "to", self.name, "data row"))
+            start, end = (parse_time(require(row, "from", self.name, "data row")),
+                          parse_time(require(row, "to", self.name, "data row")))
             value = intensity.get(field) if isinstance(intensity, dict) else None
             if value is None:
                 if field == "actual":
                     continue  # future slots have no actual yet
-                raise ForecastError(f"{self.name}: data row at {start.isoformat()} is missing intensity.{field}")
+                raise ForecastError(f"{self.name}: data row at {start.isoformat()} "
+                                    f"is missing intensity.{field}")
             points.append(IntensityPoint(start, end - start, number(value, self.name, f"intensity.{field}")))
         return points
 

@@ -7,7 +7,8 @@ import time
 from datetime import datetime, timedelta
 
 from carbon_aware.forecast import Forecast, ForecastError, parse_time, slots_from_instants, validate_points
-from carbon_aware.providers.base import AuthError, Provider, get_json, http_session, number, require, resolve_secret
+from carbon_aware.providers.base import (AuthError, Provider, get_json, http_session, number, require,
+                                         resolve_secret)
 
 BASE_URL = "https://api.watttime.org"
 LBS_PER_MWH_TO_G_PER_KWH = 0.453592
@@ -23,14 +24,16 @@ class WattTimeProvider(Provider):
         self._username = username or resolve_secret(conn_id, "WATTTIME_USERNAME", field="login")
         self._password = password or resolve_secret(conn_id, "WATTTIME_PASSWORD")
         if not (self._username and self._password):
-            raise ForecastError(f"{self.name}: no credentials (Airflow connection {conn_id!r} or $WATTTIME_USERNAME/$WATTTIME_PASSWORD)")
+            raise ForecastError(f"{self.name}: no credentials (Airflow connection {conn_id!r} "
+                                "or $WATTTIME_USERNAME/$WATTTIME_PASSWORD)")
         self.base_url = base_url.rstrip("/")
         self.session = session or http_session()
         self._token: str | None = None
         self._token_expires = 0.0
 
     def _login(self) -> str:
-        body = get_json(self.session, self.name, f"{self.base_url}/login", auth=(self._username, self._password))
+        body = get_json(self.session, self.name, f"{self.base_url}/login",
+                        auth=(self._username, self._password))
         self._token = require(body, "token", self.name, "login response")
         self._token_expires = time.monotonic() + TOKEN_LIFETIME_S
         try:
@@ -53,17 +56,20 @@ class WattTimeProvider(Provider):
                             headers={"Authorization": f"Bearer {self._token}"})
 
     def forecast(self, now: datetime, horizon: timedelta) -> Forecast:
-        body = self._get("/v3/forecast", {"region": self.region, "signal_type": "co2_moer",
-                                          "horizon_hours": max(1, min(72, int(horizon.total_seconds() // 3600) + 1))})
+        body = self._get("/v3/forecast", {
+            "region": self.region, "signal_type": "co2_moer",
+            "horizon_hours": max(1, min(72, int(horizon.total_seconds() // 3600) + 1))})
         rows = require(body, "data", self.name)
         if not isinstance(rows, list):
             raise ForecastError(f"{self.name}: 'data' is not a list")
         units = (body.get("meta") or {}).get("units", "lbs_co2_per_mwh")
         factor = LBS_PER_MWH_TO_G_PER_KWH if "lbs" in units else 1.0
         times = [parse_time(require(r, "point_time", self.name, "data entry")) for r in rows]
-        values = [number(require(r, "value", self.name, "data entry"), self.name, "value") * factor for r in rows]
+        values = [number(require(r, "value", self.name, "data entry"), self.name, "value") * factor
+                  for r in rows]
         period = (body.get("meta") or {}).get("data_point_period_seconds")
-        points = slots_from_instants(times, values, timedelta(seconds=period) if period else timedelta(minutes=5))
+        points = slots_from_instants(times, values,
+                                     timedelta(seconds=period) if period else timedelta(minutes=5))
         return Forecast(validate_points(points, self.name), source=self.name, region=self.region,
                         notes=["marginal emissions (co2_moer), not average intensity"])
 
