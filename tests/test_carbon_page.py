@@ -143,6 +143,9 @@ def test_run_page_download_and_plot(client):
     assert (
         'id="chart"' in page and "download comparison_report.json" in page and "electricitymaps:DE" in page
     )
+    # Intensities in g/kWh, energy in Wh: the unit comes from the key's most specific suffix.
+    assert 'data-field="timing.run_now_intensity_g_per_kwh">250 g/kWh<' in page
+    assert 'data-field="efficiency.baseline_energy_kwh">8 Wh<' in page
     download = client.get(f"/runs/{directory.name}/comparison_report.json")
     assert download.json() == report and "attachment" in download.headers["content-disposition"]
     assert client.get(f"/runs/{directory.name}/comparison.png").headers["content-type"] == "image/png"

@@ -94,7 +94,8 @@ def moment(iso: str | None, seconds: bool = True) -> dict[str, Any]:
                  time=at.isoformat())
 
 
-UNIT_BY_SUFFIX = [("_kg", mass), ("_kwh", energy), ("_g_per_kwh", intensity), ("_percentage", percent),
+# The first suffix a key ends with gives its unit: "_g_per_kwh" before "_kwh".
+UNIT_BY_SUFFIX = [("_kg", mass), ("_g_per_kwh", intensity), ("_kwh", energy), ("_percentage", percent),
                   ("_pct", percent), ("_seconds", duration), ("_accuracy", accuracy),
                   ("_mb", lambda v: f"{v:.0f} MB"), ("_g", lambda v: mass(v / 1000.0)),
                   ("intensity", intensity)]
