@@ -132,13 +132,10 @@ PARAMS = {
 def _regions() -> list:
     """The regions file's regions (validated here, at parse time: an invalid file is an import error that
     names the field), or [] without one: then one region, the training queue."""
-    if not os.environ.get("CARBON_REGIONS_FILE") and not os.path.isfile(
-        os.path.join(os.path.dirname(__file__), "..", "include", "regions.yaml")
-    ):
-        return []
     from carbon_aware.regions import load_regions, regions_path
 
-    return load_regions(regions_path())
+    path = regions_path()
+    return load_regions(path) if path else []
 
 
 REGIONS = _regions()

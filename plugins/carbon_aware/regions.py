@@ -22,7 +22,6 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from carbon_aware.outputs import REPO_ROOT
-from carbon_aware.params import check_provider_specs, redact
 
 REGIONS_ENV = "CARBON_REGIONS_FILE"
 DEFAULT_REGIONS_FILE = "include/regions.yaml"
@@ -53,6 +52,8 @@ class Region(BaseModel):
     @field_validator("providers")
     @classmethod
     def _known_providers(cls, providers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        from carbon_aware.params import check_provider_specs  # numpy: only when a file is validated
+
         return check_provider_specs(providers, "a regions file")
 
     @property
@@ -91,6 +92,8 @@ def parse_regions(data: Any, where: str = "regions") -> list[Region]:
     try:
         return RegionsFile.model_validate(data).regions
     except ValidationError as error:
+        from carbon_aware.params import redact
+
         lines = []
         for item in error.errors():
             name = _location(item["loc"])

@@ -604,7 +604,7 @@ def write_report(dag_run_id: str, plan: dict[str, Any], wait: dict[str, Any],
                  baseline: dict[str, Any] | None, optimized: dict[str, Any], now: datetime | None = None,
                  dag_id: str | None = None, route: dict[str, Any] | None = None,
                  tasks: dict[str, str] | None = None) -> tuple[dict[str, Any], str]:
-    """``tasks``: the DAG's task ids by role (plan, wait, job, report), for links to their logs."""
+    """``tasks``: the DAG's task ids by role (wait, job, report), for links to their logs."""
     from training.files import atomic_write_json
 
     now = now or datetime.now(timezone.utc)

@@ -304,12 +304,12 @@ def _report_or_404(directory: str) -> dict[str, Any]:
 RUN_BLOCKS = ("baseline", "carbon_savings", "place", "timing", "efficiency", "intensities", "job", "route",
               "stop", "accuracy_impact", "memory_savings", "schedule", "sources", "codecarbon_static")
 JOB_FIELDS = ("status", "attempts", "interruptible", "worker_region")  # the rest: the segments table
-SEGMENT_COLUMNS = (("#", "index", str, True), ("planned start", "planned_start", None, False),
-                   ("start", "start", None, False), ("end", "end", None, False),
-                   ("energy", "energy_kwh", energy, True),
-                   ("emissions", "emissions_g", lambda g: mass(g / 1000.0), True),
-                   ("mean intensity", "mean_intensity_g_per_kwh", intensity, True),
-                   ("attempts", "attempts", None, True), ("stopped by", "stopped", None, False))
+# (header, segment field, right-aligned number?): each value shown with its unit by _value
+SEGMENT_COLUMNS = (("#", "index", True), ("planned start", "planned_start", False),
+                   ("start", "start", False), ("end", "end", False), ("energy", "energy_kwh", True),
+                   ("emissions", "emissions_g", True),
+                   ("mean intensity", "mean_intensity_g_per_kwh", True), ("attempts", "attempts", True),
+                   ("stopped by", "stopped", False))
 
 
 def _block_fields(block: str, values: dict[str, Any]) -> list[dict[str, Any]]:
@@ -324,17 +324,15 @@ def _block_fields(block: str, values: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _segment(segment: dict[str, Any]) -> dict[str, Any]:
-    cells = []
-    for _, field, show, numeric in SEGMENT_COLUMNS:
+    def cell(field: str) -> dict[str, Any]:
         value = segment.get(field)
-        if show is None or value is None:
-            cell = _value(field, value)
-        else:
-            cell = shown(show(value))
-        if field == "stopped":
-            cell = shown("; ".join(str(reason) for reason in value if reason) or "done" if value else "n/a")
-        cells.append({"field": field, "shown": cell, "numeric": numeric})
-    return {"index": segment.get("index"), "cells": cells}
+        if field == "stopped":  # one entry per attempt: its stop reason, None when it ran to the end
+            return shown("; ".join(str(reason) for reason in value if reason) or "done" if value else "n/a")
+        return _value(field, value)
+
+    return {"index": segment.get("index"),
+            "cells": [{"field": field, "shown": cell(field), "numeric": numeric}
+                      for _, field, numeric in SEGMENT_COLUMNS]}
 
 
 @app.get("/runs/{directory}", response_class=HTMLResponse)
