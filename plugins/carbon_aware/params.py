@@ -1,13 +1,17 @@
 """The DAG's run parameters, validated before any waiting or training starts."""
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from carbon_aware.providers import PROVIDER_NAMES
 
-SECRET_KEYS = {"token", "password", "api_key", "auth_token", "secret"}
+# A key that contains any of these (lower-cased, separators removed) looks like a credential: refused in
+# params and in regions files, its value redacted wherever it is shown.
+SECRET_WORDS = ("token", "secret", "passw", "pwd", "auth", "bearer", "credential", "key", "cookie",
+                "session", "signature")
 
 
 RENAMED = {"run_baseline": "replaced by baseline: cached (default), every_run or off"}
@@ -23,7 +27,7 @@ def check_provider_specs(providers: list[Any], where: str) -> list[dict[str, Any
         if not isinstance(spec, dict) or spec.get("name") not in PROVIDER_NAMES:
             raise ValueError(f"entry {i}: expected an object with name one of {', '.join(PROVIDER_NAMES)}, "
                              f"got {redact(spec)!r}")
-        secrets = SECRET_KEYS & {key.lower() for key in spec}
+        secrets = {key for key in spec if looks_secret(key)}
         if secrets:
             raise ValueError(f"entry {i}: secrets ({', '.join(sorted(secrets))}) do not belong in {where}; "
                              "use an Airflow connection or an environment variable")
@@ -73,10 +77,17 @@ class RunParams(BaseModel):
         return self
 
 
+def looks_secret(key: Any) -> bool:
+    """True for any key that looks like a credential, however spelled: ``auth-token``, ``accessToken``,
+    ``API_KEY``, ``Bearer``, ``client-secret``, ``passwd`` ..."""
+    squeezed = re.sub(r"[^a-z0-9]", "", str(key).lower())
+    return any(word in squeezed for word in SECRET_WORDS)
+
+
 def redact(value: Any) -> Any:
     """``value`` with every secret-looking entry's value hidden, so an error can show what it refused."""
     if isinstance(value, dict):
-        return {k: "<redacted>" if str(k).lower() in SECRET_KEYS else redact(v) for k, v in value.items()}
+        return {k: "<redacted>" if looks_secret(k) else redact(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [redact(v) for v in value]
     return value
