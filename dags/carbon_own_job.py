@@ -69,7 +69,8 @@ with DAG(
         task_id="train",
         wait_task_id="wait",
         run_name="own_training",
-        command=[sys.executable, "include/examples/own_training.py", "--steps", "{{ params.steps }}"],
+        command=[sys.executable, "include/examples/own_training.py"],
+        job_params=("steps",),  # read by the script from $CARBON_JOB_PARAMS: params never reach an argv
         queue=os.environ.get("CARBON_TRAINING_QUEUE", "training"),
         retries=2,
     )

@@ -14,6 +14,10 @@ from airflow.sdk import DAG, Param, get_current_context, task
 
 from carbon_aware import CarbonPlanOperator, CarbonReportOperator, CarbonTrainerOperator, CarbonWindowSensor
 from carbon_aware.sensors import CarbonRegionSensor
+from training.config import MAX_OVERRIDE_CHARS, MAX_OVERRIDES, overridable_keys
+
+OVERRIDE_KEYS = overridable_keys()
+OVERRIDE_PATTERN = "^(" + "|".join(key.replace(".", "\\.") for key in OVERRIDE_KEYS) + ")=.+$"
 
 GPU_POOL = "gpu"
 # CeleryExecutor: the training tasks go to this queue, which the GPU workers consume (docker-compose.yaml).
@@ -28,9 +32,9 @@ PARAMS = {
         description="Carbon-intensity sources, tried in order, then the mock curve. Each is an object with "
         "'name' (uk, electricitymaps, watttime, carbon_aware_sdk, trace, mock) and its options, e.g. "
         '{"name": "uk", "region_id": 13}, {"name": "electricitymaps", "zone": "DE", "history": true}, '
-        '{"name": "trace", "path": "../shared/data/carbon/...csv", '
-        '"replay_start": "2023-03-01T00:00:00Z"}. '
-        "Tokens come from Airflow connections or environment variables, never from here.",
+        '{"name": "trace", "path": "carbon/...csv", "replay_start": "2023-03-01T00:00:00Z"} (a file '
+        "in the deployment's data folder). Endpoints and tokens come from Airflow connections, never "
+        "from here: a spec may name a 'conn_id' of its provider's connection type.",
     ),
     "job_duration_hours": Param(
         1.0,
@@ -64,18 +68,20 @@ PARAMS = {
     ),
     "max_replans": Param(3, type="integer", minimum=0, maximum=10, description="Re-plans allowed per run."),
     "baseline_config": Param(
-        "include/configs/baseline.yaml", type="string", description="Trainer config of the run-now baseline."
+        "baseline.yaml", type="string", maxLength=200,
+        description="Trainer config of the run-now baseline: a file in the deployment's config folder.",
     ),
     "optimized_config": Param(
-        "include/configs/optimized.yaml",
-        type="string",
-        description="Trainer config of the carbon-aware run.",
+        "optimized.yaml", type="string", maxLength=200,
+        description="Trainer config of the carbon-aware run: a file in the deployment's config folder.",
     ),
     "training_overrides": Param(
         [],
         type="array",
-        items={"type": "string"},
-        description="KEY=VALUE overrides for both trainer configs, e.g. training.epochs=1.",
+        maxItems=MAX_OVERRIDES,
+        items={"type": "string", "maxLength": MAX_OVERRIDE_CHARS, "pattern": OVERRIDE_PATTERN},
+        description="KEY=VALUE overrides for both trainer configs, e.g. training.epochs=1. Allowed keys: "
+        + ", ".join(OVERRIDE_KEYS) + ".",
     ),
     "baseline": Param(
         "cached",

@@ -31,8 +31,9 @@ print(f"\nreport: {report_path}\nplot:   {report['files']['plot']}")
 # One day's saving is mostly forecast noise: what the same policy saves over the whole trace year.
 from carbon_aware.evaluate import year_line
 from carbon_aware.outputs import REPO_ROOT
+from carbon_aware.roots import data_dir
 conf = json.loads((REPO_ROOT / "include" / "demo_conf.json").read_text())
 trace = next(spec for spec in conf["providers"] if spec["name"] == "trace")
-print(year_line(REPO_ROOT / trace["path"], conf["job_duration_hours"], conf["deadline_hours"],
+print(year_line(data_dir() / trace["path"], conf["job_duration_hours"], conf["deadline_hours"],
                 trace.get("forecast", "auto")))
 PY

@@ -26,7 +26,8 @@ class _Block(BaseModel):
 
 
 class TrainingConfig(_Block):
-    run_name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    run_name: str = Field(min_length=1, max_length=100,
+                          pattern=r"^[A-Za-z0-9_.-]*[A-Za-z0-9_-][A-Za-z0-9_.-]*$", description="a folder name: letters, digits, '_', '-' and '.' (not only dots)")
     epochs: int = Field(ge=1)
     batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
         description="micro-batch size (samples per forward pass); auto: the largest that fits the device")
@@ -46,11 +47,21 @@ class TrainingConfig(_Block):
         description="auto: DistributedDataParallel when torchrun starts more than one process")
     seed: int = 0
     resume: bool = False
-    model_save_path: str = "model.pt"
+    model_save_path: str = Field(default="model.pt", max_length=200,
+                                 description="a file name inside the run's directory")
 
     checkpoint_every_minutes: float = Field(
         default=10.0, gt=0, description="also checkpoint mid-epoch this often"
     )
+
+    @field_validator("model_save_path")
+    @classmethod
+    def _inside_the_run(cls, value: str) -> str:
+        path = Path(value)
+        if not value or path.is_absolute() or ".." in path.parts or value.startswith("~"):
+            raise ValueError("expected a relative path inside the run's directory (no '/' at the start, "
+                             "no '..')")
+        return value
 
     @model_validator(mode="after")
     def _batch_is_consistent(self) -> "TrainingConfig":
@@ -87,16 +98,30 @@ class DataConfig(_Block):
 
 
 class ModelConfig(_Block):
-    name: str = Field(default="simple_cnn",
-                      description="'simple_cnn' or an import path 'package.module:Class'")
-    kwargs: dict[str, Any] = Field(default_factory=dict)
+    name: str = Field(default="simple_cnn", description="a registered architecture (training.architectures)")
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="that architecture's typed settings")
 
     @field_validator("name")
     @classmethod
-    def _known_or_import_path(cls, value: str) -> str:
-        if value != "simple_cnn" and ":" not in value:
-            raise ValueError("expected 'simple_cnn' or an import path 'package.module:Class'")
+    def _registered(cls, value: str) -> str:
+        from training.architectures import ARCHITECTURES
+
+        if value not in ARCHITECTURES:
+            raise ValueError(f"expected a registered architecture: {', '.join(sorted(ARCHITECTURES))}")
         return value
+
+    @model_validator(mode="after")
+    def _typed_kwargs(self) -> "ModelConfig":
+        from training.architectures import check_model
+
+        try:
+            object.__setattr__(self, "kwargs", check_model(self.name, self.kwargs))
+        except ValidationError as error:
+            problems = [f"kwargs.{'.'.join(map(str, e['loc']))}: "
+                        + ("unknown setting" if e["type"] == "extra_forbidden" else e["msg"])
+                        for e in error.errors()]
+            raise ValueError(f"{'; '.join(problems)} (settings of {self.name})") from None
+        return self
 
 
 class EmissionsConfig(_Block):
@@ -149,17 +174,91 @@ def _describe(error: ValidationError) -> str:
             lines.append(f"{key}: required key is missing")
         elif item["type"] == "value_error":  # a check across keys: the message names them
             lines.append(f"{key}: {item['msg'].removeprefix('Value error, ')}")
-        else:
-            lines.append(f"{key}: {item['msg']} (got {item.get('input')!r})")
+        else:  # the value itself is not shown: it may come from a file
+            lines.append(f"{key}: {item['msg'].removeprefix('Value error, ')}")
     return "invalid trainer config:\n  " + "\n  ".join(lines)
+
+
+# What a DAG run's params may override (``training_overrides``): typed and bounded settings of how to
+# train, never a place (run name, output dir, data root, save path), code, or how energy is measured.
+OVERRIDABLE: dict[str, Any] = {
+    "training.epochs": Annotated[int, Field(ge=1, le=1000)],
+    "training.batch_size": Annotated[int, Field(ge=1, le=65536)] | Literal["auto"],
+    "training.gradient_accumulation_steps": Annotated[int, Field(ge=1, le=4096)] | Literal["auto"],
+    "training.effective_batch_size": Annotated[int, Field(ge=1, le=1_048_576)] | None,
+    "training.learning_rate": Annotated[float, Field(gt=0, le=10)],
+    "training.optimizer": Literal["adam", "adamw", "sgd"],
+    "training.weight_decay": Annotated[float, Field(ge=0, le=1)],
+    "training.momentum": Annotated[float, Field(ge=0, lt=1)],
+    "training.lr_schedule": Literal["constant", "onecycle"],
+    "training.max_grad_norm": Annotated[float, Field(gt=0, le=1e6)] | None,
+    "training.precision": Literal["fp32", "fp16", "bf16", "auto"],
+    "training.device": Literal["auto", "cuda", "cpu"],
+    "training.seed": Annotated[int, Field(ge=0, le=2**31 - 1)],
+    "training.checkpoint_every_minutes": Annotated[float, Field(gt=0, le=24 * 60)],
+    "data.dataset": Literal["mnist", "synthetic"],
+    "data.train_subset": Annotated[int, Field(ge=1, le=100_000_000)] | None,
+    "data.test_subset": Annotated[int, Field(ge=1, le=100_000_000)] | None,
+    "data.test_batch_size": Annotated[int, Field(ge=1, le=65536)],
+    "data.device_resident": Literal["auto", "always", "never"],
+    "data.num_workers": Annotated[int, Field(ge=0, le=32)],
+    "data.synthetic_train_size": Annotated[int, Field(ge=1, le=10_000_000)],
+    "data.synthetic_test_size": Annotated[int, Field(ge=1, le=10_000_000)],
+}
+MODEL_KWARGS = "model.kwargs."  # + a field of a registered architecture's settings
+MAX_OVERRIDES = 50
+MAX_OVERRIDE_CHARS = 300
+
+
+def overridable_keys() -> list[str]:
+    from training.architectures import ARCHITECTURES
+
+    fields = sorted({name for a in ARCHITECTURES.values() for name in a.settings.model_fields})
+    return [*OVERRIDABLE, "model.name", *(MODEL_KWARGS + name for name in fields)]
+
+
+def check_overrides(overrides: list[Any]) -> list[str]:
+    """Params' overrides, refused unless each is ``KEY=VALUE`` with an allowed key and a value of its type
+    within its bounds. Errors name the entry and the key, never the value."""
+    from pydantic import TypeAdapter
+
+    from training.architectures import ARCHITECTURES
+
+    if len(overrides) > MAX_OVERRIDES:
+        raise ConfigError(f"at most {MAX_OVERRIDES} overrides")
+    allowed = overridable_keys()
+    for i, text in enumerate(overrides):
+        if not isinstance(text, str) or len(text) > MAX_OVERRIDE_CHARS:
+            raise ConfigError(f"[{i}]: expected a KEY=VALUE string of at most {MAX_OVERRIDE_CHARS} "
+                              "characters")
+        try:
+            path, value = parse_override(text)
+        except ConfigError as error:
+            raise ConfigError(f"[{i}]: {error}") from None
+        key = ".".join(path)
+        if key not in allowed:
+            raise ConfigError(f"[{i}]: {key[:60]!r} may not be set from params; "
+                              f"allowed: {', '.join(allowed)}")
+        if key == "model.name" and (not isinstance(value, str) or value not in ARCHITECTURES):
+            raise ConfigError(f"[{i}]: model.name: expected one of {', '.join(sorted(ARCHITECTURES))}")
+        if key in OVERRIDABLE:
+            try:
+                TypeAdapter(OVERRIDABLE[key]).validate_python(value)
+            except ValidationError as error:
+                problem = error.errors()[0]["msg"].removeprefix("Value error, ")
+                raise ConfigError(f"[{i}]: {key}: {problem}") from None
+    return overrides
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``training.epochs=1`` -> (['training', 'epochs'], 1); the value is parsed as YAML."""
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
-        raise ConfigError(f"override {text!r}: expected KEY=VALUE, e.g. training.epochs=1")
-    return key.strip().split("."), yaml.safe_load(raw)
+        raise ConfigError("override: expected KEY=VALUE, e.g. training.epochs=1")
+    try:
+        return key.strip().split("."), yaml.safe_load(raw)
+    except yaml.YAMLError:
+        raise ConfigError(f"override {key.strip()}: the value is not valid YAML") from None
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -191,8 +290,12 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Trainer
         raise ConfigError(f"config file not found: {path}")
     try:
         raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    except yaml.YAMLError as error:  # its text quotes the file's lines: only say where
+        mark = getattr(error, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise ConfigError(f"{path}: not valid YAML{where}") from None
+    except (OSError, UnicodeDecodeError):
+        raise ConfigError(f"{path}: not a readable text file") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of blocks (training, data, ...)")
     overrides = list(overrides or [])

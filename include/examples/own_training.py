@@ -5,7 +5,8 @@ behaves as any well-mannered long job should under a scheduler that pauses it:
 - on SIGTERM it finishes the current step, writes a checkpoint (atomically) and exits with 143;
 - started again, it resumes from that checkpoint (same model, optimizer, RNG, step);
 - when done it writes ``summary.json`` (accuracy, loss, steps) and exits 0.
-Files go to ``$CARBON_JOB_DIR`` (set by CarbonJobOperator), else ``--out``.
+Files go to ``$CARBON_JOB_DIR`` (set by CarbonJobOperator), else ``--out``. The DAG run's own params
+(``steps``) come as data in the JSON file ``$CARBON_JOB_PARAMS``; a flag on the command line wins.
 
     python include/examples/own_training.py --steps 1500 --out /tmp/own
 """
@@ -45,9 +46,15 @@ def save(path: Path, payload: dict) -> None:
     os.replace(tmp, path)
 
 
+def run_params() -> dict:
+    """The DAG run's params for this job (CarbonJobOperator(job_params=...)), or {} outside Airflow."""
+    path = os.environ.get("CARBON_JOB_PARAMS")
+    return json.loads(Path(path).read_text()) if path else {}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--steps", type=int, default=int(run_params().get("steps") or 1500))
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--lr", type=float, default=0.01)
     parser.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints")

@@ -14,19 +14,14 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from carbon_aware.outputs import REPO_ROOT, output_root
+from carbon_aware.outputs import output_root
+from carbon_aware.roots import trainer_config
 
 log = logging.getLogger(__name__)
 
 STORE_NAME = "baselines"
 # Keys of a trainer config that name or place a run but do not change what it computes.
 NOT_IDENTITY = {"training": ("run_name", "resume", "model_save_path"), "output": ("dir",)}
-
-
-def config_path(path: str) -> Path:
-    """A trainer config path from params: relative paths are relative to the repository."""
-    candidate = Path(path).expanduser()
-    return candidate if candidate.is_absolute() else REPO_ROOT / candidate
 
 
 def store_dir() -> Path:
@@ -106,7 +101,8 @@ def train_or_reuse_baseline(
     kind = params["baseline"]
     if kind == "off":
         return None
-    config = load_config(config_path(params["baseline_config"]), params["training_overrides"])
+    config = load_config(trainer_config(params["baseline_config"], "baseline_config"),
+                         params["training_overrides"])
     ident = identity(config.model_dump(), device_model_for(config.training.device), TRAINER_VERSION)
     key = key_of(ident)
     now = now or datetime.now(timezone.utc)
@@ -118,7 +114,7 @@ def train_or_reuse_baseline(
                     "measured_at": entry["measured_at"], "summary": entry["summary"]}
     emit(f"baseline: measuring the baseline config now (baseline: {kind})")
     command = trainer_command(params["baseline_config"], params["training_overrides"], run_dir, "baseline")
-    emissions = trainer_emissions(params["baseline_config"], params["training_overrides"])
+    emissions = config.emissions.model_dump()
     attempt = run_attempt(command, run_dir / "baseline", "baseline", emissions=emissions, emit=emit)
     segment = {"index": 0, "grid_start": None, "grid_hours": None, "attempts": [attempt]}
     summary = job_summary(run_dir / "baseline", "baseline", command, [segment])

@@ -25,8 +25,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from carbon_aware.outputs import REPO_ROOT
+from carbon_aware.roots import trainer_config
 
 SUMMARY_NAME = "summary.json"
+TRAINER_CONFIG_NAME = "trainer_config.yaml"  # the built-in trainer's resolved config, in its job folder
 DEFAULT_GRACE_SECONDS = 300.0
 POLL_SECONDS = 1.0
 # What a command may report about itself in $CARBON_JOB_DIR/summary.json; the report shows what it finds.
@@ -53,33 +55,48 @@ class JobFailed(RuntimeError):
 
 
 def trainer_command(config: str, overrides: list[str], run_dir: Path, run_name: str) -> list[str]:
-    """The built-in trainer as a command: measured from outside like any other, so its own meter is off."""
-    from carbon_aware.baselines import config_path
+    """The built-in trainer as a command: measured from outside like any other, so its own meter is off.
+    The config named in params, with its (validated) overrides, is resolved here and written into the
+    job's directory: the argv holds that file's path only, nothing from params."""
+    import yaml
 
-    sets = [
-        *overrides,
-        f"output.dir={run_dir}",
-        f"training.run_name={run_name}",
-        "training.resume=true",
-        "emissions.enabled=false",
-    ]
-    return [
-        sys.executable,
-        "-u",
-        "-m",
-        "training",
-        "--config",
-        str(config_path(config)),
-        *[part for item in sets for part in ("--set", item)],
-    ]
+    from training.config import load_config
+    from training.files import atomic_write
+
+    resolved = load_config(trainer_config(config), overrides)
+    resolved.output.dir = str(run_dir)
+    resolved.training.run_name = run_name
+    resolved.training.resume = True
+    resolved.emissions.enabled = False
+    settings = {**resolved.model_dump(mode="json"), "on_device": {}}  # already applied for this device
+    path = run_dir / run_name / TRAINER_CONFIG_NAME
+    atomic_write(path, lambda tmp: tmp.write_text(yaml.safe_dump(settings, sort_keys=False)))
+    return [sys.executable, "-u", "-m", "training", "--config", str(path)]
 
 
 def trainer_emissions(config: str, overrides: list[str]) -> dict[str, Any]:
     """The trainer config's ``emissions`` block (country, sampling): how the outside meter measures it."""
-    from carbon_aware.baselines import config_path
     from training.config import load_config
 
-    return load_config(config_path(config), overrides).emissions.model_dump()
+    return load_config(trainer_config(config), overrides).emissions.model_dump()
+
+
+JOB_PARAMS_NAME = "job_params.json"
+MAX_JOB_PARAM_CHARS = 200
+
+
+def write_job_params(job_dir: Path, values: dict[str, Any]) -> Path:
+    """The job's own params as a JSON file in its folder: scalars only (numbers, flags, short text)."""
+    from training.files import atomic_write_json
+
+    for name, value in values.items():
+        short_text = isinstance(value, str) and len(value) <= MAX_JOB_PARAM_CHARS
+        if not (value is None or isinstance(value, (bool, int, float)) or short_text):
+            raise ValueError(f"param {name}: a job's params are numbers, flags or text of at most "
+                             f"{MAX_JOB_PARAM_CHARS} characters")
+    path = job_dir / JOB_PARAMS_NAME
+    atomic_write_json(path, values)
+    return path
 
 
 def _utc(moment: float | None = None) -> str:

@@ -25,6 +25,7 @@ from carbon_aware.sensors import MIN_DEFER_SECONDS
 from carbon_aware.triggers import CarbonWindowTrigger
 
 WORKER_REGION_ENV = "CARBON_REGION"  # set on each region's Celery workers: the summary names it
+JOB_PARAMS_ENV = "CARBON_JOB_PARAMS"  # the path of the job's params file (CarbonJobOperator.job_params)
 JOB_XCOM_KEY = "job"  # the job's summary, pushed also when the job ends failed (the carbon budget)
 # Before this share of the expected duration has run, the budget projection is too noisy to act on.
 BUDGET_MIN_PROGRESS = 0.1
@@ -93,7 +94,10 @@ class CarbonJobOperator(BaseOperator):
     resume; the last slot runs on until the job is done. With ``carbon_budget_g`` (or the plan's
     ``carbon_budget_g`` param) it prices the energy as it comes in at the current intensity and stops
     the job at its next checkpoint when finishing would exceed the budget: the task then fails without
-    retries and the report says so. Exit code 0 without a SIGTERM means the job is done."""
+    retries and the report says so. Exit code 0 without a SIGTERM means the job is done.
+
+    ``job_params`` names DAG params the command reads as data (``$CARBON_JOB_PARAMS``, a JSON file in
+    its folder). Params are untrusted: do not template them into ``command``, ``env`` or ``cwd``."""
 
     template_fields: Sequence[str] = ("command", "run_name", "env", "cwd")
     ui_color = "#d9f2d9"
@@ -109,11 +113,13 @@ class CarbonJobOperator(BaseOperator):
         cwd: str | None = None,
         emissions: dict[str, Any] | None = None,
         grace_seconds: float | None = None,
+        job_params: Sequence[str] = (),
         **kwargs,
     ) -> None:
         kwargs.setdefault("pool", "gpu")
         super().__init__(**kwargs)
         self.command = command
+        self.job_params = tuple(job_params)
         self.run_name = run_name
         self.wait_task_id = wait_task_id
         self.carbon_budget_g = carbon_budget_g
@@ -161,6 +167,7 @@ class CarbonJobOperator(BaseOperator):
                           datetime.fromisoformat(state["released"]["real"]))
         job_dir = Path(plan["run_dir"]) / self.run_name
         command = self.build_command(plan, job_dir)
+        env = {**(self.env or {}), **self._job_params_file(context, job_dir)}
         slots = plan.get("segments") or [{"start": plan["start"], "end": plan["end"]}]
         interruptible = bool(plan["request"].get("interruptible")) and len(slots) > 1
         budget = (
@@ -217,7 +224,7 @@ class CarbonJobOperator(BaseOperator):
                 job_dir,
                 self.run_name,
                 emissions=self.emissions,
-                env=self.env,
+                env=env,
                 cwd=self.cwd,
                 until=until,
                 check=check,
@@ -246,6 +253,17 @@ class CarbonJobOperator(BaseOperator):
             self.log.info(
                 "slot %d ended: the job checkpointed and exited (code %s)", index + 1, record["exit_code"]
             )
+
+    def _job_params_file(self, context, job_dir: Path) -> dict[str, str]:
+        """The DAG params named in ``job_params`` go to the command as data, never in its argv or
+        environment: a JSON file in the job's folder, whose path is in ``$CARBON_JOB_PARAMS``."""
+        if not self.job_params:
+            return {}
+        from carbon_aware.jobs import write_job_params
+
+        params = dict(context.get("params") or {})
+        path = write_job_params(job_dir, {name: params.get(name) for name in self.job_params})
+        return {JOB_PARAMS_ENV: str(path)}
 
     @staticmethod
     def _grid_start(clock, state: dict[str, Any], slot: dict[str, Any], in_slot: bool) -> str:

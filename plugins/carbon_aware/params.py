@@ -44,8 +44,9 @@ class RunParams(BaseModel):
     carbon_threshold: float = Field(default=300.0, gt=0, le=2000)
     replan_tolerance_pct: float = Field(default=20.0, ge=0, le=500)
     max_replans: int = Field(default=3, ge=0, le=10)
-    baseline_config: str = "include/configs/baseline.yaml"
-    optimized_config: str = "include/configs/optimized.yaml"
+    # trainer configs: file names in the deployment's config folder (carbon_aware.roots.config_dir)
+    baseline_config: str = Field(default="baseline.yaml", min_length=1, max_length=200)
+    optimized_config: str = Field(default="optimized.yaml", min_length=1, max_length=200)
     training_overrides: list[str] = Field(default_factory=list)
     baseline: Literal["cached", "every_run", "off"] = "cached"
     baseline_max_age_days: float = Field(default=30.0, ge=0, le=3650)
@@ -63,11 +64,13 @@ class RunParams(BaseModel):
 
     @field_validator("training_overrides")
     @classmethod
-    def _key_value(cls, overrides: list[str]) -> list[str]:
-        for text in overrides:
-            if "=" not in text:
-                raise ValueError(f"{text!r}: expected KEY=VALUE, e.g. training.epochs=1")
-        return overrides
+    def _allowed_overrides(cls, overrides: list[str]) -> list[str]:
+        from training.config import ConfigError, check_overrides
+
+        try:
+            return check_overrides(overrides)
+        except ConfigError as error:
+            raise ValueError(str(error)) from None
 
     @model_validator(mode="after")
     def _job_fits_before_deadline(self) -> "RunParams":
@@ -93,6 +96,16 @@ def redact(value: Any) -> Any:
     return value
 
 
+def _got(value: Any) -> str:
+    """What an error shows of the refused value: a number, a flag or a short word, never a structure
+    or a long text (either may carry a secret or a file's content)."""
+    if value is None or isinstance(value, (bool, int, float)):
+        return f" (got {value!r})"
+    if isinstance(value, str) and len(value) <= 40 and "=" not in value and not looks_secret(value):
+        return f" (got {value!r})"
+    return ""
+
+
 def validate_params(raw: dict[str, Any]) -> RunParams:
     known = {key: value for key, value in raw.items()
              if key in RunParams.model_fields or not key.startswith("_")}
@@ -105,5 +118,6 @@ def validate_params(raw: dict[str, Any]) -> RunParams:
             message = "unknown param" if item["type"] == "extra_forbidden" else item["msg"]
             if name in RENAMED:
                 message += f" ({RENAMED[name]})"
-            lines.append(f"param {name}: {message} (got {redact(item.get('input'))!r})")
+            shown = "" if any(looks_secret(part) for part in item["loc"]) else _got(item.get("input"))
+            lines.append(f"param {name}: {message}{shown}")
         raise ParamsError("invalid DAG params:\n  " + "\n  ".join(lines)) from None

@@ -8,10 +8,10 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from carbon_aware.baselines import config_path
 from carbon_aware.outputs import report_paths, run_dir_for
 from carbon_aware.params import ParamsError, RunParams, validate_params
 from carbon_aware.regions import regions_path
+from carbon_aware.roots import OutsideRoot, trainer_config
 
 log = logging.getLogger(__name__)
 
@@ -28,10 +28,11 @@ def check_params(raw: dict[str, Any], trainer_configs: bool = True) -> RunParams
         return params
     for name in ("baseline_config", "optimized_config"):
         try:
-            load_config(config_path(getattr(params, name)), params.training_overrides)
+            load_config(trainer_config(getattr(params, name), name), params.training_overrides)
+        except OutsideRoot as error:
+            raise ParamsError(f"param {error}") from None
         except ConfigError as error:
-            raise ParamsError(f"param {name} ({getattr(params, name)}) "
-                              f"with training_overrides: {error}") from None
+            raise ParamsError(f"param {name} with training_overrides: {error}") from None
     return params
 
 

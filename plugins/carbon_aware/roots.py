@@ -50,3 +50,8 @@ def resolve_in(root: Path, name: str, field: str) -> Path:
 
 def _setting(root: Path) -> str:
     return DATA_ENV if root == data_dir() else CONFIG_ENV if root == config_dir() else "the setting"
+
+
+def trainer_config(name: str, field: str = "config") -> Path:
+    """A trainer config named in params (``baseline_config``, ``optimized_config``), in the config folder."""
+    return resolve_in(config_dir(), name, field)

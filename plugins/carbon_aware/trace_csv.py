@@ -23,6 +23,7 @@ EM_LCA = "Carbon Intensity gCO₂eq/kWh (LCA)"
 EIA_FUELS = ("WND", "SUN", "WAT", "OIL", "NG", "COL", "NUC", "OTH")
 # EIA rows whose total generation is below this share of the median are metering glitches.
 EIA_GLITCH_SHARE = 0.05
+MAX_TRACE_BYTES = 64 * 2**20  # a year of half-hours is about 1 MB
 
 
 @dataclass(frozen=True)
@@ -93,10 +94,23 @@ def _regular(times: list[float], columns: dict[str, list[float]],
 
 @lru_cache(maxsize=64)
 def load_trace(path: str | Path, signal: str = "direct") -> Trace:
-    """Load a trace; ``signal`` picks Electricity Maps' 'direct' or 'LCA' column."""
+    """Load a trace; ``signal`` picks Electricity Maps' 'direct' or 'LCA' column. Any file that is not
+    one of the formats raises a ForecastError that names the file, never its content."""
     path = Path(path)
     if not path.is_file():
         raise ForecastError(f"trace file not found: {path}")
+    if path.stat().st_size > MAX_TRACE_BYTES:
+        raise ForecastError(f"trace {path.name}: larger than {MAX_TRACE_BYTES // 2**20} MiB")
+    try:
+        return _parse(path, signal)
+    except ForecastError:
+        raise
+    except (csv.Error, ValueError, KeyError, TypeError, IndexError, UnicodeDecodeError, OSError) as error:
+        raise ForecastError(f"trace {path.name}: not a readable NESO, Electricity Maps or EIA-930 CSV "
+                            f"({type(error).__name__} in a row or field)") from None
+
+
+def _parse(path: Path, signal: str) -> Trace:
     with open(path, newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
         header = reader.fieldnames or []
@@ -122,5 +136,5 @@ def load_trace(path: str | Path, signal: str = "direct") -> Trace:
                   for v, t in zip((_number(r["avg_CI"]) for r in rows), totals)]
         start, step, grid = _regular(times, {"actual": actual}, path)
         return Trace(str(path), "eia930", path.stem.split("_")[0], start, step, grid["actual"], None)
-    raise ForecastError(f"trace {path}: unknown format (header {header[:5]}...); expected a NESO, "
-                        "Electricity Maps portal or EIA-930 (avg_CI) CSV")
+    raise ForecastError(f"trace {path.name}: unknown format (its header has none of the expected columns); "
+                        "expected a NESO, Electricity Maps portal or EIA-930 (avg_CI) CSV")
