@@ -1,7 +1,11 @@
-"""Models and utilities that tests load through the trainer's real ``module:Class`` import path."""
+"""Models that tests register with the trainer's registry (training.architectures.register), as a DAG
+author's own code would."""
 import torch
 from torch import nn
 
+from pydantic import Field
+
+from training.architectures import SimpleCNNSettings, register
 from training.model import SimpleCNN
 
 
@@ -31,3 +35,10 @@ class Linear(nn.Module):
 
     def forward(self, x):
         return self.fc(x.flatten(1))
+
+
+class NaNAfterSettings(SimpleCNNSettings):
+    good_calls: int = Field(ge=0, le=10_000)
+
+
+register("nan_after", NaNAfterSettings, NaNAfter)

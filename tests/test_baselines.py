@@ -21,7 +21,7 @@ def _params(**extra):
     params = {
         "baseline": "cached",
         "baseline_max_age_days": 30.0,
-        "baseline_config": "include/configs/baseline.yaml",
+        "baseline_config": "baseline.yaml",
         "training_overrides": FAST,
     }
     params.update(extra)

@@ -14,15 +14,15 @@ from carbon_aware.planning import make_plan
 from tests.conftest import REPO_ROOT, compression_for_wait
 from tests.fake_provider_server import FakeProviderServer, Reply
 
-NESO = "../shared/data/carbon/neso_carbon_intensity_api/neso_2023_national_intensity.csv"
+NESO = "carbon/neso_carbon_intensity_api/neso_2023_national_intensity.csv"  # in the data folder
 FAST_TRAINING = ["training.epochs=1", "data.train_subset=1500", "data.test_subset=500"]
 
 
 def trace_params(**extra):
     params = {"providers": [{"name": "trace", "path": NESO, "replay_start": "2023-03-01T06:00:00Z"}],
               "job_duration_hours": 1, "deadline_hours": 12, "time_compression": 3600,
-              "baseline_config": "include/configs/baseline.yaml",
-              "optimized_config": "include/configs/optimized.yaml",
+              "baseline_config": "baseline.yaml",
+              "optimized_config": "optimized.yaml",
               "training_overrides": FAST_TRAINING}
     params.update(extra)
     return params
@@ -193,8 +193,8 @@ def test_bad_params_fail_with_the_param_name():
     with pytest.raises(ParamsError, match="param job_duration_hours|deadline_hours"):
         make_plan(trace_params(job_duration_hours=13), "x")
     with pytest.raises(ParamsError, match="param baseline_config"):
-        make_plan(trace_params(baseline_config="include/configs/missing.yaml"), "x")
-    with pytest.raises(ParamsError, match="training.bogus: unknown key"):
+        make_plan(trace_params(baseline_config="missing.yaml"), "x")
+    with pytest.raises(ParamsError, match="training_overrides: .0.: 'training.bogus' may not be set"):
         make_plan(trace_params(training_overrides=["training.bogus=1"]), "x")
     with pytest.raises(ParamsError, match="param providers"):
         make_plan(trace_params(providers=[{"name": "electricitymaps", "zone": "DE", "token": "abc"}]), "x")

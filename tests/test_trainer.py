@@ -11,6 +11,7 @@ import torch
 from training.config import ConfigError, build_config, load_config
 from training.data import DataError
 from training.summary import validate_summary
+import tests.helpers  # noqa: F401  (registers the nan_after model)
 from training.trainer import NonFiniteLossError, RunExistsError, TrainingError, TrainingInterrupted, train
 from tests.conftest import REPO_ROOT
 
@@ -101,7 +102,7 @@ def test_a_second_run_with_the_same_name_does_not_overwrite_the_first(tmp_path):
 
 def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(tmp_path):
     config = make_config(tmp_path, training={"epochs": 3},
-                         model={"name": "tests.helpers:NaNAfter", "kwargs": {"good_calls": 5}})
+                         model={"name": "nan_after", "kwargs": {"good_calls": 5}})
     with pytest.raises(NonFiniteLossError, match="loss became nan in epoch 2"):
         train(config)
     checkpoint = torch.load(tmp_path / "t" / "checkpoints" / "last.pt", weights_only=False)
@@ -138,10 +139,15 @@ def test_codecarbon_failure_keeps_training_and_says_why(tmp_path, monkeypatch):
     assert summary["energy_timeline"] == []
 
 
-def test_own_model_by_import_path(tmp_path):
+def test_a_registered_model_trains_and_an_import_path_is_refused(tmp_path):
     summary = train(make_config(tmp_path, training={"epochs": 1},
-                                model={"name": "tests.helpers:Linear", "kwargs": {}}))
-    assert summary["config"]["model"]["name"] == "tests.helpers:Linear"
+                                model={"name": "linear", "kwargs": {"num_classes": 10}}))
+    assert summary["config"]["model"] == {"name": "linear", "kwargs": {"num_classes": 10}}
+    for name in ("tests.helpers:Linear", "subprocess:Popen", "os:system"):
+        with pytest.raises(ConfigError, match="model.name: expected a registered architecture"):
+            make_config(tmp_path, model={"name": name})
+    with pytest.raises(ConfigError, match="kwargs.args: unknown setting"):
+        make_config(tmp_path, model={"name": "simple_cnn", "kwargs": {"args": ["sh", "-c", "id"]}})
 
 
 @pytest.mark.parametrize("override, key, expected", [
@@ -151,7 +157,10 @@ def test_own_model_by_import_path(tmp_path):
     ("training.precision=fp8", "training.precision", "'fp32', 'fp16', 'bf16' or 'auto'"),
     ("training.epochs=three", "training.epochs", "valid integer"),
     ("training.learning_rte=0.1", "training.learning_rte", "unknown key"),
-    ("model.name=resnet", "model.name", "import path"),
+    ("model.name=resnet", "model.name", "registered architecture"),
+    ("model.kwargs.width=0", "kwargs.width", "greater than or equal to 1"),
+    ("training.model_save_path=/tmp/x.pt", "training.model_save_path", "inside the run's directory"),
+    ("training.run_name=..", "training.run_name", "should match pattern"),
 ])
 def test_config_errors_name_the_key(override, key, expected):
     with pytest.raises(ConfigError) as error:

@@ -53,11 +53,17 @@ class CarbonPlanOperator(BaseOperator):
         self.trainer_configs = trainer_configs
 
     def execute(self, context) -> dict[str, Any]:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from carbon_aware.params import ParamsError
         from carbon_aware.planning import make_plan
 
         params = {k: v for k, v in dict(context.get("params") or {}).items() if k not in self.job_params}
         raw = {**params, **self.request}
-        plan = make_plan(raw, context["dag_run"].run_id, trainer_configs=self.trainer_configs)
+        try:
+            plan = make_plan(raw, context["dag_run"].run_id, trainer_configs=self.trainer_configs)
+        except ParamsError as error:  # bad input: say what is wrong, once, and do not retry
+            raise AirflowFailException(str(error)) from None
         self.log.info("%s", plan["summary"])
         return plan
 

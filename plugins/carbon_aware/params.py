@@ -115,7 +115,8 @@ def validate_params(raw: dict[str, Any]) -> RunParams:
         lines = []
         for item in error.errors():
             name = ".".join(str(part) for part in item["loc"]) or "params"
-            message = "unknown param" if item["type"] == "extra_forbidden" else item["msg"]
+            message = ("unknown param" if item["type"] == "extra_forbidden"
+                       else item["msg"].removeprefix("Value error, "))
             if name in RENAMED:
                 message += f" ({RENAMED[name]})"
             shown = "" if any(looks_secret(part) for part in item["loc"]) else _got(item.get("input"))

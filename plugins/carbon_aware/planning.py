@@ -24,6 +24,7 @@ def check_params(raw: dict[str, Any], trainer_configs: bool = True) -> RunParams
     from training.config import ConfigError, load_config
 
     params = validate_params(raw)
+    check_sources(params.providers)
     if not trainer_configs:
         return params
     for name in ("baseline_config", "optimized_config"):
@@ -34,6 +35,25 @@ def check_params(raw: dict[str, Any], trainer_configs: bool = True) -> RunParams
         except ConfigError as error:
             raise ParamsError(f"param {name} with training_overrides: {error}") from None
     return params
+
+
+def check_sources(specs: list[dict[str, Any]]) -> None:
+    """What the providers in params name must be usable before anything waits: each connection exists
+    with its provider's type, each trace file reads as a trace. Errors name the field, never content."""
+    from carbon_aware.forecast import ForecastError
+    from carbon_aware.providers.specs import check_connections
+    from carbon_aware.trace_csv import load_trace
+
+    try:
+        check_connections(specs)
+    except ValueError as error:
+        raise ParamsError(f"param providers: {error}") from None
+    for i, spec in enumerate(specs):
+        if spec["name"] == "trace":
+            try:
+                load_trace(spec["path"], spec.get("signal", "direct"))
+            except ForecastError as error:
+                raise ParamsError(f"param providers[{i}].path: {error}") from None
 
 
 def last_measured_hours(exclude: Path | None = None) -> float | None:

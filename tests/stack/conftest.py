@@ -10,7 +10,7 @@ from tests.stack.services import AirflowStack
 
 NESO_TRACE = CARBON_DIR / "neso_carbon_intensity_api" / "neso_2023_national_intensity.csv"
 REPLAY_START = "2023-03-01T06:00:00Z"
-TEST_CONFIG = "include/configs/test.yaml"
+TEST_CONFIG = "test.yaml"  # a file in the config folder (CARBON_CONFIG_DIR)
 
 
 @pytest.fixture(scope="package")

@@ -23,6 +23,7 @@ import psutil
 import requests
 
 from tests.compose_file import load_compose, service_command, service_environment
+from tests.conftest import SHARED_DATA
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
@@ -91,15 +92,18 @@ def kill_tree(pid: int) -> list[int]:
 
 def trainer_processes(output_dir: Path, run_dir: Path | None = None,
                       run_name: str | None = None) -> list[psutil.Process]:
-    """The trainer processes (``python -m training``) writing under ``output_dir``, or one run's."""
+    """The trainer processes (``python -m training --config <run dir>/<run name>/trainer_config.yaml``)
+    writing under ``output_dir``, or one run's."""
     found = []
     for process in psutil.process_iter(["cmdline"]):
         cmdline = process.info["cmdline"] or []
-        out = next((arg.split("=", 1)[1] for arg in cmdline if arg.startswith("output.dir=")), None)
-        if "training" not in cmdline or out is None or not out.startswith(str(output_dir)):
+        if "training" not in cmdline or "--config" not in cmdline[:-1]:
             continue
-        same_run = run_dir is None or out == str(run_dir)
-        if same_run and (run_name is None or f"training.run_name={run_name}" in cmdline):
+        config = Path(cmdline[cmdline.index("--config") + 1])
+        if not str(config).startswith(str(output_dir)):
+            continue
+        same_run = run_dir is None or config.parent.parent == run_dir
+        if same_run and (run_name is None or config.parent.name == run_name):
             found.append(process)
     return found
 
@@ -238,6 +242,7 @@ class AirflowStack:
             "@redis:6379/": f"@127.0.0.1:{self.redis.port}/",
             "http://airflow-apiserver:8080/": f"{self.base_url}/",
             "/opt/carbon/output": str(self.output_dir),
+            "/opt/shared/data": str(SHARED_DATA),
             "/opt/carbon": str(REPO_ROOT),
             "/opt/airflow": str(self.home),
         }
@@ -433,9 +438,9 @@ class AirflowStack:
     def patch(self, path: str, body: dict) -> Any:
         return self._request("PATCH", path, json=body).json()
 
-    def trigger(self, conf: dict[str, Any]) -> str:
-        run = self._request("POST", "/api/v2/dags/carbon_training/dagRuns",
-                            json={"logical_date": None, "conf": conf}).json()
+    def trigger(self, conf: dict[str, Any], run_id: str | None = None) -> str:
+        body = {"logical_date": None, "conf": conf, **({"dag_run_id": run_id} if run_id else {})}
+        run = self._request("POST", "/api/v2/dags/carbon_training/dagRuns", json=body).json()
         return run["dag_run_id"]
 
     def run(self, run_id: str) -> dict:

@@ -10,6 +10,7 @@ import requests
 import torch
 
 from tests.stack.conftest import trace_conf
+from carbon_aware.outputs import run_dir_name
 from tests.stack.services import TRAINING_WORKER, free_port, kill_tree, trainer_processes, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.stack, pytest.mark.timeout(900)]
@@ -18,7 +19,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.stack, pytest.mark.timeout(90
 def test_training_worker_killed_mid_epoch_retries_when_it_is_back_and_resumes(stack):
     run_id = stack.trigger(trace_conf(wait_seconds=3, baseline="off",
                                       training_overrides=["training.epochs=3"]))
-    run_dir = stack.output_dir / run_id.replace(":", "_").replace("+", "_")
+    run_dir = stack.output_dir / run_dir_name(run_id)
     checkpoint = run_dir / "optimized" / "checkpoints" / "last.pt"
 
     # Once epoch 1's checkpoint is on disk the trainer is inside epoch 2: SIGKILL the Celery worker that
@@ -149,7 +150,7 @@ def test_provider_unreachable_runs_on_the_fallback_and_says_so(stack):
     conf = {"providers": [{"name": "carbon_aware_sdk", "location": "westeurope",
                            "base_url": f"http://127.0.0.1:{closed}"}],
             "job_duration_hours": 1, "deadline_hours": 24, "time_compression": 20000, "baseline": "off",
-            "baseline_config": "include/configs/test.yaml", "optimized_config": "include/configs/test.yaml"}
+            "baseline_config": "test.yaml", "optimized_config": "test.yaml"}
     run_id = stack.trigger(conf)
     stack.wait_for_run(run_id, timeout=600)
 

@@ -90,9 +90,10 @@ def _interval(ti: dict) -> tuple[datetime, datetime]:
 
 def test_two_runs_back_to_back_stay_apart(stack):
     # Both runs train their baseline too (every_run), so four trainings compete for the gpu pool's slot.
-    first = stack.trigger(trace_conf(wait_seconds=3, baseline="every_run"))
-    second = stack.trigger(trace_conf(wait_seconds=3, baseline="every_run"))
-    assert first != second
+    # Their ids, chosen by whoever triggers them, once mapped to one output directory ('nightly_1').
+    first = stack.trigger(trace_conf(wait_seconds=3, baseline="every_run"), run_id="nightly:1")
+    second = stack.trigger(trace_conf(wait_seconds=3, baseline="every_run"), run_id="nightly_1")
+    assert (first, second) == ("nightly:1", "nightly_1")
     runs = [stack.wait_for_run(run_id, timeout=600) for run_id in (first, second)]
 
     # max_active_runs=1: the second run started only after the first ended.
@@ -108,7 +109,7 @@ def test_two_runs_back_to_back_stay_apart(stack):
     # Separate outputs, each report about its own run.
     reports = [stack.xcom(run_id, "report") for run_id in (first, second)]
     directories = {Path(report["files"]["json"]).parent for report in reports}
-    assert len(directories) == 2
+    assert len(directories) == 2 and {d.parent for d in directories} == {stack.output_dir.resolve()}
     for run_id, report in zip((first, second), reports):
         assert json.loads(Path(report["files"]["json"]).read_text())["dag_run_id"] == run_id
         for name in ("baseline", "optimized"):

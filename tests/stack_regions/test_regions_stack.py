@@ -11,7 +11,7 @@ from tests.stack_regions.conftest import REGIONS
 
 pytestmark = [pytest.mark.integration, pytest.mark.stack, pytest.mark.timeout(900)]
 
-TEST_CONFIG = "include/configs/test.yaml"
+TEST_CONFIG = "test.yaml"  # a file in the config folder (CARBON_CONFIG_DIR)
 
 
 def regions_conf(**extra) -> dict:
