@@ -13,6 +13,7 @@ from carbon_aware.params import ParamsError
 from carbon_aware.planning import make_plan
 from tests.conftest import REPO_ROOT, compression_for_wait
 from tests.fake_provider_server import FakeProviderServer, Reply
+from tests.test_providers import neso
 
 NESO = "carbon/neso_carbon_intensity_api/neso_2023_national_intensity.csv"  # in the data folder
 FAST_TRAINING = ["training.epochs=1", "data.train_subset=1500", "data.test_subset=500"]
@@ -174,7 +175,7 @@ def test_sensor_replans_when_the_actual_runs_above_the_forecast_and_defers_again
         server.script(f"/intensity/{(slot - timedelta(hours=2)):%Y-%m-%dT%H:%MZ}/{slot:%Y-%m-%dT%H:%MZ}",
                       Reply({"data": uk_rows(slot - timedelta(hours=2), 2, lambda i: 300,
                                              actual=lambda i: 250)}))
-        params = trace_params(providers=[{"name": "uk", "base_url": server.url}], time_compression=1.0,
+        params = trace_params(providers=[{"name": "uk", "conn_id": neso(server)}], time_compression=1.0,
                               replan_tolerance_pct=20)
         plan = make_plan(params, "test-run", now=now)
         assert datetime.fromisoformat(plan["start"]) == now
@@ -324,7 +325,7 @@ def test_a_deadline_past_the_forecast_horizon_plans_within_it_and_says_so():
             f"/intensity/{slot:%Y-%m-%dT%H:%MZ}/fw48h",
             Reply({"data": uk_rows(slot, 48, lambda i: 400 - 4 * i)}),
         )
-        plan = make_plan(trace_params(providers=[{"name": "uk", "base_url": server.url}], deadline_hours=48,
+        plan = make_plan(trace_params(providers=[{"name": "uk", "conn_id": neso(server)}], deadline_hours=48,
                                       time_compression=1.0), "horizon", now=now)
     assert plan["source"] == "uk" and plan["fallback_reasons"] == []
     assert "before the deadline" in plan["horizon_note"] and "planned within its horizon" in plan["summary"]

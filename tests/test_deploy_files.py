@@ -116,3 +116,14 @@ def test_dockerfile_matches_the_pinned_airflow_and_installs_the_lock():
     assert re.search(r"pip install [^\n]*-r /opt/carbon/requirements-tracking.lock", dockerfile)
     assert (re.search(r"^USER airflow$", dockerfile, re.M)
             and dockerfile.rstrip().splitlines()[-1].startswith("RUN pip install"))
+
+
+def test_the_init_creates_each_providers_connection_with_the_providers_own_type(compose):
+    """A provider reads only a connection of its own type (never a generic http one)."""
+    from carbon_aware.providers.electricitymaps import ElectricityMapsProvider
+    from carbon_aware.providers.watttime import WattTimeProvider
+
+    script = " ".join(compose["services"]["airflow-init"]["command"])
+    for provider in (ElectricityMapsProvider, WattTimeProvider):
+        assert f"connections add {provider.default_conn_id} --conn-type {provider.conn_type} " in script
+    assert "--conn-type http" not in script

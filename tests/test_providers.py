@@ -1,16 +1,21 @@
 """Each real-API provider against a real HTTP server on 127.0.0.1, in the provider's documented shape,
 with faults."""
+import base64
 import json
 import logging
+import os
 from datetime import datetime, timedelta, timezone
 
 import pytest
+import requests
 
 from carbon_aware.forecast import ForecastError, IntensityPoint, validate_points
+from carbon_aware.params import ParamsError, validate_params
 from carbon_aware.providers import base, build_provider, fetch_forecast
-from carbon_aware.providers.base import AuthError
+from carbon_aware.providers.base import AuthError, ProviderConnectionError
 from carbon_aware.providers.carbon_aware_sdk import CarbonAwareSDKProvider
 from carbon_aware.providers.electricitymaps import ElectricityMapsProvider
+from carbon_aware.providers.specs import check_connections, validate_provider_specs
 from carbon_aware.providers.uk import UKProvider
 from carbon_aware.providers.watttime import WattTimeProvider
 from tests.fake_provider_server import FakeProviderServer, Reply
@@ -48,6 +53,20 @@ def fast_timeouts(monkeypatch):
 
 def fast_session():
     return base.http_session(retries=3, backoff_s=0.01)
+
+
+def connection(monkeypatch, conn_id: str, conn_type: str, **fields) -> str:
+    """An Airflow connection as a deployment defines one in the environment: ``AIRFLOW_CONN_<ID>``."""
+    monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps({"conn_type": conn_type, **fields}))
+    return conn_id
+
+
+def neso(server: FakeProviderServer) -> str:
+    """For tests without ``monkeypatch``: the id of a NESO connection to ``server``, unique to the server's
+    port (it stays defined; nothing else names it)."""
+    conn_id = f"neso_{server.url.rsplit(':', 1)[1]}"
+    os.environ[f"AIRFLOW_CONN_{conn_id.upper()}"] = json.dumps({"conn_type": "neso", "host": server.url})
+    return conn_id
 
 
 # --- NESO Carbon Intensity API -------------------------------------------------------------------
@@ -114,27 +133,30 @@ def test_bad_responses_are_rejected_with_a_reason(server, reply, reason):
         UKProvider(base_url=server.url, session=fast_session()).forecast(NOW, timedelta(hours=24))
 
 
-def test_chain_falls_back_to_mock_on_a_short_forecast_and_records_why(server):
+def test_chain_falls_back_to_mock_on_a_short_forecast_and_records_why(server, monkeypatch):
     server.script(UK_PATH, Reply({"data": uk_rows(hours=3)}))
-    forecast, reasons = fetch_forecast([{"name": "uk", "base_url": server.url}], NOW, timedelta(hours=24),
-                                       NOW + timedelta(hours=24))
+    spec = {"name": "uk", "conn_id": connection(monkeypatch, "neso_test", "neso", host=server.url)}
+    forecast, reasons = fetch_forecast([spec], NOW, timedelta(hours=24), NOW + timedelta(hours=24))
     assert forecast.source == "mock"
     assert "forecast too short" in reasons[0] and reasons[1].startswith("history: the grid store holds 0 h")
     assert reasons[2].startswith("mock:") and len(reasons) == 3
 
 
-def test_chain_uses_the_next_provider_in_order(server):
+def test_chain_uses_the_next_provider_in_order(server, monkeypatch):
+    """Each provider's default connection, of its own type, gives its endpoint."""
     server.script(UK_PATH, Reply({"error": "down"}, status=503))
     server.script("/emissions/forecasts/current", Reply(sdk_body(hours=25)))
-    specs = [{"name": "uk", "base_url": server.url},
-             {"name": "carbon_aware_sdk", "location": "westeurope", "base_url": server.url}]
+    connection(monkeypatch, "neso_default", "neso", host=server.url)
+    connection(monkeypatch, "carbon_aware_sdk_default", "carbon_aware_sdk", host=server.url)
+    specs = [{"name": "uk"}, {"name": "carbon_aware_sdk", "location": "westeurope"}]
     forecast, reasons = fetch_forecast(specs, NOW, timedelta(hours=24), NOW + timedelta(hours=24))
     assert forecast.source == "carbon_aware_sdk" and "HTTP 503" in reasons[0]
 
 
-def test_unreachable_provider_falls_back(server):
-    forecast, reasons = fetch_forecast([{"name": "uk", "base_url": "http://127.0.0.1:9"}], NOW,
-                                       timedelta(hours=24), NOW + timedelta(hours=24))
+def test_unreachable_provider_falls_back(monkeypatch):
+    closed = connection(monkeypatch, "neso_closed", "neso", host="http://127.0.0.1:9")
+    spec = {"name": "uk", "conn_id": closed}
+    forecast, reasons = fetch_forecast([spec], NOW, timedelta(hours=24), NOW + timedelta(hours=24))
     assert forecast.source == "mock" and "cannot reach" in reasons[0]
 
 
@@ -158,12 +180,12 @@ def test_electricitymaps_forecast_history_latest_with_token_header(server, caplo
     assert all("zone=DE" in r["query"] for r in server.requests)
 
 
-def test_electricitymaps_bad_token_is_reported_without_the_token(server, caplog):
+def test_electricitymaps_bad_token_is_reported_without_the_token(server, caplog, monkeypatch):
     token = "em-wrong-token-456"
     server.script("/v3/carbon-intensity/forecast", Reply({"message": "unauthorized"}, status=401))
+    conn_id = connection(monkeypatch, "em_wrong", "electricitymaps", host=server.url, password=token)
     with caplog.at_level(logging.DEBUG):
-        forecast, reasons = fetch_forecast([{"name": "electricitymaps", "zone": "DE", "token": token,
-                                             "base_url": server.url}],
+        forecast, reasons = fetch_forecast([{"name": "electricitymaps", "zone": "DE", "conn_id": conn_id}],
                                            NOW, timedelta(hours=24), NOW + timedelta(hours=24))
     assert forecast.source == "mock" and "401" in reasons[0]
     assert token not in caplog.text and token not in " ".join(reasons)
@@ -178,8 +200,7 @@ def test_electricitymaps_token_from_environment(server, monkeypatch):
 
 
 def test_electricitymaps_token_from_an_airflow_connection(server, monkeypatch):
-    monkeypatch.setenv("AIRFLOW_CONN_ELECTRICITYMAPS_DEFAULT",
-                       json.dumps({"conn_type": "http", "password": "from-connection"}))
+    connection(monkeypatch, "electricitymaps_default", "electricitymaps", password="from-connection")
     monkeypatch.setenv("ELECTRICITYMAPS_API_TOKEN", "from-env")  # the connection wins
     server.script("/v3/carbon-intensity/forecast", Reply({"zone": "DE", "forecast": em_rows()}))
     ElectricityMapsProvider("DE", base_url=server.url,
@@ -193,13 +214,13 @@ def test_electricitymaps_without_a_token_says_where_to_put_one(monkeypatch):
         ElectricityMapsProvider("DE", conn_id=None)
 
 
-def test_history_forecaster_over_electricitymaps_actuals(server):
+def test_history_forecaster_over_electricitymaps_actuals(server, monkeypatch):
     """The free tier has no forecast: the history provider forecasts from /history."""
     server.script("/v3/carbon-intensity/history",
                   Reply({"zone": "DE", "history": em_rows(hours=72, start=SLOT - timedelta(hours=72),
                                                           value=lambda i: 300 + 100 * ((i % 24) > 12))}))
-    provider = build_provider({"name": "electricitymaps", "zone": "DE", "token": "t",
-                               "base_url": server.url, "history": True})
+    connection(monkeypatch, "electricitymaps_default", "electricitymaps", host=server.url, password="t")
+    provider = build_provider({"name": "electricitymaps", "zone": "DE", "history": True})
     forecast = provider.forecast(NOW, timedelta(hours=24))
     assert forecast.source == "history(electricitymaps)" and forecast.end >= NOW + timedelta(hours=24)
     assert len(forecast.actuals) == 72
@@ -264,5 +285,209 @@ def test_validation_rejects_overlapping_slots():
 
 
 def test_unknown_provider_name():
-    with pytest.raises(ValueError, match="provider name"):
+    with pytest.raises(ValueError, match="provider.name: expected one of mock, trace, uk"):
         build_provider({"name": "nope"})
+
+
+# --- specs from params and regions files: no endpoints, no secrets; connections of the provider's type ---
+
+@pytest.fixture
+def outbound(monkeypatch):
+    """Every request any provider sends, wherever it goes (the real network included)."""
+    sent = []
+    send = requests.adapters.HTTPAdapter.send
+
+    def recording(adapter, request, *args, **kwargs):
+        sent.append(request.url)
+        return send(adapter, request, *args, **kwargs)
+
+    monkeypatch.setattr(requests.adapters.HTTPAdapter, "send", recording)
+    return sent
+
+
+@pytest.fixture
+def prod_db(monkeypatch):
+    """Another system's connection, with a password and a login, which no provider may ever use."""
+    return connection(monkeypatch, "prod_db", "postgres", host="db.internal", login="admin",
+                      password="db-secret")
+
+
+def test_a_spec_cannot_send_another_connections_secret_anywhere(server, prod_db, outbound, caplog, capsys):
+    spec = {"name": "electricitymaps", "zone": "DE", "base_url": server.url, "conn_id": prod_db}
+    with pytest.raises(ParamsError, match=r"providers\[0\]\.base_url: unknown option for electricitymaps") \
+            as refused:
+        validate_params({"providers": [spec]})
+    chains = [[spec], [{"name": "electricitymaps", "zone": "DE", "conn_id": prod_db}],
+              [{"name": "watttime", "region": "CAISO_NORTH", "conn_id": prod_db}]]
+    with caplog.at_level(logging.DEBUG):
+        results = [fetch_forecast(specs, NOW, timedelta(hours=24), NOW + timedelta(hours=24))
+                   for specs in chains]
+        with pytest.raises(ValueError, match="'prod_db' has type 'postgres', expected 'electricitymaps'") \
+                as built:
+            build_provider(chains[1][0])
+    assert server.requests == [] and outbound == []
+    assert all(forecast.source == "mock" for forecast, _ in results)
+    assert "base_url" in results[0][1][0] and "expected 'watttime'" in results[2][1][0]
+    shown = [str(refused.value), str(built.value), caplog.text, *capsys.readouterr()]
+    shown += [reason for _, reasons in results for reason in reasons]
+    assert not [text for text in shown if "db-secret" in text]
+
+
+@pytest.mark.parametrize("name, options", [
+    ("uk", {}), ("electricitymaps", {"zone": "DE"}), ("watttime", {"region": "CAISO_NORTH"}),
+    ("carbon_aware_sdk", {"location": "westeurope"}), ("mock", {}), ("trace", {"path": "x.csv"}),
+])
+def test_an_endpoint_in_a_params_spec_is_refused(name, options):
+    with pytest.raises(ParamsError, match=rf"param providers: .*providers\[0\]\.base_url: unknown option "
+                                          rf"for {name} \(allowed: "):
+        validate_params({"providers": [{"name": name, **options, "base_url": "http://169.254.169.254"}]})
+
+
+@pytest.mark.parametrize("key", ["auth-token", "access_token", "apikey", "API-Key", "Bearer", "clientSecret",
+                                 "token", "session", "password"])
+def test_secrets_in_any_spelling_are_refused_first_and_redacted(key, outbound):
+    secret = "hunter2-9c1f"
+    spec = {"name": "electricitymaps", "zone": "DE", "base_url": "http://x.invalid", key: secret}
+    with pytest.raises(ParamsError) as refused:
+        validate_params({"providers": [spec]})
+    text = str(refused.value)
+    assert f"providers[0]: secrets ({key}) do not belong in params; use an Airflow connection" in text
+    assert secret not in text
+    with pytest.raises(ValueError, match="do not belong in a provider spec") as built:
+        build_provider(spec)
+    forecast, reasons = fetch_forecast([spec], NOW, timedelta(hours=24), NOW + timedelta(hours=24))
+    assert secret not in str(built.value) + " ".join(reasons) and outbound == []
+
+
+@pytest.mark.parametrize("spec, error", [
+    ({"name": "electricitymaps"}, r"providers\[0\]\.zone: required"),
+    ({"name": "electricitymaps", "zone": "de"}, r"providers\[0\]\.zone: String should match pattern"),
+    ({"name": "electricitymaps", "zone": "DE", "zoom": 3},
+     r"providers\[0\]\.zoom: unknown option for electricitymaps \(allowed: zone, conn_id, history\)"),
+    ({"name": "electricitymaps", "zone": "DE", "history": "yes"}, r"providers\[0\]\.history: .*boolean"),
+    ({"name": "electricitymaps", "zone": "DE", "conn_id": "prod db;"}, r"providers\[0\]\.conn_id: String"),
+    ({"name": "uk", "region_id": 18}, r"providers\[0\]\.region_id: .*less than or equal to 17"),
+    ({"name": "uk", "region_id": "13"}, r"providers\[0\]\.region_id: .*valid integer"),
+    ({"name": "uk", "postcode": "RG10 4AB"}, r"providers\[0\]\.postcode: String should match pattern"),
+    ({"name": "watttime", "region": "CAISO NORTH"}, r"providers\[0\]\.region: String should match"),
+    ({"name": "carbon_aware_sdk", "location": "west/europe"}, r"providers\[0\]\.location: String should"),
+    ({"name": "mock", "timezone_name": "Mars/Olympus"}, r"providers\[0\]\.timezone_name: expected an IANA"),
+    ({"name": "mock", "high": 6000}, r"providers\[0\]\.high: .*less than or equal to 5000"),
+    ({"name": "mock", "peak_hour": 25}, r"providers\[0\]\.peak_hour: .*less than or equal to 24"),
+    ({"name": "mock", "region": "a b"}, r"providers\[0\]\.region: String should match"),
+    ({"name": "mock", "history": True}, r"providers\[0\]\.history: unknown option for mock"),
+    ({"name": "trace", "path": "../../etc/passwd"}, r"providers\[0\]\.path: '../../etc/passwd' is outside"),
+    ({"name": "trace", "path": "gb.csv", "forecast": "magic"}, r"providers\[0\]\.forecast: Input should be "
+                                                               r"'auto', 'file', 'history' or 'oracle'"),
+    ({"name": "trace", "path": "gb.csv", "replay_start": "yesterday"}, r"providers\[0\]\.replay_start: "),
+    ({"name": "trace", "path": "gb.csv", "signal": "marginal"}, r"providers\[0\]\.signal: Input should be"),
+    ({"name": "nope"}, r"providers\[0\]\.name: expected one of mock, trace, uk, electricitymaps"),
+])
+def test_unknown_options_and_wrong_types_are_refused_naming_the_field(spec, error, data_dir):
+    with pytest.raises(ParamsError, match=rf"param providers: .*{error}"):
+        validate_params({"providers": [spec]})
+    with pytest.raises(ValueError, match=error.replace(r"providers\[0\]", "provider")):
+        build_provider(spec)
+
+
+@pytest.fixture
+def data_dir(tmp_path, monkeypatch):
+    """The deployment's data folder, holding one trace."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "gb.csv").write_text("Datetime (UTC),Carbon Intensity gCO₂eq/kWh (direct)\n")
+    monkeypatch.setenv("CARBON_DATA_DIR", str(tmp_path / "data"))
+    return tmp_path / "data"
+
+
+def test_valid_specs_are_normalized(data_dir, monkeypatch):
+    specs = validate_provider_specs([
+        {"name": "trace", "path": "gb.csv", "signal": "LCA", "replay_start": "2023-03-01T06:00:00Z"},
+        {"name": "trace", "path": str(data_dir / "gb.csv"), "forecast": "history", "history": True},
+        {"name": "uk", "postcode": "rg10", "conn_id": "neso_eu.1-a"}, {"name": "uk", "region_id": 13},
+        {"name": "electricitymaps", "zone": "US-CAL-CISO", "history": True, "conn_id": None},
+        {"name": "mock", "timezone_name": "Europe/London", "low": 50, "high": 500.5, "peak_hour": 19},
+    ], "params")
+    real = str((data_dir / "gb.csv").resolve())
+    assert specs == [
+        {"name": "trace", "path": real, "signal": "lca", "replay_start": "2023-03-01T06:00:00Z"},
+        {"name": "trace", "path": real, "forecast": "history", "history": True},
+        {"name": "uk", "postcode": "RG10", "conn_id": "neso_eu.1-a"}, {"name": "uk", "region_id": 13},
+        {"name": "electricitymaps", "zone": "US-CAL-CISO", "history": True},
+        {"name": "mock", "timezone_name": "Europe/London", "low": 50, "high": 500.5, "peak_hour": 19},
+    ]
+    assert validate_params({"providers": specs[2:4]}).providers == specs[2:4]
+    with pytest.raises(ValueError, match=r"providers\[0\]\.path: no file 'missing.csv'"):
+        validate_provider_specs([{"name": "trace", "path": "missing.csv"}], "a regions file")
+    with pytest.raises(ValueError, match=r"providers\[1\]: expected an object with a name, got str"):
+        validate_provider_specs([{"name": "mock"}, "uk"], "a regions file")
+
+
+def test_a_connection_of_the_providers_type_gives_the_endpoint_and_the_token(server, monkeypatch):
+    server.script("/v3/carbon-intensity/forecast", Reply({"zone": "DE", "forecast": em_rows()}))
+    monkeypatch.setenv("ELECTRICITYMAPS_API_TOKEN", "from-env")
+    connection(monkeypatch, "em_eu", "electricitymaps", host=server.url, password="conn-token")
+    params = validate_params({"providers": [{"name": "electricitymaps", "zone": "DE", "conn_id": "em_eu"}]})
+    check_connections(params.providers)
+    forecast, reasons = fetch_forecast(params.providers, NOW, timedelta(hours=20), NOW + timedelta(hours=20))
+    assert forecast.source == "electricitymaps" and reasons == []
+    assert server.requests[-1]["headers"]["auth-token"] == "conn-token"
+
+
+def test_a_connection_as_host_schema_and_port_and_a_token_in_extra(server, monkeypatch):
+    port = int(server.url.rsplit(":", 1)[1])
+    connection(monkeypatch, "em_parts", "electricitymaps", host="127.0.0.1", schema="http", port=port,
+               extra=json.dumps({"token": "extra-token"}))
+    server.script("/v3/carbon-intensity/forecast", Reply({"zone": "DE", "forecast": em_rows()}))
+    provider = ElectricityMapsProvider("DE", conn_id="em_parts", session=fast_session())
+    provider.forecast(NOW, timedelta(hours=20))
+    assert provider.base_url == server.url
+    assert server.requests[-1]["headers"]["auth-token"] == "extra-token"
+
+
+def test_watttime_logs_in_with_the_connections_login_at_the_connections_host(server, monkeypatch):
+    server.script("/login", Reply({"token": "tok-1"}))
+    server.script("/v3/forecast", Reply(watttime_body()))
+    connection(monkeypatch, "watttime_default", "watttime", host=server.url, login="wt-user",
+               password="wt-pass")
+    forecast, reasons = fetch_forecast([{"name": "watttime", "region": "CAISO_NORTH"}], NOW,
+                                       timedelta(hours=20), NOW + timedelta(hours=20))
+    assert forecast.source == "watttime" and reasons == []
+    basic = base64.b64encode(b"wt-user:wt-pass").decode()
+    assert server.hits("/login")[0]["headers"]["Authorization"] == f"Basic {basic}"
+
+
+def test_a_default_connection_of_another_type_is_never_read(server, monkeypatch, outbound):
+    connection(monkeypatch, "electricitymaps_default", "http", host=server.url, password="http-secret")
+    monkeypatch.setenv("ELECTRICITYMAPS_API_TOKEN", "from-env")
+    with pytest.raises(ProviderConnectionError, match="'electricitymaps_default' has type 'http', "
+                                                      "expected 'electricitymaps'") as refused:
+        ElectricityMapsProvider("DE")
+    assert "http-secret" not in str(refused.value) and outbound == [] and server.requests == []
+
+
+def test_a_missing_connection_is_an_error_unless_it_is_the_providers_default(server, monkeypatch):
+    monkeypatch.setenv("ELECTRICITYMAPS_API_TOKEN", "from-env")
+    with pytest.raises(ProviderConnectionError, match="'em_nowhere' does not exist"):
+        ElectricityMapsProvider("DE", conn_id="em_nowhere")
+    provider = ElectricityMapsProvider("DE", conn_id="electricitymaps_default")  # not defined: built-ins
+    assert provider.base_url == "https://api.electricitymap.org" and provider._token == "from-env"
+    assert UKProvider().base_url == "https://api.carbonintensity.org.uk"
+
+
+def test_check_connections_names_the_field_and_the_expected_type(prod_db, monkeypatch, caplog):
+    connection(monkeypatch, "neso_eu", "neso", host="http://127.0.0.1:9")
+    good = [{"name": "uk", "conn_id": "neso_eu"}, {"name": "mock"},
+            {"name": "electricitymaps", "zone": "DE", "conn_id": "electricitymaps_default"}]
+    check_connections(good)  # the default id need not exist: the built-in endpoint and the environment
+    cases = [({"name": "watttime", "region": "CAISO_NORTH", "conn_id": prod_db},
+              r"providers\[1\]\.conn_id: Airflow connection 'prod_db' has type 'postgres', "
+              r"expected 'watttime'"),
+             ({"name": "carbon_aware_sdk", "location": "westeurope", "conn_id": "nowhere"},
+              r"providers\[1\]\.conn_id: Airflow connection 'nowhere' does not exist "
+              r"\(expected a connection of type 'carbon_aware_sdk'\)")]
+    for spec, error in cases:
+        with pytest.raises(ValueError, match=error) as refused:
+            check_connections([good[0], spec])
+        assert "db-secret" not in str(refused.value) + caplog.text
+    with pytest.raises(ValueError, match=r"providers\[0\]\.conn_id: .* \(include/regions.yaml\)"):
+        check_connections([{"name": "uk", "conn_id": "nowhere"}], "include/regions.yaml")

@@ -1,5 +1,6 @@
 """Regions: the file's validation, the plan across regions, fallbacks per region, and the evaluation."""
 import json
+import shutil
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -47,8 +48,8 @@ def test_errors_name_the_file_and_the_field():
     assert "regions[0].power: Input should be a valid number" in error_of(
         {"regions": [region("gb", power="x")]})
     unknown = error_of({"regions": [region("gb"), {**region("de"), "providers": [{"name": "nope"}]}]})
-    assert unknown.startswith("include/regions.yaml: regions[1].providers: entry 0: expected an object with "
-                              "name one of mock, trace, uk")
+    assert unknown.startswith("include/regions.yaml: regions[1].providers: providers[0].name: "
+                              "expected one of mock, trace, uk")
     assert "regions[0].providers: List should have at least 1 item" in error_of(
         {"regions": [region("gb", providers=[])]})
     assert "regions[0].gpus: unknown field" in error_of({"regions": [region("gb", gpus=2)]})
@@ -62,6 +63,19 @@ def test_secrets_are_refused_and_never_echoed():
     spec = {"name": "electricitymaps", "token": "s3cret"}
     text = error_of({"regions": [{**region("de"), "providers": [spec]}]})
     assert "s3cret" not in text and "secrets (token) do not belong in a regions file" in text
+
+
+def test_a_regions_file_holds_no_endpoint_and_only_its_providers_options():
+    """A regions file's specs are held to the same models as params: the endpoint comes from the
+    provider's Airflow connection, never from the file."""
+    spec = {"name": "electricitymaps", "zone": "DE", "base_url": "http://127.0.0.1:9", "conn_id": "prod_db"}
+    text = error_of({"regions": [region("de", providers=[spec])]})
+    assert text.startswith("include/regions.yaml: regions[0].providers: providers[0].base_url: "
+                           "unknown option for electricitymaps (allowed: zone, conn_id, history)")
+    text = error_of({"regions": [region("gb"), region("de", providers=[{"name": "uk", "region_id": 99}])]})
+    assert "regions[1].providers: providers[0].region_id: Input should be less than or equal to 17" in text
+    text = error_of({"regions": [region("gb", providers=[{"name": "trace", "path": "/etc/passwd"}])]})
+    assert "regions[0].providers: providers[0].path: '/etc/passwd' is outside" in text
 
 
 def test_load_regions_from_yaml(tmp_path):
@@ -189,24 +203,30 @@ def test_a_region_that_cannot_finish_is_recorded_not_chosen_and_home_must_plan()
         plan_regions(regions, {"home": forecasts["home"]}, HOUR, NOW, NOW + 3 * HOUR)
 
 
-def test_failed_providers_fall_back_per_region_and_are_recorded(carbon_dir, grid_store, monkeypatch):
-    """A real HTTP server refusing the token, a trace that is not there: each region plans on its
-    fallback."""
+def test_failed_providers_fall_back_per_region_and_are_recorded(carbon_dir, grid_store, monkeypatch,
+                                                                 tmp_path):
+    """A real HTTP server (the connection's host) refusing the token, a trace removed after the file was
+    read: each region plans on its fallback."""
     monkeypatch.setenv("ELECTRICITYMAPS_API_TOKEN", "t0ken")
+    data = tmp_path / "data"
+    data.mkdir()
+    monkeypatch.setenv("CARBON_DATA_DIR", str(data))
+    shutil.copy(carbon_dir / EM / "GB_2022_hourly.csv", data)
+    (data / "gone.csv").write_text("")
     import_trace(carbon_dir / EM / "DE-LU_2022_hourly.csv")  # the store holds DE's actuals
     now = datetime(2022, 6, 15, 8, 0, tzinfo=timezone.utc)
     with FakeProviderServer() as server:
         server.script("/v3/carbon-intensity/forecast", Reply({"message": "bad token"}, 401))
+        monkeypatch.setenv("AIRFLOW_CONN_EM_DE", json.dumps({"conn_type": "electricitymaps",
+                                                             "host": server.url}))
         regions = [
             Region(name="gb", queue="training-gb",
-                   providers=[{"name": "trace", "path": str(carbon_dir / EM / "GB_2022_hourly.csv"),
-                               "forecast": "history"}]),
+                   providers=[{"name": "trace", "path": "GB_2022_hourly.csv", "forecast": "history"}]),
             Region(name="de", queue="training-de",
-                   providers=[{"name": "electricitymaps", "zone": "DE", "conn_id": None,
-                               "base_url": server.url}]),
-            Region(name="gone", queue="training-gone",
-                   providers=[{"name": "trace", "path": str(carbon_dir / "no-such-trace.csv")}]),
+                   providers=[{"name": "electricitymaps", "zone": "DE", "conn_id": "em_de"}]),
+            Region(name="gone", queue="training-gone", providers=[{"name": "trace", "path": "gone.csv"}]),
         ]
+        (data / "gone.csv").unlink()
         forecasts = fetch_region_forecasts(regions, now, 24 * HOUR, HOUR)
         assert server.hits("/v3/carbon-intensity/forecast")
     plan = plan_regions(regions, forecasts, HOUR, now, now + 24 * HOUR)
@@ -216,8 +236,8 @@ def test_failed_providers_fall_back_per_region_and_are_recorded(carbon_dir, grid
     assert "answered 401" in de["fallback_reasons"][0]
     assert de["fallback_reasons"][-1].startswith("history: planned")
     assert "t0ken" not in json.dumps(plan)
-    assert gone["source"] == "mock" and "trace file not found" in gone["fallback_reasons"][0]
-    assert gone["fallback_reasons"][-1].startswith("mock:")
+    assert gone["source"] == "mock" and "no file" in gone["fallback_reasons"][0]
+    assert "gone.csv" in gone["fallback_reasons"][0] and gone["fallback_reasons"][-1].startswith("mock:")
     assert all(r["error"] is None and r["mean_intensity"] > 0 for r in plan["regions"])
     assert sorted(plan["ranking"]) == ["de", "gb", "gone"]
 

@@ -15,7 +15,7 @@ from carbon_aware.store import GridStore, import_trace
 from carbon_aware.trace_csv import load_trace
 from tests.conftest import REPO_ROOT
 from tests.fake_provider_server import FakeProviderServer, Reply
-from tests.test_providers import NOW, SLOT, UK_PATH, uk_rows
+from tests.test_providers import NOW, SLOT, UK_PATH, connection, uk_rows
 
 HOUR = timedelta(hours=1)
 
@@ -101,7 +101,7 @@ def test_store_import_cli_seeds_from_a_trace_file(carbon_dir, grid_store):
     np.testing.assert_allclose(hourly, trace.actual[start:start + 48], atol=1e-3)
 
 
-def test_a_working_provider_records_its_forecast_and_actuals(grid_store):
+def test_a_working_provider_records_its_forecast_and_actuals(grid_store, monkeypatch):
     with FakeProviderServer() as server:
         server.script(UK_PATH, Reply({"data": uk_rows(hours=48)}))
         actual_rows = [{"from": (SLOT - timedelta(minutes=30 * (i + 1))).strftime("%Y-%m-%dT%H:%MZ"),
@@ -109,8 +109,9 @@ def test_a_working_provider_records_its_forecast_and_actuals(grid_store):
                         "intensity": {"forecast": 150, "actual": 140 + i, "index": "moderate"}}
                        for i in range(48)][::-1]
         server.script("/intensity/2026-02-28T10:10Z/2026-03-01T10:10Z", Reply({"data": actual_rows}))
-        forecast, reasons = fetch_forecast([{"name": "uk", "base_url": server.url}], NOW,
-                                           timedelta(hours=24), NOW + timedelta(hours=24))
+        connection(monkeypatch, "neso_default", "neso", host=server.url)
+        forecast, reasons = fetch_forecast([{"name": "uk"}], NOW, timedelta(hours=24),
+                                           NOW + timedelta(hours=24))
     assert forecast.source == "uk" and reasons == []
     store = GridStore()
     assert store.sources("GB") == {"uk": 24.0}
@@ -118,14 +119,14 @@ def test_a_working_provider_records_its_forecast_and_actuals(grid_store):
     assert len(store.forecasts("GB", "uk")[int(NOW.timestamp())]) == 96
 
 
-def test_provider_failure_with_a_day_in_the_store_plans_on_the_history_forecast(grid_store):
+def test_provider_failure_with_a_day_in_the_store_plans_on_the_history_forecast(grid_store, monkeypatch):
     """A real server answering 503: the chain plans on the history forecaster over the stored actuals
     (a solar-like day: clean at midday), not the mock curve (clean at 03:00), and the plan says so."""
     day = lambda i: 300.0 - 200.0 * max(0.0, np.sin(((i % 24) - 6) / 12 * np.pi))  # noqa: E731
     GridStore().add_actuals("GB", "uk", hourly_points(SLOT - 36 * HOUR, 36, value=lambda i: day(i + 22)))
     with FakeProviderServer() as server:
         server.script(UK_PATH, Reply({"error": "down"}, status=503))
-        specs = [{"name": "uk", "base_url": server.url}]
+        specs = [{"name": "uk", "conn_id": connection(monkeypatch, "neso_down", "neso", host=server.url)}]
         forecast, reasons = fetch_forecast(specs, NOW, timedelta(hours=24), NOW + timedelta(hours=24))
     assert forecast.source == "history(store:uk)" and forecast.region == "GB"
     assert "HTTP 503" in reasons[0]
@@ -138,11 +139,11 @@ def test_provider_failure_with_a_day_in_the_store_plans_on_the_history_forecast(
     assert 9 <= start_hour <= 14, plan.start  # midday, where the stored days were clean
 
 
-def test_mock_only_when_the_store_holds_less_than_a_day(grid_store):
+def test_mock_only_when_the_store_holds_less_than_a_day(grid_store, monkeypatch):
     GridStore().add_actuals("GB", "uk", hourly_points(SLOT - 23 * HOUR, 23))
     GridStore().add_actuals("DE", "electricitymaps", hourly_points(SLOT - 48 * HOUR, 48))  # another region
-    forecast, reasons = fetch_forecast([{"name": "uk", "base_url": "http://127.0.0.1:9"}], NOW,
-                                       timedelta(hours=24), NOW + timedelta(hours=24))
+    connection(monkeypatch, "neso_default", "neso", host="http://127.0.0.1:9")
+    forecast, reasons = fetch_forecast([{"name": "uk"}], NOW, timedelta(hours=24), NOW + timedelta(hours=24))
     assert forecast.source == "mock"
     assert "cannot reach" in reasons[0]
     assert reasons[1] == "history: the grid store holds 23 h of actuals for GB in the last 29 days; need 24"

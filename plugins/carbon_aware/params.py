@@ -22,16 +22,11 @@ class ParamsError(ValueError):
 
 
 def check_provider_specs(providers: list[Any], where: str) -> list[dict[str, Any]]:
-    """Each provider spec is an object with a known ``name`` and no secrets (``where`` says whose)."""
-    for i, spec in enumerate(providers):
-        if not isinstance(spec, dict) or spec.get("name") not in PROVIDER_NAMES:
-            raise ValueError(f"entry {i}: expected an object with name one of {', '.join(PROVIDER_NAMES)}, "
-                             f"got {redact(spec)!r}")
-        secrets = {key for key in spec if looks_secret(key)}
-        if secrets:
-            raise ValueError(f"entry {i}: secrets ({', '.join(sorted(secrets))}) do not belong in {where}; "
-                             "use an Airflow connection or an environment variable")
-    return providers
+    """Each provider spec checked against its provider's model (``providers.specs``: known ``name``,
+    known options of the right type, no secrets, no endpoint) and normalized; ``where`` says whose."""
+    from carbon_aware.providers.specs import validate_provider_specs
+
+    return validate_provider_specs(providers, where)
 
 
 class RunParams(BaseModel):

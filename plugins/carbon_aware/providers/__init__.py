@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta, timezone
+from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 from carbon_aware.forecast import Forecast, ForecastError
@@ -14,48 +15,38 @@ if TYPE_CHECKING:  # the DAG file imports this package: numpy and requests load 
 
 log = logging.getLogger(__name__)
 
-PROVIDER_NAMES = ("mock", "trace", "uk", "electricitymaps", "watttime", "carbon_aware_sdk")
+_CLASSES = {"mock": "mock.MockProvider", "trace": "trace.TraceProvider", "uk": "uk.UKProvider",
+            "electricitymaps": "electricitymaps.ElectricityMapsProvider",
+            "watttime": "watttime.WattTimeProvider",
+            "carbon_aware_sdk": "carbon_aware_sdk.CarbonAwareSDKProvider"}
+PROVIDER_NAMES = tuple(_CLASSES)
+
+
+def provider_class(name: Any) -> type[Provider]:
+    """The class behind a provider name, imported on first use."""
+    if name not in _CLASSES:
+        raise ValueError(f"provider name: expected one of {', '.join(PROVIDER_NAMES)}, got {name!r}")
+    module, _, cls = _CLASSES[name].partition(".")
+    return getattr(import_module(f"carbon_aware.providers.{module}"), cls)
 
 
 def build_provider(spec: dict[str, Any], now: datetime | None = None) -> Provider:
-    """``spec`` is ``{"name": ..., **options}``. ``history: true`` wraps a source's actuals in the
+    """``spec`` is ``{"name": ..., **options}``, validated again here (``specs.validate_spec``: no
+    endpoint or credential ever comes from a spec). ``history: true`` wraps a source's actuals in the
     history forecaster (for sources without a forecast)."""
-    options = dict(spec)
-    name = options.pop("name", None)
+    from carbon_aware.providers.specs import validate_spec
+
+    options = validate_spec(spec)
+    name = options.pop("name")
     use_history = options.pop("history", False)
-    if name == "mock":
-        from carbon_aware.providers.mock import MockProvider
+    replay_start = options.pop("replay_start", None)
+    provider_type = provider_class(name)
+    if replay_start is not None:
+        from carbon_aware.forecast import parse_time
 
-        provider: Provider = MockProvider(**options)
-    elif name == "trace":
-        from carbon_aware.providers.trace import TraceProvider
-
-        replay_start = options.pop("replay_start", None)
-        if replay_start is not None:
-            from carbon_aware.forecast import parse_time
-
-            provider = TraceProvider.replaying(real_now=now, trace_now=parse_time(str(replay_start)),
-                                               **options)
-        else:
-            provider = TraceProvider(**options)
-    elif name == "uk":
-        from carbon_aware.providers.uk import UKProvider
-
-        provider = UKProvider(**options)
-    elif name == "electricitymaps":
-        from carbon_aware.providers.electricitymaps import ElectricityMapsProvider
-
-        provider = ElectricityMapsProvider(**options)
-    elif name == "watttime":
-        from carbon_aware.providers.watttime import WattTimeProvider
-
-        provider = WattTimeProvider(**options)
-    elif name == "carbon_aware_sdk":
-        from carbon_aware.providers.carbon_aware_sdk import CarbonAwareSDKProvider
-
-        provider = CarbonAwareSDKProvider(**options)
+        provider = provider_type.replaying(real_now=now, trace_now=parse_time(replay_start), **options)
     else:
-        raise ValueError(f"provider name: expected one of {', '.join(PROVIDER_NAMES)}, got {name!r}")
+        provider = provider_type(**options)
     if use_history:
         from carbon_aware.providers.history import HistoryProvider
 

@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -14,8 +14,6 @@ from urllib3.exceptions import ConnectTimeoutError, NewConnectionError, ReadTime
 from urllib3.util.retry import Retry
 
 from carbon_aware.forecast import Forecast, ForecastError, IntensityPoint
-
-log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 3.05
 READ_TIMEOUT_S = 10.0
@@ -27,6 +25,8 @@ class Provider(ABC):
 
     name: str = "provider"
     region: str | None = None
+    conn_type: str | None = None  # the Airflow connection type an HTTP provider reads, and its default id
+    default_conn_id: str | None = None
 
     @abstractmethod
     def forecast(self, now: datetime, horizon: timedelta) -> Forecast: ...
@@ -109,29 +109,83 @@ def number(value: Any, source: str, field: str) -> float:
     return float(value)
 
 
-def resolve_secret(conn_id: str | None, env_var: str | None, field: str = "password") -> str | None:
-    """A token from an Airflow Connection (when Airflow is there and the id is set) or an environment
-    variable. The value is registered with Airflow's log masker and never logged here."""
-    secret = None
-    if conn_id:
-        try:
-            from airflow.sdk import Connection  # only inside Airflow; the core never needs it
+@dataclass(frozen=True)
+class ConnectionSettings:
+    """Where a provider calls and with what: from its Airflow connection, else the environment."""
 
-            connection = Connection.get(conn_id)
-            secret = getattr(connection, field, None)
-            if not secret and field == "password":
-                secret = (connection.extra_dejson or {}).get("token")
-        except ImportError:
-            pass
-        except Exception as error:  # a missing connection falls through to the environment
-            log.info("connection %r not usable (%s); trying the environment", conn_id, type(error).__name__)
-    if not secret and env_var:
-        secret = os.environ.get(env_var) or None
-    if secret:
+    base_url: str | None = None
+    login: str | None = None
+    password: str | None = None
+
+
+class ProviderConnectionError(ValueError):
+    """A connection named for a provider is missing or of another type (its secrets were not read)."""
+
+
+def checked_connection(conn_id: str, conn_type: str, default_id: str | None = None) -> Any | None:
+    """The Airflow connection ``conn_id`` if it has type ``conn_type``; None if it is not defined and is
+    the provider's ``default_id``. Any other id must exist; a connection of another type is refused
+    before anything in it is used."""
+    connection = _airflow_connection(conn_id)
+    if connection is None:
+        if conn_id == default_id:
+            return None
+        raise ProviderConnectionError(f"Airflow connection {conn_id!r} does not exist "
+                                      f"(expected a connection of type {conn_type!r})")
+    if connection.conn_type != conn_type:
+        raise ProviderConnectionError(f"Airflow connection {conn_id!r} has type {connection.conn_type!r}, "
+                                      f"expected {conn_type!r}: not used")
+    return connection
+
+
+def _airflow_connection(conn_id: str) -> Any | None:
+    try:
+        from airflow.sdk import Connection  # only inside Airflow; the core never needs it
+        from airflow.sdk.exceptions import AirflowNotFoundException
+    except ImportError:
+        return None
+    try:
+        return Connection.get(conn_id)
+    except AirflowNotFoundException:
+        return None
+    except Exception as error:  # a secrets backend down, the API server unreachable
+        raise ProviderConnectionError(f"Airflow connection {conn_id!r} could not be read "
+                                      f"({type(error).__name__})") from None
+
+
+def provider_connection(conn_id: str | None, conn_type: str, default_id: str | None = None,
+                        login_env: str | None = None, password_env: str | None = None) -> ConnectionSettings:
+    """A provider's endpoint (the connection's host: a full URL, or host + schema + port) and
+    credentials (login; password or extra ``token``), each falling back to the environment variable
+    named. ``conn_id`` None: the environment only. Secrets go to Airflow's log masker, never the log."""
+    connection = checked_connection(conn_id, conn_type, default_id) if conn_id else None
+    if connection is None:
+        settings = ConnectionSettings(None, _environment(login_env), _environment(password_env))
+    else:
+        settings = ConnectionSettings(_connection_url(connection),
+                                      connection.login or _environment(login_env),
+                                      _connection_password(connection) or _environment(password_env))
+    if settings.password:
         try:
             from airflow.sdk.log import mask_secret
 
-            mask_secret(secret)
+            mask_secret(settings.password)
         except ImportError:
             pass
-    return secret
+    return settings
+
+
+def _connection_url(connection: Any) -> str | None:
+    host = (connection.host or "").strip().rstrip("/")
+    if not host or "://" in host:
+        return host or None
+    port = f":{connection.port}" if connection.port else ""
+    return f"{connection.schema or 'https'}://{host}{port}"
+
+
+def _connection_password(connection: Any) -> str | None:
+    return connection.password or (connection.extra_dejson or {}).get("token") or None
+
+
+def _environment(name: str | None) -> str | None:
+    return (os.environ.get(name) or None) if name else None

@@ -4,15 +4,23 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from carbon_aware.forecast import Forecast, ForecastError, IntensityPoint, parse_time, validate_points
-from carbon_aware.providers.base import Provider, get_json, http_session, number, require
+from carbon_aware.providers.base import (Provider, get_json, http_session, number, provider_connection,
+                                         require)
+
+BASE_URL = "http://localhost:8080"
+CONN_TYPE, CONN_ID = "carbon_aware_sdk", "carbon_aware_sdk_default"  # Airflow connection type, default id
 
 
 class CarbonAwareSDKProvider(Provider):
     name = "carbon_aware_sdk"
+    conn_type, default_conn_id = CONN_TYPE, CONN_ID
 
-    def __init__(self, location: str, base_url: str = "http://localhost:8080", session=None):
+    def __init__(self, location: str, conn_id: str | None = CONN_ID,
+                 base_url: str | None = None, session=None):
+        """Endpoint from the connection (type carbon_aware_sdk) if there is one, else ``BASE_URL``."""
         self.region = location
-        self.base_url = base_url.rstrip("/")
+        settings = provider_connection(conn_id, self.conn_type, self.default_conn_id)
+        self.base_url = (base_url or settings.base_url or BASE_URL).rstrip("/")
         self.session = session or http_session()
 
     def forecast(self, now: datetime, horizon: timedelta) -> Forecast:

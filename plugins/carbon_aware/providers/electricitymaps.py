@@ -5,23 +5,29 @@ from datetime import datetime, timedelta
 
 from carbon_aware.forecast import (Forecast, ForecastError, IntensityPoint, parse_time, slots_from_instants,
                                    validate_points)
-from carbon_aware.providers.base import Provider, get_json, http_session, number, require, resolve_secret
+from carbon_aware.providers.base import (Provider, get_json, http_session, number, provider_connection,
+                                         require)
 
 BASE_URL = "https://api.electricitymap.org"
+CONN_TYPE, CONN_ID = "electricitymaps", "electricitymaps_default"  # Airflow connection type, default id
 TOKEN_ENV = "ELECTRICITYMAPS_API_TOKEN"
 
 
 class ElectricityMapsProvider(Provider):
     name = "electricitymaps"
+    conn_type, default_conn_id = CONN_TYPE, CONN_ID
 
-    def __init__(self, zone: str, token: str | None = None, conn_id: str | None = "electricitymaps_default",
-                 base_url: str = BASE_URL, session=None):
+    def __init__(self, zone: str, token: str | None = None, conn_id: str | None = CONN_ID,
+                 base_url: str | None = None, session=None):
+        """Endpoint and token from the connection (type electricitymaps), else ``BASE_URL`` and
+        ``$ELECTRICITYMAPS_API_TOKEN``; ``token``/``base_url`` are for code callers, never for specs."""
         self.region = zone
-        self._token = token or resolve_secret(conn_id, TOKEN_ENV)
+        settings = provider_connection(conn_id, self.conn_type, self.default_conn_id, password_env=TOKEN_ENV)
+        self._token = token or settings.password
         if not self._token:
             raise ForecastError(f"{self.name}: no API token "
                                 f"(Airflow connection {conn_id!r} or ${TOKEN_ENV})")
-        self.base_url = base_url.rstrip("/")
+        self.base_url = (base_url or settings.base_url or BASE_URL).rstrip("/")
         self.session = session or http_session()
 
     def _get(self, path: str) -> dict:

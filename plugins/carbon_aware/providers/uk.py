@@ -4,9 +4,11 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 from carbon_aware.forecast import Forecast, ForecastError, IntensityPoint, parse_time, validate_points
-from carbon_aware.providers.base import Provider, get_json, http_session, number, require
+from carbon_aware.providers.base import (Provider, get_json, http_session, number, provider_connection,
+                                         require)
 
 BASE_URL = "https://api.carbonintensity.org.uk"
+CONN_TYPE, CONN_ID = "neso", "neso_default"  # Airflow connection type, default id
 
 
 def _fmt(moment: datetime) -> str:
@@ -19,12 +21,15 @@ def _slot(moment: datetime) -> datetime:
 
 class UKProvider(Provider):
     name = "uk"
+    conn_type, default_conn_id = CONN_TYPE, CONN_ID
 
-    def __init__(self, region_id: int | None = None, postcode: str | None = None, base_url: str = BASE_URL,
-                 session=None):
+    def __init__(self, region_id: int | None = None, postcode: str | None = None,
+                 conn_id: str | None = CONN_ID, base_url: str | None = None, session=None):
+        """Endpoint from the connection (type neso) if there is one, else ``BASE_URL``."""
         self.region_id, self.postcode = region_id, postcode
         self.region = f"GB-region-{region_id}" if region_id else (f"GB-{postcode}" if postcode else "GB")
-        self.base_url = base_url.rstrip("/")
+        settings = provider_connection(conn_id, self.conn_type, self.default_conn_id)
+        self.base_url = (base_url or settings.base_url or BASE_URL).rstrip("/")
         self.session = session or http_session()
 
     def _rows(self, path: str) -> list:

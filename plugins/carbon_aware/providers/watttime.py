@@ -7,26 +7,32 @@ import time
 from datetime import datetime, timedelta
 
 from carbon_aware.forecast import Forecast, ForecastError, parse_time, slots_from_instants, validate_points
-from carbon_aware.providers.base import (AuthError, Provider, get_json, http_session, number, require,
-                                         resolve_secret)
+from carbon_aware.providers.base import (AuthError, Provider, get_json, http_session, number,
+                                         provider_connection, require)
 
 BASE_URL = "https://api.watttime.org"
+CONN_TYPE, CONN_ID = "watttime", "watttime_default"  # Airflow connection type, default id
 LBS_PER_MWH_TO_G_PER_KWH = 0.453592
 TOKEN_LIFETIME_S = 25 * 60  # WattTime tokens last 30 minutes; renew a little early
 
 
 class WattTimeProvider(Provider):
     name = "watttime"
+    conn_type, default_conn_id = CONN_TYPE, CONN_ID
 
     def __init__(self, region: str, username: str | None = None, password: str | None = None,
-                 conn_id: str | None = "watttime_default", base_url: str = BASE_URL, session=None):
+                 conn_id: str | None = CONN_ID, base_url: str | None = None, session=None):
+        """Endpoint, login and password from the connection (type watttime), else ``BASE_URL`` and
+        ``$WATTTIME_USERNAME``/``$WATTTIME_PASSWORD``."""
         self.region = region
-        self._username = username or resolve_secret(conn_id, "WATTTIME_USERNAME", field="login")
-        self._password = password or resolve_secret(conn_id, "WATTTIME_PASSWORD")
+        settings = provider_connection(conn_id, self.conn_type, self.default_conn_id,
+                                       login_env="WATTTIME_USERNAME", password_env="WATTTIME_PASSWORD")
+        self._username = username or settings.login
+        self._password = password or settings.password
         if not (self._username and self._password):
             raise ForecastError(f"{self.name}: no credentials (Airflow connection {conn_id!r} "
                                 "or $WATTTIME_USERNAME/$WATTTIME_PASSWORD)")
-        self.base_url = base_url.rstrip("/")
+        self.base_url = (base_url or settings.base_url or BASE_URL).rstrip("/")
         self.session = session or http_session()
         self._token: str | None = None
         self._token_expires = 0.0
