@@ -11,7 +11,7 @@ import pytest
 
 from carbon_aware.params import ParamsError
 from carbon_aware.planning import make_plan
-from tests.conftest import REPO_ROOT, compression_for_wait
+from tests.conftest import CARBON_DIR, REPO_ROOT, compression_for_wait
 from tests.fake_provider_server import FakeProviderServer, Reply
 from tests.test_providers import neso
 
@@ -307,7 +307,7 @@ def test_a_replan_on_a_trace_sees_the_slots_of_its_own_moment_not_the_anchors():
     updated, check = check_window(plan, grid_now)
     assert check is not None and check["decision"].startswith("re-planned"), check
     replay = TraceProvider.replaying(
-        REPO_ROOT / NESO, real_now=anchor, trace_now=datetime(2023, 3, 1, 6, tzinfo=timezone.utc)
+        CARBON_DIR.parent / NESO, real_now=anchor, trace_now=datetime(2023, 3, 1, 6, tzinfo=timezone.utc)
     )
     truth = replay.forecast(grid_now, timedelta(hours=19)).points
     seen = [(p["start"], p["g_per_kwh"]) for p in updated["curve"]]

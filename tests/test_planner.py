@@ -163,7 +163,7 @@ def test_plan_cli_prints_the_window_and_fallbacks():
     from tests.conftest import REPO_ROOT
 
     providers = '[{"name": "trace", ' \
-                '"path": "../shared/data/carbon/electricitymaps_via_green-dcc/' \
+                '"path": "carbon/electricitymaps_via_green-dcc/' \
                 'US-CAL-CISO_2023_hourly.csv", ' \
                 '"replay_start": "2023-07-01T00:00:00Z"}, {"name": "nope"}]'
     out = subprocess.run([sys.executable, "-m", "carbon_aware", "plan", "--providers", providers,

@@ -407,7 +407,7 @@ def test_valid_specs_are_normalized(data_dir, monkeypatch):
         {"name": "electricitymaps", "zone": "US-CAL-CISO", "history": True, "conn_id": None},
         {"name": "mock", "timezone_name": "Europe/London", "low": 50, "high": 500.5, "peak_hour": 19},
     ], "params")
-    real = str((data_dir / "gb.csv").resolve())
+    real = "gb.csv"  # relative to the data folder, where each worker finds it
     assert specs == [
         {"name": "trace", "path": real, "signal": "lca", "replay_start": "2023-03-01T06:00:00Z"},
         {"name": "trace", "path": real, "forecast": "history", "history": True},

@@ -79,8 +79,9 @@ def test_make_plan_chooses_the_region_with_lower_emissions_and_keeps_every_regio
     assert plan["start"] == (NOW + timedelta(hours=best["gb"][0])).isoformat()
     assert plan["run_now_start"] == NOW.isoformat() and plan["run_now_region"] == "de"
     assert plan["run_now_mean_intensity"] == pytest.approx(sum(truth["de"][:HOURS]) / HOURS)
-    assert plan["providers"][0]["path"] == str(TRACES["gb"])
-    assert plan["home_providers"][0]["path"] == str(TRACES["de"])
+    # the plan names each trace by its place in the data folder: every worker reads it from its own
+    assert plan["providers"][0]["path"] == str(TRACES["gb"].relative_to(CARBON_DIR.parent))
+    assert plan["home_providers"][0]["path"] == str(TRACES["de"].relative_to(CARBON_DIR.parent))
     curves = {"curve": "gb", "home_curve": "de"}
     for key, name in curves.items():
         values = {p["start"]: p["g_per_kwh"] for p in plan[key]}
@@ -91,17 +92,18 @@ def test_make_plan_chooses_the_region_with_lower_emissions_and_keeps_every_regio
 
 
 def test_a_region_whose_provider_fails_is_planned_on_its_fallback_with_the_reason(tmp_path, monkeypatch):
+    # "gone": its trace ends before the replayed moment, so its provider fails when planning
     write_regions(tmp_path, monkeypatch, region_row("de"), region_row("gb"),
-                  region_row("gone", path=tmp_path / "no-such-trace.csv"))
+                  region_row("gone", path=EM / "US-NY-NYIS_2021_hourly.csv"))
     plan = make_plan(params(), "regions", now=NOW, trainer_configs=False)
     de, gb, gone = plan["regions"]
     assert de["fallback_reasons"] == [] and gb["fallback_reasons"] == []
     assert gone["error"] is None and gone["source"] == "mock" and gone["mean_intensity"] > 0
-    assert gone["fallback_reasons"][0].startswith("trace file not found")
-    assert "no-such-trace.csv" in gone["fallback_reasons"][0]
+    assert gone["fallback_reasons"][0].startswith("trace: 2023-03-01 06:00 UTC is outside")
+    assert "US-NY-NYIS_2021_hourly.csv" in gone["fallback_reasons"][0]
     assert gone["fallback_reasons"][-1].startswith("mock:")
     assert sorted(plan["ranking"]) == ["de", "gb", "gone"]
-    assert "fallbacks: ['trace file not found" in plan["summary"]
+    assert "fallbacks: ['trace: 2023-03-01 06:00 UTC is outside" in plan["summary"]
 
 
 def test_without_a_regions_file_the_plan_has_no_region_keys(monkeypatch):

@@ -13,6 +13,7 @@ from carbon_aware.regions import (REGIONS_ENV, Region, RegionsError, default_reg
                                   fetch_region_forecasts, format_regions, load_regions, parse_regions,
                                   plan_regions, regions_path)
 from carbon_aware.store import import_trace
+from tests.conftest import CARBON_DIR
 from tests.fake_provider_server import FakeProviderServer, Reply
 
 NOW = datetime(2026, 3, 1, 10, 0, tzinfo=timezone.utc)
@@ -102,7 +103,7 @@ def test_the_example_file_is_valid_and_its_traces_exist():
     regions = load_regions(REPO_ROOT / "include" / "regions.example.yaml")
     assert [r.queue for r in regions][:2] == ["training-gb", "training-de"]
     for r in regions:
-        assert (REPO_ROOT / r.providers[0]["path"]).is_file(), r.providers[0]["path"]
+        assert (CARBON_DIR.parent / r.providers[0]["path"]).is_file(), r.providers[0]["path"]
 
 
 def test_without_a_file_there_is_one_region(monkeypatch, tmp_path):

@@ -368,9 +368,9 @@ class RegionTrace:
 
 def region_traces_from_file(path: str | Path) -> list[RegionTrace]:
     """The regions file's regions, each replayed from its first ``trace`` provider (relative paths from
-    the working directory, else the repository root)."""
-    from carbon_aware.outputs import REPO_ROOT
+    the data folder, ``roots.data_dir``)."""
     from carbon_aware.regions import RegionsError, load_regions
+    from carbon_aware.roots import data_dir
 
     out = []
     for i, region in enumerate(load_regions(path)):
@@ -382,9 +382,7 @@ def region_traces_from_file(path: str | Path) -> list[RegionTrace]:
         if forecast not in ("auto", "file", "history"):
             raise RegionsError(f"{path}: regions[{i}].providers: trace forecast {forecast!r}: "
                                "expected auto, file or history (the oracle is scored separately)")
-        trace_path = Path(spec["path"])
-        if not trace_path.is_absolute() and not trace_path.is_file():
-            trace_path = REPO_ROOT / trace_path
+        trace_path = data_dir() / spec["path"]  # checked to be in the data folder with the file
         out.append(RegionTrace(region.name, load_trace(trace_path, spec.get("signal", "direct")),
                                previous_year(trace_path), forecast, region.speed, region.power))
     return out

@@ -42,6 +42,7 @@ def check_sources(specs: list[dict[str, Any]]) -> None:
     with its provider's type, each trace file reads as a trace. Errors name the field, never content."""
     from carbon_aware.forecast import ForecastError
     from carbon_aware.providers.specs import check_connections
+    from carbon_aware.roots import data_dir
     from carbon_aware.trace_csv import load_trace
 
     try:
@@ -51,7 +52,7 @@ def check_sources(specs: list[dict[str, Any]]) -> None:
     for i, spec in enumerate(specs):
         if spec["name"] == "trace":
             try:
-                load_trace(spec["path"], spec.get("signal", "direct"))
+                load_trace(str(data_dir() / spec["path"]), spec.get("signal", "direct"))
             except ForecastError as error:
                 raise ParamsError(f"param providers[{i}].path: {error}") from None
 

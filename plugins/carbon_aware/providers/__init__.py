@@ -41,6 +41,10 @@ def build_provider(spec: dict[str, Any], now: datetime | None = None) -> Provide
     use_history = options.pop("history", False)
     replay_start = options.pop("replay_start", None)
     provider_type = provider_class(name)
+    if name == "trace":
+        from carbon_aware.providers.specs import trace_path
+
+        options["path"] = trace_path(options["path"], "path")
     if replay_start is not None:
         from carbon_aware.forecast import parse_time
 

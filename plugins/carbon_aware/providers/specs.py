@@ -99,7 +99,7 @@ SPEC_MODELS: dict[str, type[_Spec]] = {
 
 def validate_provider_specs(providers: Any, where: str) -> list[dict[str, Any]]:
     """Each spec checked against its provider's model and normalized (plain dicts with ``name``, only
-    the options given; a trace's path made real). ``where`` says whose specs (params, a regions file).
+    the options given; a trace's path relative to the data folder, checked to be in it). ``where`` says whose specs (params, a regions file).
     Raises ValueError naming ``providers[i].<field>`` and what is allowed; never echoes a secret."""
     if not isinstance(providers, list):
         raise ValueError(f"providers: expected a list of provider specs, got {type(providers).__name__}")
@@ -125,28 +125,19 @@ def validate_spec(spec: Any, field: str = "provider", where: str = "a provider s
     except ValidationError as error:
         raise ValueError(_describe(error, field, spec["name"], model)) from None
     normalized = {"name": spec["name"], **checked.model_dump(exclude_unset=True, exclude_none=True)}
-    if isinstance(checked, TraceSpec):
-        normalized["path"] = str(trace_path(checked.path, f"{field}.path"))
+    if isinstance(checked, TraceSpec):  # kept relative: each worker reads it from its own data folder
+        from carbon_aware.roots import data_dir
+
+        normalized["path"] = str(trace_path(checked.path, f"{field}.path").relative_to(data_dir()))
     return normalized
 
 
 def trace_path(name: str, field: str) -> Path:
-    """A trace named in a spec, as a real path inside the data folder (``roots.data_dir``). A relative
-    name is read from the data folder; the older form relative to the project folder
-    (``../shared/data/carbon/...``) is accepted when it lands inside the data folder too."""
+    """A trace named in a spec, as a real path inside the data folder (``roots.data_dir``): relative
+    names are read from there; anything that leads out is refused (``roots.OutsideRoot``)."""
     from carbon_aware import roots
-    from carbon_aware.outputs import REPO_ROOT
 
-    root = roots.data_dir()
-    try:
-        return roots.resolve_in(root, name, field)
-    except roots.OutsideRoot:
-        if name.startswith(("~", "/")) or "\x00" in name:
-            raise
-        legacy = (REPO_ROOT / name).resolve()
-        if not legacy.is_relative_to(root):
-            raise
-        return roots.resolve_in(root, str(legacy), field)
+    return roots.resolve_in(roots.data_dir(), name, field)
 
 
 def _describe(error: ValidationError, field: str, provider: str, model: type[_Spec]) -> str:
