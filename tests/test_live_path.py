@@ -1,6 +1,7 @@
 """The live path: the history forecaster fed only what a live endpoint serves (Electricity Maps' free
 tier: the last 24 h of actuals), through the grid store, over 30 simulated days, against the same
 forecaster fed the whole trace. A real local HTTP server stands in for the API."""
+import json
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
@@ -30,7 +31,8 @@ def pooled_share(chosen: list[float], run_now: list[float], oracle: list[float])
 
 
 @pytest.mark.integration
-def test_thirty_days_of_live_history_plan_within_0_03_of_the_trace_fed_forecaster(carbon_dir, grid_store):
+def test_thirty_days_of_live_history_plan_within_0_03_of_the_trace_fed_forecaster(carbon_dir, grid_store,
+                                                                                  monkeypatch):
     path = carbon_dir / "electricitymaps_via_green-dcc" / "DE-LU_2023_hourly.csv"
     trace = load_trace(path)
     previous = load_trace(carbon_dir / "electricitymaps_via_green-dcc" / "DE-LU_2022_hourly.csv")
@@ -40,10 +42,11 @@ def test_thirty_days_of_live_history_plan_within_0_03_of_the_trace_fed_forecaste
     model = HistoryModel.load()
     duration = JOB_H * 3600
     first_run = datetime(2023, 3, 1, tzinfo=timezone.utc).timestamp()
-    spec = {"name": "electricitymaps", "zone": "DE", "token": "t", "history": True}
+    spec = {"name": "electricitymaps", "zone": "DE", "conn_id": "em_live", "history": True}
     live, fed, now_means, oracle_means = [], [], [], []
     with FakeProviderServer() as server:
-        spec["base_url"] = server.url
+        monkeypatch.setenv("AIRFLOW_CONN_EM_LIVE", json.dumps({"conn_type": "electricitymaps",
+                                                               "host": server.url, "password": "t"}))
         for run in range(DAYS * RUNS_PER_DAY):
             origin = first_run + run * 24 * 3600 / RUNS_PER_DAY
             now = datetime.fromtimestamp(origin, tz=timezone.utc)

@@ -438,6 +438,12 @@ class AirflowStack:
     def patch(self, path: str, body: dict) -> Any:
         return self._request("PATCH", path, json=body).json()
 
+    def add_connection(self, conn_id: str, conn_type: str, **fields: Any) -> None:
+        """An Airflow connection, made as an admin makes one: through the REST API."""
+        self._request("DELETE", f"/api/v2/connections/{conn_id}", ok_only=False)
+        self._request("POST", "/api/v2/connections",
+                      json={"connection_id": conn_id, "conn_type": conn_type, **fields})
+
     def trigger(self, conf: dict[str, Any], run_id: str | None = None) -> str:
         body = {"logical_date": None, "conf": conf, **({"dag_run_id": run_id} if run_id else {})}
         run = self._request("POST", "/api/v2/dags/carbon_training/dagRuns", json=body).json()

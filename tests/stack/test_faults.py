@@ -147,8 +147,9 @@ def _read(path: Path) -> str:
 
 def test_provider_unreachable_runs_on_the_fallback_and_says_so(stack):
     closed = free_port()  # nothing listens there
+    stack.add_connection("sdk_unreachable", "carbon_aware_sdk", host=f"http://127.0.0.1:{closed}")
     conf = {"providers": [{"name": "carbon_aware_sdk", "location": "westeurope",
-                           "base_url": f"http://127.0.0.1:{closed}"}],
+                           "conn_id": "sdk_unreachable"}],
             "job_duration_hours": 1, "deadline_hours": 24, "time_compression": 20000, "baseline": "off",
             "baseline_config": "test.yaml", "optimized_config": "test.yaml"}
     run_id = stack.trigger(conf)
