@@ -28,6 +28,7 @@ PARAMS = {
     "providers": Param(
         [{"name": "uk"}],
         type="array",
+        maxItems=10,
         items={"type": "object"},
         description="Carbon-intensity sources, tried in order, then the mock curve. Each is an object with "
         "'name' (uk, electricitymaps, watttime, carbon_aware_sdk, trace, mock) and its options, e.g. "

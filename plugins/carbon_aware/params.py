@@ -6,8 +6,6 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from carbon_aware.providers import PROVIDER_NAMES
-
 # A key that contains any of these (lower-cased, separators removed) looks like a credential: refused in
 # params and in regions files, its value redacted wherever it is shown.
 SECRET_WORDS = ("token", "secret", "passw", "pwd", "auth", "bearer", "credential", "key", "cookie",
@@ -32,7 +30,7 @@ def check_provider_specs(providers: list[Any], where: str) -> list[dict[str, Any
 class RunParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    providers: list[dict[str, Any]] = Field(default_factory=lambda: [{"name": "uk"}])
+    providers: list[dict[str, Any]] = Field(default_factory=lambda: [{"name": "uk"}], max_length=10)
     job_duration_hours: float | None = Field(default=1.0, gt=0, le=48)
     deadline_hours: float = Field(default=24.0, gt=0, le=48)
     planning_mode: Literal["window", "threshold"] = "window"
