@@ -2,6 +2,7 @@
 auth dependency in place. The logged-in/logged-out browser path runs in tests/stack/test_browser.py."""
 
 import json
+import os
 import re
 
 import pytest
@@ -9,7 +10,7 @@ from fastapi.testclient import TestClient
 
 from carbon_aware import web
 from carbon_aware.outputs import run_dir_for
-from carbon_aware.runs_view import load_rows, totals
+from carbon_aware.runs_view import load_runs, totals
 
 
 def _report(
@@ -170,13 +171,14 @@ def test_without_the_override_anonymous_requests_get_no_data(tmp_path, monkeypat
     assert "Sign in" in anonymous.get("/", headers={"accept": "text/html"}).text
 
 
-def test_unreadable_report_is_left_out(tmp_path, monkeypatch):
+def test_unreadable_report_is_listed_but_not_counted(tmp_path, monkeypatch):
     monkeypatch.setenv("CARBON_OUTPUT_DIR", str(tmp_path))
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "comparison_report.json").write_text("{not json")
     _write(_report("manual__ok", "2026-11-22T12:00:00+00:00", 0.0004, 0.0003))
-    rows = load_rows()
+    rows, unreadable = load_runs()
     assert [row["run_id"] for row in rows] == ["manual__ok"] and totals(rows)["runs"] == 1
+    assert unreadable == [{"run_id": "broken", "directory": "broken", "unreadable": "not JSON"}]
 
 
 def test_net_total_subtracts_baseline_measurements_and_charts_the_running_sum(client):
@@ -294,3 +296,152 @@ def test_report_text_is_escaped_not_markup(client):
     for page in (client.get("/").text, client.get(f"/runs/{directory.name}").text):
         assert "<script>x</script>" not in page and "&lt;script&gt;x&lt;/script&gt;" in page
     assert "&lt;b&gt;uk&lt;/b&gt; down" in client.get("/").text
+
+
+# --- untrusted reports: one that does not match the schema is listed as unreadable, never shown ---------
+SECRET = "ZZ-SECRET-ZZ"  # in every corrupt report; must reach neither the page nor the JSON
+CORRUPT_DIR = "manual__corrupt"
+
+
+def _corrupt(change) -> str:
+    report = _report(CORRUPT_DIR, "2026-11-24T12:00:00+00:00", 0.0009, 0.0001)
+    return json.dumps(change(report) or report)
+
+
+def _set(path: str, value):
+    def change(report):
+        *parents, last = path.split(".")
+        block = report
+        for key in parents:
+            block = block.setdefault(key, {})
+        block[last] = value
+
+    return change
+
+
+def _oversized_file(report):
+    report["padding"] = SECRET * (9 * 1024 * 1024 // len(SECRET))
+
+
+CORRUPTIONS = {  # name: (file text, the reason listed, or None where only its start is fixed)
+    "top-level list": (json.dumps([SECRET]), "schema: report: not an object"),
+    "string number": (_corrupt(_set("carbon_savings.reduction_kg", SECRET)),
+                      "schema: carbon_savings.reduction_kg: not a number"),
+    "bool number": (_corrupt(_set("timing.saving_kg", True)), "schema: timing.saving_kg: not a number"),
+    "NaN": (_corrupt(_set("timing.saving_kg", float("nan"))), "not JSON"),
+    "huge number": (_corrupt(_set("efficiency.saving_kg", 10**400)),
+                    "schema: efficiency.saving_kg: not a number"),
+    "out of range": (_corrupt(_set("carbon_savings.reduction_kg", 1e300)),
+                     "schema: carbon_savings.reduction_kg: out of range"),
+    "bad date": (_corrupt(_set("generated_at", SECRET)), "schema: generated_at: not an ISO date-time"),
+    "number date": (_corrupt(_set("generated_at", 20261124)), "schema: generated_at: not a string"),
+    "bad planned start": (_corrupt(_set("schedule.planned_start", "yesterday " + SECRET)),
+                          "schema: schedule.planned_start: not an ISO date-time"),
+    "bad segment date": (_corrupt(_set("job.segments", [{"index": 1, "start": SECRET}])),
+                         "schema: job.segments[0].start: not an ISO date-time"),
+    "oversized string": (_corrupt(_set("sources.forecast", SECRET * 300)),
+                         "schema: sources.forecast: too long"),
+    "oversized id": (_corrupt(_set("dag_run_id", SECRET * 30)), "schema: dag_run_id: too long"),
+    "path in a dag id": (_corrupt(_set("dag_id", "../" + SECRET)), "schema: dag_id: not an Airflow id"),
+    "huge list": (_corrupt(_set("sources.fallback_reasons", [SECRET] * 1001)),
+                  "schema: sources.fallback_reasons: too many items"),
+    "dict for a list": (_corrupt(_set("sources.fallback_reasons", {SECRET: 1})),
+                        "schema: sources.fallback_reasons: not a list"),
+    "list for a block": (_corrupt(_set("carbon_savings", [SECRET])),
+                         "schema: carbon_savings: not an object"),
+    "intervals not a list": (_corrupt(_set("intensities", {"baseline": {"intervals": 3}})),
+                             "schema: intensities.baseline: intervals not a list"),
+    "nested too deep": (_corrupt(_set("route", {SECRET: {"a": {"b": SECRET}}})),
+                        "schema: route.?: too deeply nested"),
+    "long text deep down": (_corrupt(_set("intensities", {"baseline": {"error": SECRET * 300}})),
+                            "schema: intensities.baseline: text too long"),
+    "no run id": (_corrupt(lambda report: report.pop("dag_run_id") and None), "schema: dag_run_id: missing"),
+    "not JSON": ("{" + SECRET, "not JSON"),
+    "not UTF-8": (b"\xff\xfe" + SECRET.encode(), "not JSON"),
+    "nested 100000 deep": ("[" * 100_000 + "]" * 100_000, "not JSON"),
+    "oversized file": (_corrupt(_oversized_file), "too big (over 8 MiB)"),
+}
+
+
+@pytest.fixture
+def corrupt_among_good(client, request):
+    """Two good runs and, in ``manual__corrupt``, the corrupt report named by the test's parameter."""
+    text, reason = CORRUPTIONS[request.param]
+    _write(_report("manual__good1", "2026-11-22T12:00:00+00:00", 0.0004, 0.0003))
+    _write(_report("manual__good2", "2026-11-23T12:00:00+00:00", 0.0005, 0.0002))
+    path = run_dir_for(CORRUPT_DIR) / "comparison_report.json"
+    path.parent.mkdir()
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    return client, reason
+
+
+@pytest.mark.parametrize("corrupt_among_good", list(CORRUPTIONS), indirect=True)
+def test_a_corrupt_report_is_listed_as_unreadable_and_the_others_shown(corrupt_among_good):
+    client, reason = corrupt_among_good
+    page = client.get("/")
+    assert page.status_code == 200 and SECRET not in page.text
+    for run_id in ("manual__good1", "manual__good2"):
+        assert f'<tr data-run-id="{run_id}">' in page.text
+    row = r'<tr data-run-id="manual__corrupt" class="unreadable">(.*?)</tr>'
+    unreadable = re.search(row, page.text, re.S)
+    assert unreadable and "unreadable report" in unreadable.group(1) and reason in unreadable.group(1)
+    assert page.text.count("<circle") == 2  # the chart, like the totals, counts the valid runs only
+
+    api = client.get("/api/runs")
+    assert api.status_code == 200 and SECRET not in api.text
+    body = api.json()
+    assert [row["run_id"] for row in body["runs"]] == ["manual__good2", "manual__good1"]
+    listed = {"run_id": CORRUPT_DIR, "directory": CORRUPT_DIR, "unreadable": reason}
+    assert body["unreadable_runs"] == [listed]
+    assert body["totals"]["runs"] == 2 and body["totals"]["saving_kg"] == pytest.approx(0.0009)
+
+    run_page = client.get(f"/runs/{CORRUPT_DIR}")
+    assert run_page.status_code == 422 and SECRET not in run_page.text
+    assert "unreadable report" in run_page.text and reason in run_page.text
+    # The file itself is still served as a download (an attachment, never shown on the page).
+    download = client.get(f"/runs/{CORRUPT_DIR}/comparison_report.json")
+    assert download.status_code == 200 and "attachment" in download.headers["content-disposition"]
+
+
+def test_only_unreadable_reports_still_list_them_with_empty_totals(client):
+    path = run_dir_for("manual__x") / "comparison_report.json"
+    path.parent.mkdir()
+    path.write_text("[]")
+    page = client.get("/")
+    assert page.status_code == 200 and "unreadable report" in page.text
+    assert "No carbon_training" not in page.text
+    assert client.get("/api/runs").json()["totals"]["runs"] == 0
+
+
+def _not_a_file(kind: str, path, elsewhere):
+    if kind == "directory":
+        path.mkdir()
+    elif kind == "pipe":  # reading it would block the page for ever
+        os.mkfifo(path)
+    elif kind == "link out of the output root":
+        (elsewhere / "report.json").write_text(json.dumps(_report("manual__x", "2026-11-22", 0.0, 0.0)))
+        path.symlink_to(elsewhere / "report.json")
+
+
+@pytest.mark.parametrize("kind", ["directory", "pipe", "link out of the output root"])
+def test_a_report_that_is_not_a_file_in_the_output_root_is_unreadable(client, tmp_path_factory, kind):
+    path = run_dir_for("manual__x") / "comparison_report.json"
+    path.parent.mkdir()
+    _not_a_file(kind, path, tmp_path_factory.mktemp("elsewhere"))
+    body = client.get("/api/runs").json()
+    assert body["unreadable_runs"] == [{"run_id": "manual__x", "directory": "manual__x",
+                                        "unreadable": "not a regular file in the output root"}]
+    assert client.get("/runs/manual__x").status_code == 404
+
+
+def test_a_report_linked_to_itself_is_no_report(client):
+    path = run_dir_for("manual__x") / "comparison_report.json"
+    path.parent.mkdir()
+    path.symlink_to(path)
+    assert client.get("/").status_code == 200 and client.get("/api/runs").json()["unreadable_runs"] == []
+    assert client.get("/runs/manual__x").status_code == 404
+
+
+@pytest.mark.parametrize("path", ["/runs/a%00b", "/runs/a%00b/comparison_report.json"])
+def test_a_nul_in_the_run_directory_is_404(client, path):
+    assert client.get(path).status_code == 404

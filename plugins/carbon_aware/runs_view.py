@@ -1,13 +1,14 @@
 """Every run's comparison report as one flat row, and the totals across runs: what the Carbon page
-and its JSON endpoint show. Reads the reports the DAG's report task wrote; imports nothing heavy."""
+and its JSON endpoint show. Reads the reports the DAG's report task wrote, each through the schema check
+of report_schema (reports are untrusted input); imports nothing heavy."""
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
 
 from carbon_aware.outputs import REPORT_NAME, output_root, report_paths
+from carbon_aware.report_schema import UnreadableReport, read_report
 
 log = logging.getLogger(__name__)
 
@@ -82,25 +83,51 @@ def row_for(report: dict[str, Any], directory: str) -> dict[str, Any]:
     return row
 
 
-def load_report(directory: str) -> dict[str, Any] | None:
-    """The report in output/<directory>, or None; ``directory`` must name a direct child of the output
-    root."""
+def _child_file(directory: str, name: str) -> Path | None:
+    """output/<directory>/<name> when it is a file there (not a link out of the output root)."""
     root = output_root()
-    path = (root / directory / REPORT_NAME).resolve()
-    if path.parent.parent != root or not path.is_file():
+    try:
+        path = (root / directory / name).resolve()
+        return path if path.parent.parent == root and path.is_file() else None
+    except (OSError, RuntimeError, ValueError):  # a NUL in the name, a link loop (RuntimeError in 3.11)
         return None
-    return json.loads(path.read_text())
+
+
+def load_report(directory: str) -> dict[str, Any] | None:
+    """The validated report in output/<directory>, or None where there is none; ``directory`` must name
+    a direct child of the output root. Raises UnreadableReport for a report that fails the check."""
+    path = _child_file(directory, REPORT_NAME)
+    return None if path is None else read_report(path)
+
+
+def unreadable_row(directory: str, error: UnreadableReport) -> dict[str, Any]:
+    """What the page lists for a report it cannot show: an id and the reason, no content."""
+    return {"run_id": error.run_id or directory, "directory": directory, "unreadable": error.reason}
+
+
+def _checked_row(path: Path) -> dict[str, Any]:
+    directory = path.parent.name
+    if _child_file(directory, REPORT_NAME) is None:
+        raise UnreadableReport("not a regular file in the output root")
+    return row_for(read_report(path), directory)
+
+
+def load_runs() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(one row per valid report, newest first; one unreadable_row per report that failed the check)."""
+    rows, unreadable = [], []
+    for path in report_paths():
+        try:
+            rows.append(_checked_row(path))
+        except UnreadableReport as error:
+            log.warning("unreadable report %s: %s", path, error.reason)
+            unreadable.append(unreadable_row(path.parent.name, error))
+    rows.sort(key=lambda row: row["generated_at"] or "", reverse=True)
+    return rows, sorted(unreadable, key=lambda row: row["directory"])
 
 
 def load_rows() -> list[dict[str, Any]]:
-    """One row per readable report, newest first. An unreadable report is logged and left out."""
-    rows = []
-    for path in report_paths():
-        try:
-            rows.append(row_for(json.loads(path.read_text()), path.parent.name))
-        except (OSError, ValueError, KeyError) as error:
-            log.warning("skipping unreadable report %s: %s", path, error)
-    return sorted(rows, key=lambda row: row["generated_at"] or "", reverse=True)
+    """One row per valid report, newest first (see load_runs for the unreadable ones)."""
+    return load_runs()[0]
 
 
 def totals(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -128,6 +155,4 @@ def cumulative(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def report_file(directory: str, name: str) -> Path | None:
     """A file the report task wrote for one run (the JSON or the plot), or None."""
-    root = output_root()
-    path = (root / directory / name).resolve()
-    return path if path.parent.parent == root and path.is_file() else None
+    return _child_file(directory, name)

@@ -1,5 +1,8 @@
 """The Carbon page: a FastAPI app the Airflow API server mounts at /carbon (see plugins/carbon_page.py).
 
+Reports are untrusted input: the page shows only what passed report_schema's check, and lists a report
+that failed it as "unreadable report" with the reason, never with its content.
+
 Every route requires an Airflow login allowed to read carbon_training's runs: the browser's session
 cookie or a bearer token, checked by Airflow's own auth manager. Plugin apps are not covered by the
 core API's authentication, so the dependency sits on the app itself.
@@ -17,7 +20,8 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from carbon_aware.outputs import PLOT_NAME, REPO_ROOT, REPORT_NAME, output_root
-from carbon_aware.runs_view import cumulative, load_report, load_rows, report_file, totals
+from carbon_aware.report_schema import UnreadableReport
+from carbon_aware.runs_view import cumulative, load_report, load_runs, report_file, totals, unreadable_row
 
 DAG_ID = "carbon_training"
 MOUNT = "/carbon"
@@ -263,9 +267,11 @@ def _row(row: dict[str, Any], request: Request) -> dict[str, Any]:
 
 @app.get("/", response_class=HTMLResponse)
 def runs_page(request: Request) -> HTMLResponse:
-    rows = load_rows()
-    context: dict[str, Any] = {"title": "Carbon", "dag_id": DAG_ID, "here": _here(request), "rows": []}
-    if not rows:
+    """Totals and chart count the valid reports only; an unreadable one is listed below them."""
+    rows, unreadable = load_runs()
+    context: dict[str, Any] = {"title": "Carbon", "dag_id": DAG_ID, "here": _here(request), "rows": [],
+                               "unreadable": unreadable}
+    if not rows and not unreadable:
         return _page("runs.html", output_root=str(output_root()), **context)
     points = cumulative(rows)
     return _page("runs.html", **{**context, "rows": [_row(row, request) for row in rows],
@@ -275,11 +281,14 @@ def runs_page(request: Request) -> HTMLResponse:
 
 @app.get("/api/runs")
 def runs_json() -> JSONResponse:
-    rows = load_rows()
+    """``runs``: the valid reports (what the totals sum); ``unreadable_runs``: run id, directory and the
+    reason for each report that failed the schema check."""
+    rows, unreadable = load_runs()
     return JSONResponse(
         {
             "dag_id": DAG_ID,
             "runs": rows,
+            "unreadable_runs": unreadable,
             "totals": totals(rows),
             "cumulative": cumulative(rows),
             "units": {
@@ -317,7 +326,8 @@ def _block_fields(block: str, values: dict[str, Any]) -> list[dict[str, Any]]:
     for key, value in values.items():
         if isinstance(value, dict):
             fields += [{"label": f"{key}.{k}", "path": f"{block}.{key}.{k}",
-                        "shown": _value(k, len(v) if k == "intervals" else v)} for k, v in value.items()]
+                        "shown": _value(k, len(v) if k == "intervals" and isinstance(v, list) else v)}
+                       for k, v in value.items()]
         else:
             fields.append({"label": key, "path": f"{block}.{key}", "shown": _value(key, value)})
     return fields
@@ -335,9 +345,19 @@ def _segment(segment: dict[str, Any]) -> dict[str, Any]:
                       for _, field, numeric in SEGMENT_COLUMNS]}
 
 
+def _unreadable_page(directory: str, error: UnreadableReport, here: str) -> HTMLResponse:
+    """422: the report is there but fails the schema check; the raw file is still offered for download."""
+    row = unreadable_row(directory, error)
+    return _page("unreadable.html", status_code=422, title=f"Carbon · {row['run_id']}", here=here,
+                 report_name=REPORT_NAME, **row)
+
+
 @app.get("/runs/{directory}", response_class=HTMLResponse)
 def run_page(directory: str, request: Request) -> HTMLResponse:
-    report = _report_or_404(directory)
+    try:
+        report = _report_or_404(directory)
+    except UnreadableReport as error:
+        return _unreadable_page(directory, error, _here(request))
     here, run_id = _here(request), report["dag_run_id"]
     job = report.get("job") or {}
     shown_blocks = {**report, "job": {key: job.get(key) for key in JOB_FIELDS} if job else None}
