@@ -4,6 +4,7 @@ auth dependency in place. The logged-in/logged-out browser path runs in tests/st
 import json
 import os
 import re
+from urllib.parse import quote
 
 import pytest
 from fastapi.testclient import TestClient
@@ -77,6 +78,13 @@ def client(tmp_path, monkeypatch):
     web.app.dependency_overrides.clear()
 
 
+def _quoted(directory) -> str:
+    """A run directory's name in a test client URL. The name holds %XX for the run id's other
+    characters, so a link quotes it once (as the page does), and a server decodes it once; Starlette's
+    TestClient decodes the path twice, hence quoted twice here."""
+    return quote(quote(directory.name, safe=""), safe="")
+
+
 def _write(report: dict):
     directory = run_dir_for(report["dag_run_id"])
     directory.mkdir(parents=True)
@@ -140,16 +148,16 @@ def test_run_page_download_and_plot(client):
     report = _report("manual__2026-11-22T10:00:00+00:00", "2026-11-22T12:00:00+00:00", 0.0004, 0.0003)
     directory = _write(report)
     (directory / "comparison.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"0" * 100)
-    page = client.get(f"/runs/{directory.name}").text
+    page = client.get(f"/runs/{_quoted(directory)}").text
     assert (
         'id="chart"' in page and "download comparison_report.json" in page and "electricitymaps:DE" in page
     )
     # Intensities in g/kWh, energy in Wh: the unit comes from the key's most specific suffix.
     assert 'data-field="timing.run_now_intensity_g_per_kwh">250 g/kWh<' in page
     assert 'data-field="efficiency.baseline_energy_kwh">8 Wh<' in page
-    download = client.get(f"/runs/{directory.name}/comparison_report.json")
+    download = client.get(f"/runs/{_quoted(directory)}/comparison_report.json")
     assert download.json() == report and "attachment" in download.headers["content-disposition"]
-    assert client.get(f"/runs/{directory.name}/comparison.png").headers["content-type"] == "image/png"
+    assert client.get(f"/runs/{_quoted(directory)}/comparison.png").headers["content-type"] == "image/png"
 
 
 @pytest.mark.parametrize(
@@ -277,7 +285,7 @@ def test_a_routed_interruptible_run_shows_its_place_route_and_segments(client):
     run_link = "/dags/carbon_own_job/runs/manual__2026-11-24T10%3A00%3A00%2B00%3A00"  # the run's own DAG
     assert f'{run_link}/tasks/wait"' in page and f'{run_link}/tasks/report"' in page
 
-    page = client.get(f"/runs/{directory.name}").text
+    page = client.get(f"/runs/{_quoted(directory)}").text
     assert page.count('<tr data-segment="') == 2
     segments = re.findall(r'<tr data-segment="\d">(.*?)</tr>', page, re.S)
     assert [_cells(s, "job.segments.")["job.segments.stopped"] for s in segments] == ["slot_end", "done"]
@@ -293,7 +301,7 @@ def test_report_text_is_escaped_not_markup(client):
         "manual__<script>x</script>", "2026-11-22T12:00:00+00:00", 0.0, 0.0, fallback=["<b>uk</b> down"]
     )
     directory = _write(report)
-    for page in (client.get("/").text, client.get(f"/runs/{directory.name}").text):
+    for page in (client.get("/").text, client.get(f"/runs/{_quoted(directory)}").text):
         assert "<script>x</script>" not in page and "&lt;script&gt;x&lt;/script&gt;" in page
     assert "&lt;b&gt;uk&lt;/b&gt; down" in client.get("/").text
 
