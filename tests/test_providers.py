@@ -5,12 +5,15 @@ import json
 import logging
 import os
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
+import numpy as np
 import pytest
 import requests
 
-from carbon_aware.forecast import ForecastError, IntensityPoint, validate_points
+from carbon_aware.forecast import ForecastError, IntensityPoint, points_to_arrays, validate_points
 from carbon_aware.params import ParamsError, validate_params
+from carbon_aware.planner import Curve
 from carbon_aware.providers import base, build_provider, fetch_forecast
 from carbon_aware.providers.base import AuthError, ProviderConnectionError
 from carbon_aware.providers.carbon_aware_sdk import CarbonAwareSDKProvider
@@ -23,6 +26,12 @@ from tests.fake_provider_server import FakeProviderServer, Reply
 NOW = datetime(2026, 3, 1, 10, 10, tzinfo=timezone.utc)
 SLOT = datetime(2026, 3, 1, 10, 0, tzinfo=timezone.utc)
 UK_PATH = "/intensity/2026-03-01T10:00Z/fw48h"
+FIXTURES = Path(__file__).parent / "fixtures" / "providers"
+
+
+def fixture(name: str):
+    """The reply a fixture holds (its ``_source`` names the documentation it follows)."""
+    return json.loads((FIXTURES / f"{name}.json").read_text())["reply"]
 
 
 def uk_rows(hours=48, start=SLOT, value=lambda i: 200 + (i % 12) * 10):
@@ -491,3 +500,166 @@ def test_check_connections_names_the_field_and_the_expected_type(prod_db, monkey
         assert "db-secret" not in str(refused.value) + caplog.text
     with pytest.raises(ValueError, match=r"providers\[0\]\.conn_id: .* \(include/regions.yaml\)"):
         check_connections([{"name": "uk", "conn_id": "nowhere"}], "include/regions.yaml")
+
+
+# --- parsing: gaps, nulls, signals, boundaries, windows, units, 401/403 -------------------------------
+
+def em_provider(server, **options):
+    return ElectricityMapsProvider("DE", token="t", conn_id=None, base_url=server.url,
+                                   session=fast_session(), **options)
+
+
+def without_null_entries(body):
+    return {**body, "history": [row for row in body["history"] if row["carbonIntensity"] is not None]}
+
+
+@pytest.mark.parametrize("endpoint", ["forecast", "history"])
+def test_electricitymaps_a_missing_hour_stays_a_gap(server, endpoint):
+    body = (fixture("electricitymaps_forecast_gap") if endpoint == "forecast"
+            else without_null_entries(fixture("electricitymaps_history_null")))
+    server.script(f"/v3/carbon-intensity/{endpoint}", Reply(body))
+    provider = em_provider(server)
+    points = (provider.forecast(NOW, timedelta(hours=20)).points if endpoint == "forecast"
+              else provider.actuals(SLOT - timedelta(hours=24), SLOT))
+    missing = SLOT + timedelta(hours=3) if endpoint == "forecast" else SLOT - timedelta(hours=7)
+    assert len(points) == 23 and all(p.duration == timedelta(hours=1) for p in points)
+    assert not [p for p in points if p.start <= missing + timedelta(minutes=30) < p.end]
+    curve = Curve(*points_to_arrays(points))
+    around = (missing - timedelta(hours=1)).timestamp()
+    assert np.isnan(curve.window_means(np.array([around]), 3 * 3600.0))[0]  # the planner sees the hole
+
+
+def test_electricitymaps_history_skips_a_null_entry(server):
+    server.script("/v3/carbon-intensity/history", Reply(fixture("electricitymaps_history_null")))
+    points = em_provider(server).actuals(SLOT - timedelta(hours=24), SLOT)
+    null_hour = SLOT - timedelta(hours=7)
+    assert len(points) == 23 and null_hour not in [p.start for p in points]
+    assert points[0].value == 250 and points[-1].value == 250 + 3 * 23
+
+
+def test_electricitymaps_asks_for_direct_intensity_and_names_the_signal(server):
+    server.script("/v3/carbon-intensity/forecast", Reply(fixture("electricitymaps_forecast_gap")))
+    server.script("/v3/carbon-intensity/history",
+                  Reply(without_null_entries(fixture("electricitymaps_history_null"))))
+    server.script("/v3/carbon-intensity/latest", Reply({"zone": "DE", "carbonIntensity": 301,
+                                                        "datetime": "2026-03-01T10:00:00.000Z"}))
+    provider = em_provider(server)
+    forecast = provider.forecast(NOW, timedelta(hours=20))
+    provider.actuals(SLOT - timedelta(hours=24), SLOT)
+    provider.current(NOW)
+    assert all("emissionFactorType=direct" in r["query"] for r in server.requests)
+    assert forecast.source == "electricitymaps" and "direct (operational) intensity" in forecast.notes
+    lifecycle = em_provider(server, signal="lifecycle")
+    assert "lifecycle (LCA) intensity" in lifecycle.forecast(NOW, timedelta(hours=20)).notes
+    assert "emissionFactorType=lifecycle" in server.requests[-1]["query"]
+    with pytest.raises(ForecastError, match="asked for lifecycle intensity, the API answered direct"):
+        lifecycle.actuals(SLOT - timedelta(hours=24), SLOT)  # the history fixture says direct
+    with pytest.raises(ValueError, match="signal: expected 'direct' or 'lifecycle'"):
+        em_provider(server, signal="marginal")
+
+
+@pytest.mark.parametrize("now", [SLOT, NOW])
+def test_uk_forecast_from_a_half_hour_boundary_starts_with_the_slot_containing_now(server, now):
+    server.script(UK_PATH, Reply(fixture("neso_fw48h_from_boundary")))
+    forecast = UKProvider(base_url=server.url, session=fast_session()).forecast(now, timedelta(hours=2))
+    assert forecast.start == SLOT and forecast.points[0].value == 240 and len(forecast.points) == 5
+
+
+def test_uk_current_is_the_half_hour_containing_now(server):
+    stale = uk_rows(hours=2, start=SLOT - timedelta(hours=2))
+    for row in stale[:3]:
+        row["intensity"]["actual"] = 300  # published actuals end 1 h to 2 h before now
+    server.script("/intensity/2026-03-01T08:00Z/2026-03-01T10:00Z", Reply({"data": stale}))
+    now_slot = fixture("neso_current_half_hour")
+    server.script("/intensity/2026-03-01T10:01Z", Reply(now_slot))
+    provider = UKProvider(base_url=server.url, session=fast_session())
+    assert provider.current(NOW) == 263  # the actual of 10:00-10:30
+    now_slot["data"][0]["intensity"]["actual"] = None
+    server.script("/intensity/2026-03-01T10:01Z", Reply(now_slot))
+    assert provider.current(NOW) == 266  # no actual yet: its forecast
+
+
+def test_carbon_aware_sdk_accepts_a_window_size(server):
+    server.script("/emissions/forecasts/current", Reply(fixture("carbon_aware_sdk_window")))
+    forecast = CarbonAwareSDKProvider("westeurope", base_url=server.url,
+                                      session=fast_session()).forecast(NOW, timedelta(hours=2))
+    points = forecast.points
+    assert len(points) == 36 and all(p.duration == timedelta(minutes=5) for p in points)
+    assert all(a.end == b.start for a, b in zip(points, points[1:])) and points[1].value == 398.5
+    assert any("60-minute" in note for note in forecast.notes)
+
+
+@pytest.mark.parametrize("damage", ["irregular spacing", "mixed durations", "window size mismatch"])
+def test_carbon_aware_sdk_still_rejects_inconsistent_overlaps(server, damage):
+    body = fixture("carbon_aware_sdk_window")
+    rows = body[0]["forecastData"]
+    if damage == "irregular spacing":
+        rows[10]["timestamp"] = (datetime.fromisoformat(rows[10]["timestamp"])
+                                 + timedelta(minutes=2)).isoformat()
+    elif damage == "mixed durations":
+        rows[10]["duration"] = 30
+    else:
+        body[0]["windowSize"] = 30
+    server.script("/emissions/forecasts/current", Reply(body))
+    with pytest.raises(ForecastError, match="slots overlap"):
+        CarbonAwareSDKProvider("westeurope", base_url=server.url,
+                               session=fast_session()).forecast(NOW, timedelta(hours=2))
+
+
+def watttime_provider(server):
+    return WattTimeProvider("CAISO_NORTH", username="user", password="wt-secret-pw", conn_id=None,
+                            base_url=server.url, session=fast_session())
+
+
+@pytest.mark.parametrize("units, factor", [("lbs_co2_per_mwh", 0.453592), ("kg_co2_per_mwh", 1.0),
+                                           ("g_co2_per_kwh", 1.0)])
+def test_watttime_converts_known_units(server, units, factor):
+    body = fixture("watttime_forecast")
+    body["meta"]["units"] = units
+    server.script("/login", Reply({"token": "tok-1"}))
+    server.script("/v3/forecast", Reply(body))
+    forecast = watttime_provider(server).forecast(NOW, timedelta(hours=1))
+    assert forecast.points[0].value == pytest.approx(900.0 * factor)
+
+
+@pytest.mark.parametrize("units", ["percent", "usd_per_mwh", "tons_co2_per_mwh"])
+def test_watttime_refuses_unknown_units_naming_them(server, units):
+    body = fixture("watttime_forecast")
+    body["meta"]["units"] = units
+    server.script("/login", Reply({"token": "tok-1"}))
+    server.script("/v3/forecast", Reply(body))
+    with pytest.raises(ForecastError, match=f"units {units!r}"):
+        watttime_provider(server).forecast(NOW, timedelta(hours=1))
+
+
+def test_a_401_asks_for_the_credentials_of_the_connection(server, monkeypatch):
+    token = "em-expired-token-789"
+    server.script("/v3/carbon-intensity/forecast", Reply({"message": "unauthorized"}, status=401))
+    conn_id = connection(monkeypatch, "em_expired", "electricitymaps", host=server.url, password=token)
+    forecast, reasons = fetch_forecast([{"name": "electricitymaps", "zone": "DE", "conn_id": conn_id}],
+                                       NOW, timedelta(hours=24), NOW + timedelta(hours=24))
+    assert "401 unauthorized: check the credentials of connection 'em_expired'" in reasons[0]
+    assert token not in " ".join(reasons)
+
+
+def test_a_403_gives_the_apis_reason_and_watttime_does_not_log_in_again(server):
+    server.script("/login", Reply({"token": "tok-secret-1"}))
+    server.script("/v3/forecast", Reply(fixture("watttime_403_region"), status=403))
+    with pytest.raises(AuthError, match="403 forbidden: Invalid scope. You do not have sufficient access") \
+            as refused:
+        watttime_provider(server).forecast(NOW, timedelta(hours=1))
+    assert len(server.hits("/login")) == 1 and len(server.hits("/v3/forecast")) == 1
+    assert len(str(refused.value).split("forbidden: ", 1)[1]) <= base.MESSAGE_CHARS
+
+
+def test_a_403_message_never_carries_the_credentials_of_its_request(server):
+    server.script("/login", Reply({"token": "tok-secret-1"}))
+    server.script("/v3/forecast", Reply({"detail": "token tok-secret-1 may not read PJM"}, status=403))
+    with pytest.raises(AuthError, match=r"403 forbidden: token \*\*\* may not read PJM$") as refused:
+        watttime_provider(server).forecast(NOW, timedelta(hours=1))
+    assert "tok-secret-1" not in str(refused.value)
+    server.script("/login", Reply({"detail": "wrong password wt-secret-pw"}, status=403))
+    refused_login = r"forbidden: wrong password \*\*\* \(login refused: check the credentials of the user"
+    with pytest.raises(AuthError, match=refused_login) as refused:
+        watttime_provider(server).forecast(NOW, timedelta(hours=1))
+    assert "wt-secret-pw" not in str(refused.value)

@@ -61,9 +61,10 @@ def http_session(retries: int = 3, backoff_s: float = 0.5) -> requests.Session:
 
 
 def get_json(session: requests.Session, source: str, url: str, timeout: tuple[float, float] | None = None,
-             **kwargs) -> Any:
+             credentials: str | None = None, **kwargs) -> Any:
     """GET and decode JSON; every failure becomes a ForecastError whose text is safe to log
-    (it names the URL path and status, never headers, where tokens travel)."""
+    (it names the URL path and status, never headers, where tokens travel). ``credentials`` says
+    where the credentials come from, for a 401."""
     path = url.split("?", 1)[0]
     try:
         response = session.get(url, timeout=timeout or (CONNECT_TIMEOUT_S, READ_TIMEOUT_S), **kwargs)
@@ -73,8 +74,11 @@ def get_json(session: requests.Session, source: str, url: str, timeout: tuple[fl
         if _timed_out(error):  # retries exhausted on read timeouts arrive wrapped in a ConnectionError
             raise ForecastError(f"{source}: timed out calling {path}") from None
         raise ForecastError(f"{source}: cannot reach {path} ({type(error).__name__})") from None
-    if response.status_code == 401 or response.status_code == 403:
-        raise AuthError(f"{source}: {path} answered {response.status_code} (check the token)")
+    if response.status_code == 401:
+        raise Unauthorized(f"{source}: {path} answered 401 unauthorized: check the credentials of "
+                           f"{credentials or 'its connection'}")
+    if response.status_code == 403:
+        raise Forbidden(f"{source}: {path} answered 403 forbidden: {api_message(response, kwargs)}")
     if response.status_code >= 400:
         raise ForecastError(f"{source}: {path} answered HTTP {response.status_code}")
     try:
@@ -91,7 +95,51 @@ def _timed_out(error: Exception) -> bool:
 
 
 class AuthError(ForecastError):
-    pass
+    """The API refused the request (401 or 403)."""
+
+
+class Unauthorized(AuthError):
+    """401: the credentials are missing, wrong or expired."""
+
+
+class Forbidden(AuthError):
+    """403: the credentials are fine but not for this (a region outside the plan, an endpoint not in it)."""
+
+
+MESSAGE_CHARS = 160
+
+
+def api_message(response: requests.Response, request_kwargs: dict) -> str:
+    """The reason an error body gives, on one line, truncated, with every credential the request
+    carried (its headers, its basic-auth password) blanked out."""
+    text = _body_reason(response) or "(no message)"
+    sent = response.request.headers if response.request is not None else {}
+    secrets = [str(v) for v in (request_kwargs.get("headers") or {}).values()]
+    secrets += [str(sent["Authorization"])] if "Authorization" in sent else []  # basic auth, computed
+    auth = request_kwargs.get("auth")
+    secrets += [str(v) for v in auth] if isinstance(auth, tuple) else []
+    for secret in secrets:
+        for part in [secret, *secret.split()]:
+            if len(part) >= 4 and part not in ("Bearer", "Basic"):
+                text = text.replace(part, "***")
+    text = " ".join(text.split())
+    return text if len(text) <= MESSAGE_CHARS else text[:MESSAGE_CHARS - 3] + "..."
+
+
+def _body_reason(response: requests.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text or ""
+    for key in ("message", "error", "detail", "msg"):
+        value = body.get(key) if isinstance(body, dict) else None
+        if isinstance(value, list) and value:  # FastAPI: {"detail": [{"msg": ...}]}
+            value = value[0]
+        if isinstance(value, dict):
+            value = value.get("message") or value.get("msg")
+        if value:
+            return str(value)
+    return json.dumps(body)
 
 
 def require(mapping: Any, key: str, source: str, where: str = "response") -> Any:
@@ -116,6 +164,13 @@ class ConnectionSettings:
     base_url: str | None = None
     login: str | None = None
     password: str | None = None
+    conn_id: str | None = None  # the Airflow connection read, if one was
+
+    def credentials_of(self, env: str | None = None) -> str:
+        """Where the credentials came from, for an error message (never the credentials)."""
+        if self.conn_id:
+            return f"connection {self.conn_id!r}"
+        return f"${env}" if env else "the provider's settings"
 
 
 class ProviderConnectionError(ValueError):
@@ -164,7 +219,8 @@ def provider_connection(conn_id: str | None, conn_type: str, default_id: str | N
     else:
         settings = ConnectionSettings(_connection_url(connection),
                                       connection.login or _environment(login_env),
-                                      _connection_password(connection) or _environment(password_env))
+                                      _connection_password(connection) or _environment(password_env),
+                                      conn_id)
     if settings.password:
         try:
             from airflow.sdk.log import mask_secret

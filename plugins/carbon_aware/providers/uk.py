@@ -29,11 +29,12 @@ class UKProvider(Provider):
         self.region_id, self.postcode = region_id, postcode
         self.region = f"GB-region-{region_id}" if region_id else (f"GB-{postcode}" if postcode else "GB")
         settings = provider_connection(conn_id, self.conn_type, self.default_conn_id)
+        self._credentials = settings.credentials_of()
         self.base_url = (base_url or settings.base_url or BASE_URL).rstrip("/")
         self.session = session or http_session()
 
     def _rows(self, path: str) -> list:
-        body = get_json(self.session, self.name, f"{self.base_url}{path}")
+        body = get_json(self.session, self.name, f"{self.base_url}{path}", credentials=self._credentials)
         data = require(body, "data", self.name)
         # regional: {"data": [{"regionid": .., "data": [...]}]} or a dict
         if self.region_id or self.postcode:
@@ -66,14 +67,24 @@ class UKProvider(Provider):
         return f"/intensity/{_fmt(start)}/fw48h"
 
     def forecast(self, now: datetime, horizon: timedelta) -> Forecast:
+        """From the half hour containing ``now``: asked for ``from`` on a boundary, the API also returns
+        the period ending there, first; it is dropped."""
         slot = _slot(now)
-        points = validate_points(self._points(self._rows(self._forecast_path(slot)), "forecast"), self.name)
+        points = self._points(self._rows(self._forecast_path(slot)), "forecast")
+        points = validate_points([p for p in points if p.end > slot], self.name)
         return Forecast(points, source=self.name, region=self.region)
 
     def current(self, now: datetime) -> float | None:
-        slot = _slot(now)  # the latest settlement period with a published actual ends at the slot start
-        recent = self.actuals(slot - timedelta(hours=2), slot)
-        return recent[-1].value if recent else super().current(now)
+        """The half hour containing ``now``: its actual, else its forecast (national). Asked for a
+        minute past the slot's start: on the boundary itself the API gives the period ending there."""
+        if self.region_id or self.postcode:
+            return super().current(now)  # no actuals: the forecast of the slot containing now
+        rows = self._rows(f"/intensity/{_fmt(_slot(now) + timedelta(minutes=1))}")
+        for field in ("actual", "forecast"):
+            value = next((p.value for p in self._points(rows, field) if p.start <= now < p.end), None)
+            if value is not None:
+                return value
+        return None
 
     def actuals(self, start: datetime, end: datetime) -> list[IntensityPoint]:
         if self.region_id or self.postcode:

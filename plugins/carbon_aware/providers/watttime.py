@@ -1,18 +1,21 @@
 """WattTime v3: login with basic auth for a bearer token (refreshed on expiry), then ``/v3/forecast``.
 
-WattTime's ``co2_moer`` is a *marginal* signal in lbs/MWh; it is converted to g/kWh (x 0.453592)."""
+WattTime's ``co2_moer`` is a *marginal* signal in lbs/MWh; it is converted to g/kWh (x 0.453592). Other
+mass-per-energy units are converted too; anything else (an index, a percent, dollars) is refused."""
 from __future__ import annotations
 
 import time
 from datetime import datetime, timedelta
 
 from carbon_aware.forecast import Forecast, ForecastError, parse_time, slots_from_instants, validate_points
-from carbon_aware.providers.base import (AuthError, Provider, get_json, http_session, number,
-                                         provider_connection, require)
+from carbon_aware.providers.base import (AuthError, Forbidden, Provider, Unauthorized, get_json,
+                                         http_session, number, provider_connection, require)
 
 BASE_URL = "https://api.watttime.org"
 CONN_TYPE, CONN_ID = "watttime", "watttime_default"  # Airflow connection type, default id
 LBS_PER_MWH_TO_G_PER_KWH = 0.453592
+# meta.units -> factor to g/kWh; kg/MWh and g/kWh are the same quantity
+UNIT_FACTORS = {"lbs_co2_per_mwh": LBS_PER_MWH_TO_G_PER_KWH, "kg_co2_per_mwh": 1.0, "g_co2_per_kwh": 1.0}
 TOKEN_LIFETIME_S = 25 * 60  # WattTime tokens last 30 minutes; renew a little early
 
 
@@ -32,14 +35,20 @@ class WattTimeProvider(Provider):
         if not (self._username and self._password):
             raise ForecastError(f"{self.name}: no credentials (Airflow connection {conn_id!r} "
                                 "or $WATTTIME_USERNAME/$WATTTIME_PASSWORD)")
+        self._credentials = ("the username/password arguments" if username and password
+                             else settings.credentials_of("WATTTIME_USERNAME/$WATTTIME_PASSWORD"))
         self.base_url = (base_url or settings.base_url or BASE_URL).rstrip("/")
         self.session = session or http_session()
         self._token: str | None = None
         self._token_expires = 0.0
 
     def _login(self) -> str:
-        body = get_json(self.session, self.name, f"{self.base_url}/login",
-                        auth=(self._username, self._password))
+        try:
+            body = get_json(self.session, self.name, f"{self.base_url}/login",
+                            auth=(self._username, self._password), credentials=self._credentials)
+        except Forbidden as error:  # WattTime answers 403 to a wrong username or password
+            raise AuthError(f"{error} (login refused: check the credentials of "
+                            f"{self._credentials})") from None
         self._token = require(body, "token", self.name, "login response")
         self._token_expires = time.monotonic() + TOKEN_LIFETIME_S
         try:
@@ -54,12 +63,14 @@ class WattTimeProvider(Provider):
         if not self._token or time.monotonic() >= self._token_expires:
             self._login()
         try:
-            return get_json(self.session, self.name, f"{self.base_url}{path}", params=params,
-                            headers={"Authorization": f"Bearer {self._token}"})
-        except AuthError:  # expired early or revoked: log in again once
+            return self._fetch(path, params)
+        except Unauthorized:  # expired early or revoked: log in again once (a 403 is not about the token)
             self._login()
-            return get_json(self.session, self.name, f"{self.base_url}{path}", params=params,
-                            headers={"Authorization": f"Bearer {self._token}"})
+            return self._fetch(path, params)
+
+    def _fetch(self, path: str, params: dict) -> dict:
+        return get_json(self.session, self.name, f"{self.base_url}{path}", params=params,
+                        headers={"Authorization": f"Bearer {self._token}"}, credentials=self._credentials)
 
     def forecast(self, now: datetime, horizon: timedelta) -> Forecast:
         body = self._get("/v3/forecast", {
@@ -68,8 +79,7 @@ class WattTimeProvider(Provider):
         rows = require(body, "data", self.name)
         if not isinstance(rows, list):
             raise ForecastError(f"{self.name}: 'data' is not a list")
-        units = (body.get("meta") or {}).get("units", "lbs_co2_per_mwh")
-        factor = LBS_PER_MWH_TO_G_PER_KWH if "lbs" in units else 1.0
+        factor = self._to_g_per_kwh((body.get("meta") or {}).get("units", "lbs_co2_per_mwh"))
         times = [parse_time(require(r, "point_time", self.name, "data entry")) for r in rows]
         values = [number(require(r, "value", self.name, "data entry"), self.name, "value") * factor
                   for r in rows]
@@ -79,3 +89,8 @@ class WattTimeProvider(Provider):
         return Forecast(validate_points(points, self.name), source=self.name, region=self.region,
                         notes=["marginal emissions (co2_moer), not average intensity"])
 
+    def _to_g_per_kwh(self, units: str) -> float:
+        if not isinstance(units, str) or units not in UNIT_FACTORS:
+            raise ForecastError(f"{self.name}: units {units!r} are not a mass of CO2 per energy this "
+                                f"provider converts ({', '.join(UNIT_FACTORS)})")
+        return UNIT_FACTORS[units]
