@@ -172,9 +172,8 @@ def test_sensor_replans_when_the_actual_runs_above_the_forecast_and_defers_again
         server.script(f"/intensity/{slot:%Y-%m-%dT%H:%MZ}/fw48h",
                       Reply({"data": uk_rows(slot, 30, lambda i: 100 if i < 2 else 300)}),
                       Reply({"data": uk_rows(slot, 30, lambda i: 300 if i < 8 else 90)}))
-        server.script(f"/intensity/{(slot - timedelta(hours=2)):%Y-%m-%dT%H:%MZ}/{slot:%Y-%m-%dT%H:%MZ}",
-                      Reply({"data": uk_rows(slot - timedelta(hours=2), 2, lambda i: 300,
-                                             actual=lambda i: 250)}))
+        server.script(f"/intensity/{(slot + timedelta(minutes=1)):%Y-%m-%dT%H:%MZ}",  # the half hour now
+                      Reply({"data": uk_rows(slot, 1, lambda i: 300, actual=lambda i: 250)[:1]}))
         params = trace_params(providers=[{"name": "uk", "conn_id": neso(server)}], time_compression=1.0,
                               replan_tolerance_pct=20)
         plan = make_plan(params, "test-run", now=now)
