@@ -75,7 +75,8 @@ def test_the_trainer_cli_imports_no_model_named_in_a_setting(tmp_path):
     marker = tmp_path / "owned"
     process = subprocess.run(
         [sys.executable, "-m", "training", "--config", "include/configs/test.yaml",
-         "--set", "model.name=subprocess:Popen", "--set", f"model.kwargs={{args: [sh, -c, 'touch {marker}']}}",
+         "--set", "model.name=subprocess:Popen",
+         "--set", f"model.kwargs={{args: [sh, -c, 'touch {marker}']}}",
          "--set", f"output.dir={tmp_path}"],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert process.returncode == 2 and "model.name: expected a registered architecture" in process.stderr

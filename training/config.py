@@ -27,7 +27,8 @@ class _Block(BaseModel):
 
 class TrainingConfig(_Block):
     run_name: str = Field(min_length=1, max_length=100,
-                          pattern=r"^[A-Za-z0-9_.-]*[A-Za-z0-9_-][A-Za-z0-9_.-]*$", description="a folder name: letters, digits, '_', '-' and '.' (not only dots)")
+                          pattern=r"^[A-Za-z0-9_.-]*[A-Za-z0-9_-][A-Za-z0-9_.-]*$",
+                          description="a folder name: letters, digits, '_', '-' and '.' (not only dots)")
     epochs: int = Field(ge=1)
     batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
         description="micro-batch size (samples per forward pass); auto: the largest that fits the device")

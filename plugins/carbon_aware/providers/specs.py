@@ -99,7 +99,8 @@ SPEC_MODELS: dict[str, type[_Spec]] = {
 
 def validate_provider_specs(providers: Any, where: str) -> list[dict[str, Any]]:
     """Each spec checked against its provider's model and normalized (plain dicts with ``name``, only
-    the options given; a trace's path relative to the data folder, checked to be in it). ``where`` says whose specs (params, a regions file).
+    the options given; a trace's path relative to the data folder, checked to be in it).
+    ``where`` says whose specs (params, a regions file).
     Raises ValueError naming ``providers[i].<field>`` and what is allowed; never echoes a secret."""
     if not isinstance(providers, list):
         raise ValueError(f"providers: expected a list of provider specs, got {type(providers).__name__}")
