@@ -5,7 +5,7 @@ FROM apache/airflow:3.3.2-python3.11
 
 ENV \
     AIRFLOW__CORE__DAGS_FOLDER=/opt/carbon/dags \
-    AIRFLOW__CORE__PLUGINS_FOLDER=/opt/carbon/plugins \
+    CARBON_HOME=/opt/carbon/include \
     CARBON_OUTPUT_DIR=/opt/carbon/output
 
 USER root
@@ -21,7 +21,8 @@ RUN pip install --no-cache-dir -r /opt/carbon/requirements.lock -r /opt/carbon/r
 
 COPY --chown=airflow:root pyproject.toml README.md /opt/carbon/
 COPY --chown=airflow:root training /opt/carbon/training
-COPY --chown=airflow:root plugins /opt/carbon/plugins
+COPY --chown=airflow:root src /opt/carbon/src
 COPY --chown=airflow:root dags /opt/carbon/dags
 COPY --chown=airflow:root include /opt/carbon/include
-RUN pip install --no-cache-dir --no-deps -e /opt/carbon
+# The provider (editable: compose mounts src/ over it) and the demo trainer.
+RUN pip install --no-cache-dir --no-deps -e /opt/carbon -e /opt/carbon/training

@@ -10,11 +10,11 @@ export PYTHONUNBUFFERED := 1
 install: $(STAMP)
 
 # requirements-tracking.lock: MLflow (the `tracking` extra), which the tests run against a real server.
-$(STAMP): requirements.lock requirements-tracking.lock pyproject.toml
+$(STAMP): requirements.lock requirements-tracking.lock pyproject.toml training/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -r requirements.lock -r requirements-tracking.lock
-	$(BIN)/python -m pip install -q --no-deps -e .
+	$(BIN)/python -m pip install -q --no-deps -e . -e ./training
 	touch $(STAMP)
 
 system-deps:

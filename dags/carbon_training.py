@@ -13,7 +13,7 @@ import pendulum
 from airflow.sdk import DAG, Param, get_current_context, task
 
 from carbon_aware import CarbonPlanOperator, CarbonReportOperator, CarbonTrainerOperator, CarbonWindowSensor
-from carbon_aware.sensors import CarbonRegionSensor
+from carbon_aware.sensors.window import CarbonRegionSensor
 from training.config import MAX_OVERRIDE_CHARS, MAX_OVERRIDES, overridable_keys
 
 OVERRIDE_KEYS = overridable_keys()
@@ -139,7 +139,7 @@ PARAMS = {
 def _regions() -> list:
     """The regions file's regions (validated here, at parse time: an invalid file is an import error that
     names the field), or [] without one: then one region, the training queue."""
-    from carbon_aware.regions import load_regions, regions_path
+    from carbon_aware.planning.regions import load_regions, regions_path
 
     path = regions_path()
     return load_regions(path) if path else []
@@ -173,9 +173,9 @@ with DAG(
     def train_baseline(plan: dict) -> dict | None:
         from pathlib import Path
 
-        from airflow.sdk.exceptions import AirflowSkipException
+        from carbon_aware.compat import AirflowSkipException
 
-        from carbon_aware.baselines import train_or_reuse_baseline
+        from carbon_aware.accounting.baselines import train_or_reuse_baseline
 
         context = get_current_context()
         params = dict(context["params"])
@@ -196,7 +196,7 @@ with DAG(
         )
         wait_for_window >> train_optimized >> report
     else:  # one training task per region, on its queue; the route picks one once the window opens
-        from carbon_aware.regions import task_suffix
+        from carbon_aware.planning.regions import task_suffix
 
         choose_region = CarbonRegionSensor(task_id="choose_region", wait_task_id="wait_for_window")
         per_region = {

@@ -13,12 +13,14 @@ _SESSION_DIR = Path(tempfile.mkdtemp(prefix="carbon-tests-"))
 AIRFLOW_ENV = {
     "AIRFLOW_HOME": str(_SESSION_DIR / "airflow_home"),
     "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
-    "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
+    "AIRFLOW__CORE__PLUGINS_FOLDER": str(_SESSION_DIR / "plugins"),  # the Carbon page comes from the provider
     "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+    "CARBON_HOME": str(REPO_ROOT / "include"),
     "CARBON_OUTPUT_DIR": str(_SESSION_DIR / "output"),
 }
+SHARED_DATA = Path(os.environ.get("CARBON_SHARED_DATA", REPO_ROOT.parent / "shared" / "data")).resolve()
+AIRFLOW_ENV["CARBON_DATA_DIR"] = str(SHARED_DATA)
 os.environ.update(AIRFLOW_ENV)
-SHARED_DATA = Path(os.environ.get("CARBON_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 MNIST_DIR = SHARED_DATA / "mnist"
 CARBON_DIR = SHARED_DATA / "carbon"
 

@@ -5,8 +5,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from carbon_aware import baselines
-from carbon_aware.baselines import train_or_reuse_baseline
+from carbon_aware.accounting import baselines
+from carbon_aware.accounting.baselines import train_or_reuse_baseline
 
 FAST = [
     "data.dataset=synthetic",

@@ -9,9 +9,9 @@ from urllib.parse import quote
 import pytest
 from fastapi.testclient import TestClient
 
-from carbon_aware import web
+from carbon_aware.web import app as web
 from carbon_aware.outputs import run_dir_for
-from carbon_aware.runs_view import load_runs, totals
+from carbon_aware.web.runs_view import load_runs, totals
 
 
 def _report(

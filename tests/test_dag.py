@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from carbon_aware.params import ParamsError
-from carbon_aware.planning import make_plan
+from carbon_aware.planning.params import ParamsError
+from carbon_aware.planning.plan import make_plan
 from tests.conftest import CARBON_DIR, REPO_ROOT, compression_for_wait
 from tests.fake_provider_server import FakeProviderServer, Reply
 from tests.test_providers import neso
@@ -55,7 +55,7 @@ def test_dag_structure_and_params(dag):
 
 
 def test_dag_file_parses_fast_without_torch():
-    code = ("import sys, time; sys.path.insert(0, 'plugins'); import airflow.sdk; t = time.perf_counter(); "
+    code = ("import sys, time; import airflow.sdk; t = time.perf_counter(); "
             "import runpy; runpy.run_path('dags/carbon_training.py'); elapsed = time.perf_counter() - t; "
             "heavy = [m for m in ('torch', 'pandas', 'requests', 'matplotlib', 'numpy') "
             "if m in sys.modules]; "
@@ -77,7 +77,7 @@ class _TI:
 
 
 def _sensor():
-    from carbon_aware.sensors import CarbonWindowSensor
+    from carbon_aware.sensors.window import CarbonWindowSensor
 
     return CarbonWindowSensor(task_id="wait_for_window")
 
@@ -97,11 +97,11 @@ def test_sensor_defers_until_the_planned_moment_bounded_by_the_deadline():
     assert trigger.payload["plan"]["start"] == plan["start"]
     assert deferred.value.method_name == "execute_complete"
     classpath, kwargs = trigger.serialize()
-    assert classpath == "carbon_aware.triggers.CarbonWindowTrigger" and json.dumps(kwargs)
+    assert classpath == "carbon_aware.triggers.window.CarbonWindowTrigger" and json.dumps(kwargs)
 
 
 def test_trigger_fires_at_its_moment_and_the_sensor_resumes():
-    from carbon_aware.triggers import CarbonWindowTrigger
+    from carbon_aware.triggers.window import CarbonWindowTrigger
 
     plan = make_plan(trace_params(), "test-run")
     moment = datetime.now(timezone.utc) + timedelta(seconds=1.5)
@@ -223,7 +223,7 @@ def test_dag_test_end_to_end_report_agrees_with_summaries_and_curve(airflow_db):
     assert "deferring until" in log and "woke at" in log  # a real, short wait through the trigger
     run_id = log.split("DagRun Finished:")[1].split("run_id=")[1].split(",")[0]
     from carbon_aware.outputs import run_dir_for
-    from training.energy import ENERGY_LOG_NAME, read_energy_log
+    from carbon_aware.accounting.energy import ENERGY_LOG_NAME, read_energy_log
 
     run_dir = run_dir_for(run_id)
     report = json.loads((run_dir / "comparison_report.json").read_text())
@@ -281,20 +281,23 @@ def test_without_baseline_the_report_shows_timing_only(airflow_db):
     assert not (run_dir_for(run_id) / "baseline").exists()
 
 
-def test_plugins_folder_does_not_load_the_package_file_by_file():
-    """Airflow imports every .py under plugins/ as a top-level module; carbon_aware/ must be skipped
-    (its __main__.py would otherwise run as '__main__' inside every Airflow process)."""
-    from airflow._shared.module_loading import find_path_from_directory
+def test_the_installed_provider_registers_its_connection_types_and_the_carbon_page():
+    """Airflow finds the provider through its entry point (no files copied into plugins/)."""
+    from airflow.providers_manager import ProvidersManager
 
-    loaded = list(find_path_from_directory(str(REPO_ROOT / "plugins"), ".airflowignore", "glob"))
-    assert not [p for p in loaded if "carbon_aware" in p]
+    manager = ProvidersManager()
+    assert "airflow-provider-carbon-aware" in manager.providers
+    for conn_type in ("electricitymaps", "watttime", "carbon_aware_sdk", "neso"):
+        assert conn_type in manager.hooks, conn_type
+    plugins = {plugin.name: plugin.plugin_class for plugin in manager.plugins}
+    assert plugins["carbon_page"] == "carbon_aware.plugins.carbon_page.CarbonPagePlugin"
 
 
 # --- fixes: re-plan on a trace, deadline past the horizon, refused secrets ------------------------------
 
 def test_a_replan_on_a_trace_sees_the_slots_of_its_own_moment_not_the_anchors():
-    from carbon_aware.providers.trace import TraceProvider
-    from carbon_aware.planning import check_window
+    from carbon_aware.grid.clients.trace import TraceProvider
+    from carbon_aware.planning.plan import check_window
 
     anchor = datetime(2026, 11, 24, 0, 0, tzinfo=timezone.utc)
     plan = make_plan(

@@ -120,8 +120,8 @@ def test_dockerfile_matches_the_pinned_airflow_and_installs_the_lock():
 
 def test_the_init_creates_each_providers_connection_with_the_providers_own_type(compose):
     """A provider reads only a connection of its own type (never a generic http one)."""
-    from carbon_aware.providers.electricitymaps import ElectricityMapsProvider
-    from carbon_aware.providers.watttime import WattTimeProvider
+    from carbon_aware.grid.clients.electricitymaps import ElectricityMapsProvider
+    from carbon_aware.grid.clients.watttime import WattTimeProvider
 
     script = " ".join(compose["services"]["airflow-init"]["command"])
     for provider in (ElectricityMapsProvider, WattTimeProvider):

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from training.config import load_config
-from training.energy import read_energy_log
+from carbon_aware.accounting.energy import read_energy_log
 from training.summary import validate_summary
 from training.trainer import train
 from tests.conftest import REPO_ROOT

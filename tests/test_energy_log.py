@@ -10,7 +10,7 @@ from datetime import datetime
 import pytest
 
 from tests.conftest import REPO_ROOT
-from training.energy import read_energy_log
+from carbon_aware.accounting.energy import read_energy_log
 
 SLOW_SYNTHETIC = [
     "data.dataset=synthetic",

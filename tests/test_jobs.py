@@ -9,9 +9,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from carbon_aware.jobs import CARBON_BUDGET, SLOT_END, JobFailed, job_summary, run_attempt
+from carbon_aware.accounting.jobs import CARBON_BUDGET, SLOT_END, JobFailed, job_summary, run_attempt
 from tests.conftest import REPO_ROOT
-from training.energy import ENERGY_LOG_NAME, read_energy_log
+from carbon_aware.accounting.energy import ENERGY_LOG_NAME, read_energy_log
 
 NOW = datetime(2026, 3, 1, 6, tzinfo=timezone.utc)
 SCRIPT = [sys.executable, str(REPO_ROOT / "include" / "examples" / "own_training.py")]
@@ -97,7 +97,7 @@ def test_a_failing_command_raises_with_its_output_and_its_energy_is_kept(tmp_pat
 
 
 def test_a_retry_of_an_interruptible_job_goes_on_from_the_first_slot_that_has_not_ended():
-    from carbon_aware.operators import first_open_slot
+    from carbon_aware.operators.job import first_open_slot
 
     def wait(now_offset_h: float) -> dict:
         slots = [(0, 1), (3, 4), (6, 7)]

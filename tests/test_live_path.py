@@ -7,12 +7,12 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import pytest
 
-from carbon_aware.evaluate import _curve
-from carbon_aware.forecaster import HistoryModel
-from carbon_aware.planner import Curve, best_start, plan_window
-from carbon_aware.providers import fetch_forecast
-from carbon_aware.store import GridStore
-from carbon_aware.trace_csv import load_trace
+from carbon_aware.evaluation import _curve
+from carbon_aware.grid.forecaster import HistoryModel
+from carbon_aware.planning.planner import Curve, best_start, plan_window
+from carbon_aware.grid.clients import fetch_forecast
+from carbon_aware.grid.store import GridStore
+from carbon_aware.grid.traces import load_trace
 from tests.fake_provider_server import FakeProviderServer, Reply
 
 DAYS, RUNS_PER_DAY, JOB_H, HORIZON_H = 30, 4, 4.0, 24

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from carbon_aware.planning import make_plan
+from carbon_aware.planning.plan import make_plan
 from tests.conftest import CARBON_DIR, REPO_ROOT, compression_for_wait
 
 NESO = CARBON_DIR / "neso_carbon_intensity_api" / "neso_2023_national_intensity.csv"
@@ -52,7 +52,7 @@ def _report(log: str) -> dict:
 
 @pytest.mark.integration
 def test_own_job_runs_offline_and_its_report_prices_the_measured_energy(airflow_db):
-    from training.energy import ENERGY_LOG_NAME, read_energy_log
+    from carbon_aware.accounting.energy import ENERGY_LOG_NAME, read_energy_log
 
     conf = own_conf()
     probe = {k: v for k, v in conf.items() if k != "steps"}

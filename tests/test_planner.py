@@ -7,9 +7,9 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import pytest
 
-from carbon_aware.forecast import Forecast, ForecastError, IntensityPoint
-from carbon_aware.planner import PlanningError, composite_cost, plan_window
-from carbon_aware.providers.mock import MockProvider
+from carbon_aware.grid.forecast import Forecast, ForecastError, IntensityPoint
+from carbon_aware.planning.planner import PlanningError, composite_cost, plan_window
+from carbon_aware.grid.clients.mock import MockProvider
 
 T0 = datetime(2026, 5, 1, tzinfo=timezone.utc)
 

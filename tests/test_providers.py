@@ -11,16 +11,16 @@ import numpy as np
 import pytest
 import requests
 
-from carbon_aware.forecast import ForecastError, IntensityPoint, points_to_arrays, validate_points
-from carbon_aware.params import ParamsError, validate_params
-from carbon_aware.planner import Curve
-from carbon_aware.providers import base, build_provider, fetch_forecast
-from carbon_aware.providers.base import AuthError, ProviderConnectionError
-from carbon_aware.providers.carbon_aware_sdk import CarbonAwareSDKProvider
-from carbon_aware.providers.electricitymaps import ElectricityMapsProvider
-from carbon_aware.providers.specs import check_connections, validate_provider_specs
-from carbon_aware.providers.uk import UKProvider
-from carbon_aware.providers.watttime import WattTimeProvider
+from carbon_aware.grid.forecast import ForecastError, IntensityPoint, points_to_arrays, validate_points
+from carbon_aware.planning.params import ParamsError, validate_params
+from carbon_aware.planning.planner import Curve
+from carbon_aware.grid.clients import base, build_provider, fetch_forecast
+from carbon_aware.grid.clients.base import AuthError, ProviderConnectionError
+from carbon_aware.grid.clients.carbon_aware_sdk import CarbonAwareSDKProvider
+from carbon_aware.grid.clients.electricitymaps import ElectricityMapsProvider
+from carbon_aware.grid.clients.specs import check_connections, validate_provider_specs
+from carbon_aware.grid.clients.neso import UKProvider
+from carbon_aware.grid.clients.watttime import WattTimeProvider
 from tests.fake_provider_server import FakeProviderServer, Reply
 
 NOW = datetime(2026, 3, 1, 10, 10, tzinfo=timezone.utc)

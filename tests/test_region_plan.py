@@ -7,9 +7,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from carbon_aware.planning import check_window, make_plan
-from carbon_aware.regions import REGIONS_ENV
-from carbon_aware.report import actuals_for_report, build_report, format_table
+from carbon_aware.planning.plan import check_window, make_plan
+from carbon_aware.planning.regions import REGIONS_ENV
+from carbon_aware.accounting.report import actuals_for_report, build_report, format_table
 from tests.conftest import CARBON_DIR
 
 EM = CARBON_DIR / "electricitymaps_via_green-dcc"

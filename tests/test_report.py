@@ -3,8 +3,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from carbon_aware.forecast import IntensityPoint
-from carbon_aware.report import build_report, format_table, grid_timeline, price_run
+from carbon_aware.grid.forecast import IntensityPoint
+from carbon_aware.accounting.report import build_report, format_table, grid_timeline, price_run
 
 T0 = datetime(2023, 3, 1, 10, tzinfo=timezone.utc)
 
@@ -142,7 +142,7 @@ def test_after_a_replan_the_run_now_hour_is_priced_from_actuals_or_the_nearest_s
 
 
 def test_an_interrupted_run_draws_nothing_while_paused_and_its_run_now_counterfactual_has_no_pause():
-    from carbon_aware.report import back_to_back, joined, timeline_pieces
+    from carbon_aware.accounting.report import back_to_back, joined, timeline_pieces
 
     def reading(minutes, kwh, attempt):
         return {"time": at(minutes).isoformat(), "kwh": kwh, "attempt": attempt}

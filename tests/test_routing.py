@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import yaml
 
-from carbon_aware.regions import choose_route
+from carbon_aware.planning.regions import choose_route
 from tests.conftest import CARBON_DIR, REPO_ROOT
 
 NOW = datetime(2026, 3, 1, 6, tzinfo=timezone.utc)
@@ -72,7 +72,7 @@ def test_with_a_regions_file_the_dag_has_one_training_task_per_region_on_its_que
 
 @pytest.mark.parametrize("name", ["a b", ""])
 def test_region_names_that_cannot_name_a_task_are_refused(tmp_path, name):
-    from carbon_aware.regions import RegionsError, load_regions
+    from carbon_aware.planning.regions import RegionsError, load_regions
 
     path = tmp_path / "regions.yaml"
     region = {"name": name, "queue": "q", "providers": [{"name": "mock"}]}

@@ -97,7 +97,7 @@ def test_a_trace_outside_the_data_folder_is_never_opened(attack, tmp_path, path)
 
 @pytest.mark.parametrize("path", ["/etc/passwd", "../../../../../etc/passwd", "carbon/../../../x.csv"])
 def test_every_way_out_of_the_data_folder_is_refused_by_the_same_check(path):
-    from carbon_aware.params import ParamsError, validate_params
+    from carbon_aware.planning.params import ParamsError, validate_params
 
     with pytest.raises(ParamsError, match=r"providers\[0\]\.path: .* is outside"):
         validate_params({"providers": [{"name": "trace", "path": path}]})
@@ -107,8 +107,8 @@ def test_a_trainer_config_outside_the_config_folder_is_never_read(attack, tmp_pa
     outside = tmp_path / "secrets.yaml"
     outside.write_text(f"training:\n  run_name: x\n  epochs: {SECRET}\n")
     attack({"optimized_config": str(outside)}).assert_refused("optimized_config", "outside")
-    from carbon_aware.params import ParamsError
-    from carbon_aware.planning import check_params
+    from carbon_aware.planning.params import ParamsError
+    from carbon_aware.planning.plan import check_params
 
     for name in ("../../../../../etc/passwd", "/proc/self/environ"):  # the same check, in-process
         with pytest.raises(ParamsError, match="optimized_config: .* is outside"):
@@ -145,7 +145,7 @@ def test_nothing_is_written_outside_the_runs_directory(attack, tmp_path):
     for override in (f"training.model_save_path={target}/model.pt", "training.run_name=.."):
         attack({"training_overrides": [override]}).assert_refused("training_overrides")
     assert not target.exists()
-    from carbon_aware.params import ParamsError, validate_params
+    from carbon_aware.planning.params import ParamsError, validate_params
 
     for override in ("training.model_save_path=../../x.pt", "output.dir=/tmp", "data.root=/etc"):
         with pytest.raises(ParamsError, match="may not be set from params"):  # the same check, in-process
@@ -155,7 +155,7 @@ def test_nothing_is_written_outside_the_runs_directory(attack, tmp_path):
 def test_secrets_are_refused_however_spelled_and_never_shown(attack):
     outcome = attack({"providers": [{"name": "electricitymaps", "zone": "DE", "auth-token": SECRET}]})
     outcome.assert_refused("providers", "secrets", "auth-token")
-    from carbon_aware.params import ParamsError, validate_params
+    from carbon_aware.planning.params import ParamsError, validate_params
 
     for key in ("access_token", "apikey", "API-Key", "Bearer", "clientSecret"):  # in-process
         with pytest.raises(ParamsError, match=f"secrets .{key}.") as refused:

@@ -9,9 +9,9 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import pytest
 
-from carbon_aware.forecast import Forecast, IntensityPoint
-from carbon_aware.params import ParamsError, validate_params
-from carbon_aware.planner import (Curve, PlanningError, best_segments, best_start, plan_segments,
+from carbon_aware.grid.forecast import Forecast, IntensityPoint
+from carbon_aware.planning.params import ParamsError, validate_params
+from carbon_aware.planning.planner import (Curve, PlanningError, best_segments, best_start, plan_segments,
                                   plan_window, segment_grid, segments_cost, unit_costs)
 from tests.conftest import REPO_ROOT
 
@@ -183,7 +183,7 @@ def test_interruptible_params_are_validated_naming_the_field():
 @pytest.mark.integration
 def test_evaluate_cli_scores_both_contiguous_and_interruptible(carbon_dir, tmp_path):
     path = carbon_dir / "electricitymaps_via_green-dcc" / "US-CAL-CISO_2023_hourly.csv"
-    command = [sys.executable, "-m", "carbon_aware.evaluate", "--trace", str(path), "--job-hours", "4",
+    command = [sys.executable, "-m", "carbon_aware.evaluation", "--trace", str(path), "--job-hours", "4",
                "--horizon-hours", "24", "--interruptible", "--min-segment-hours", "2",
                "--resume-cost-minutes", "10", "--json", str(tmp_path / "e.json")]
     out = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)

@@ -8,11 +8,11 @@ from datetime import datetime, timedelta, timezone
 
 import numpy as np
 
-from carbon_aware.forecast import IntensityPoint
-from carbon_aware.planner import plan_window
-from carbon_aware.providers import fetch_forecast
-from carbon_aware.store import GridStore, import_trace
-from carbon_aware.trace_csv import load_trace
+from carbon_aware.grid.forecast import IntensityPoint
+from carbon_aware.planning.planner import plan_window
+from carbon_aware.grid.clients import fetch_forecast
+from carbon_aware.grid.store import GridStore, import_trace
+from carbon_aware.grid.traces import load_trace
 from tests.conftest import REPO_ROOT
 from tests.fake_provider_server import FakeProviderServer, Reply
 from tests.test_providers import NOW, SLOT, UK_PATH, connection, uk_rows
@@ -163,7 +163,7 @@ def test_seeded_store_serves_a_provider_without_a_token(carbon_dir, grid_store, 
 
 
 def test_the_reports_actuals_are_kept_in_the_store(carbon_dir, grid_store):
-    from carbon_aware.report import actuals_for_report
+    from carbon_aware.accounting.report import actuals_for_report
 
     path = carbon_dir / "neso_carbon_intensity_api" / "neso_2023_national_intensity.csv"
     anchor = datetime(2026, 3, 1, 10, 0, tzinfo=timezone.utc)

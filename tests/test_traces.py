@@ -9,11 +9,11 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import pytest
 
-from carbon_aware.evaluate import evaluate_trace, previous_year, year_line
-from carbon_aware.forecast import ForecastError
-from carbon_aware.forecaster import HistoryModel, fit, fit_files
-from carbon_aware.providers.trace import TraceProvider
-from carbon_aware.trace_csv import load_trace
+from carbon_aware.evaluation import evaluate_trace, previous_year, year_line
+from carbon_aware.grid.forecast import ForecastError
+from carbon_aware.grid.forecaster import HistoryModel, fit, fit_files
+from carbon_aware.grid.clients.trace import TraceProvider
+from carbon_aware.grid.traces import load_trace
 from tests.conftest import REPO_ROOT
 
 
@@ -138,7 +138,7 @@ def test_naive_rules_do_not_save_on_a_solar_grid(carbon_dir):
 @pytest.mark.integration
 def test_evaluate_cli_prints_the_table(carbon_dir):
     path = carbon_dir / "electricitymaps_via_green-dcc" / "DE-LU_2023_hourly.csv"
-    out = subprocess.run([sys.executable, "-m", "carbon_aware.evaluate", "--trace", str(path),
+    out = subprocess.run([sys.executable, "-m", "carbon_aware.evaluation", "--trace", str(path),
                           "--job-hours", "1"],
                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
@@ -160,7 +160,7 @@ def test_every_trigger_hour_pools_the_share_and_scores_the_forecasts(carbon_dir)
 
 
 def test_level_correction_fades_with_lead():
-    from carbon_aware.evaluate import level_corrected
+    from carbon_aware.evaluation import level_corrected
 
     forecast = np.full((1, 24), 100.0)
     corrected = level_corrected(forecast, np.array([120.0]), np.array([100.0]), half_life=6.0)
@@ -173,7 +173,7 @@ def test_evaluate_cli_all_trigger_hours_json_and_readme_table(carbon_dir, tmp_pa
     readme = tmp_path / "README.md"
     readme.write_text("before\n<!-- evaluation table: begin -->\nold\n"
                       "<!-- evaluation table: end -->\nafter\n")
-    command = [sys.executable, "-m", "carbon_aware.evaluate", "--trace", str(path), "--job-hours", "1",
+    command = [sys.executable, "-m", "carbon_aware.evaluation", "--trace", str(path), "--job-hours", "1",
                "--trigger-hours", "all", "--json", str(tmp_path / "e.json"), "--update-readme", str(readme)]
     out = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
@@ -186,7 +186,7 @@ def test_evaluate_cli_all_trigger_hours_json_and_readme_table(carbon_dir, tmp_pa
     assert text.startswith("before\n") and text.endswith("after\n") and "old" not in text
     assert "| GB (GB_2023_hourly.csv) | " in text and "--trigger-hours all" in text
     assert f"{share['oracle_share']:.2f}" in text
-    bad = subprocess.run([sys.executable, "-m", "carbon_aware.evaluate", "--trace", str(path),
+    bad = subprocess.run([sys.executable, "-m", "carbon_aware.evaluation", "--trace", str(path),
                           "--trigger-hours", "25"], cwd=REPO_ROOT, capture_output=True, text=True,
                          timeout=60)
     assert bad.returncode == 2 and "--trigger-hours: expected 'all' or hours 0-23" in bad.stderr

@@ -1,7 +1,7 @@
 """Experiment tracking against a real `mlflow server` (SQLite backend, proxied artefacts) on 127.0.0.1.
 
 Two real trainings on a real MNIST subset under real CodeCarbon, priced by the real report, logged with
-carbon_aware.tracking.log_run and read back through MLflow's own client."""
+carbon_aware.accounting.tracking.log_run and read back through MLflow's own client."""
 import json
 import logging
 import os
@@ -18,9 +18,9 @@ import requests
 
 pytest.importorskip("mlflow", reason="mlflow not installed (the tracking extra: make install installs it)")
 
-from carbon_aware import tracking  # noqa: E402
-from carbon_aware.forecast import IntensityPoint  # noqa: E402
-from carbon_aware.report import build_report, write_plot  # noqa: E402
+from carbon_aware.accounting import tracking  # noqa: E402
+from carbon_aware.grid.forecast import IntensityPoint  # noqa: E402
+from carbon_aware.accounting.report import build_report, write_plot  # noqa: E402
 from tests.conftest import MNIST_DIR, REPO_ROOT  # noqa: E402
 from training.config import load_config  # noqa: E402
 from training.trainer import train  # noqa: E402
@@ -207,11 +207,11 @@ def test_an_unreachable_server_warns_without_secrets_and_returns_none(logged_inp
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://tracker:{SECRET}@127.0.0.1:{free_port()}")
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", SECRET)
     started = time.monotonic()
-    with caplog.at_level(logging.WARNING, logger="carbon_aware.tracking"):
+    with caplog.at_level(logging.WARNING, logger="carbon_aware.accounting.tracking"):
         run_id = tracking.log_run(logged_inputs["report"], logged_inputs["summaries"],
                                   logged_inputs["report_path"], None, run_name="unreachable")
     assert run_id is None
-    warnings = [r.getMessage() for r in caplog.records if r.name == "carbon_aware.tracking"]
+    warnings = [r.getMessage() for r in caplog.records if r.name == "carbon_aware.accounting.tracking"]
     assert any("MLflow tracking failed" in w and "127.0.0.1" in w for w in warnings), warnings
     assert SECRET not in caplog.text
     assert time.monotonic() - started < 90, "bounded retries: a down server must not hold the report step"
@@ -246,7 +246,7 @@ def test_an_airflow_connection_names_the_server(mlflow_server, logged_inputs, mo
 def test_a_connection_without_a_host_is_a_warning_not_an_error(monkeypatch, caplog):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setenv("AIRFLOW_CONN_MLFLOW_DEFAULT", json.dumps({"conn_type": "http", "password": SECRET}))
-    with caplog.at_level(logging.WARNING, logger="carbon_aware.tracking"):
+    with caplog.at_level(logging.WARNING, logger="carbon_aware.accounting.tracking"):
         assert tracking.tracking_uri() is None
         assert tracking.log_run({}, {}, Path("unused.json"), None, run_name="x") is None
     assert "'mlflow_default' has no host" in caplog.text and SECRET not in caplog.text
@@ -257,7 +257,7 @@ def test_the_dag_logs_each_run_to_mlflow_when_a_tracking_uri_is_set(mlflow_serve
     the report step logs the run, read back by its DAG run id."""
     from mlflow.tracking import MlflowClient
 
-    from carbon_aware.planning import make_plan
+    from carbon_aware.planning.plan import make_plan
     from tests.conftest import compression_for_wait
     from tests.test_dag import trace_params
 

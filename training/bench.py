@@ -26,9 +26,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from training.config import REPO_ROOT, EmissionsConfig, load_config, resolve_path
+from carbon_aware import settings
+from carbon_aware.accounting.energy import EmissionsConfig
+from training.config import load_config, resolve_path
 from training.data import MNIST_MEAN, MNIST_STD, LocalMNIST
-from training.energy import EnergyMeter
+from carbon_aware.accounting.energy import EnergyMeter
 from training.model import SimpleCNN
 from training.trainer import train
 
@@ -122,7 +124,7 @@ def our_trainer(config_name: str, device: torch.device, epochs: int | None, trai
         overrides.append(f"training.epochs={epochs}")
     if train_subset:
         overrides.append(f"data.train_subset={train_subset}")
-    config = load_config(REPO_ROOT / "include" / "configs" / f"{config_name}.yaml", overrides)
+    config = load_config(settings.config_dir() / f"{config_name}.yaml", overrides)
     summary = train(config)
     peak = summary["peak_memory_mb"] if summary["peak_memory_kind"] == "cuda_max_allocated" else None
     return {
@@ -157,13 +159,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, help="every run's epochs (default: each config's)")
     parser.add_argument("--train-subset", type=int, help="the first N training images (default: all)")
     parser.add_argument("--original", action="store_true", help="also the original loop (always on a GPU)")
-    parser.add_argument("--data-root", default="../shared/data/mnist")
+    parser.add_argument("--data-root", default="mnist", help="MNIST (relative: in CARBON_DATA_DIR)")
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stdout)
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    subset, data_root = args.train_subset, resolve_path(args.data_root)
+    subset, data_root = args.train_subset, resolve_path(args.data_root, settings.data_dir())
     _warm_up(device)
     runs = []
     if args.original or device.type == "cuda":

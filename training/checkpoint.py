@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from training.files import atomic_write
+from carbon_aware.files import atomic_write
 
 
 def rng_state() -> dict[str, Any]:

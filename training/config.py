@@ -13,8 +13,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-CONFIG_DIR = REPO_ROOT / "include" / "configs"
+from carbon_aware import settings
+from carbon_aware.accounting.energy import EmissionsConfig
 
 
 class ConfigError(ValueError):
@@ -87,7 +87,7 @@ class TrainingConfig(_Block):
 
 class DataConfig(_Block):
     dataset: Literal["mnist", "synthetic"] = "mnist"
-    root: str = "../shared/data/mnist"
+    root: str = "mnist"  # relative: in the data folder (CARBON_DATA_DIR)
     download: bool = False
     train_subset: int | None = Field(default=None, ge=1)
     test_subset: int | None = Field(default=None, ge=1)
@@ -125,18 +125,8 @@ class ModelConfig(_Block):
         return self
 
 
-class EmissionsConfig(_Block):
-    enabled: bool = True
-    country_iso_code: str = Field(default="GBR", pattern=r"^[A-Z]{3}$")
-    region: str | None = None
-    measure_power_secs: float = Field(default=1.0, gt=0)
-    log_every_seconds: float = Field(
-        default=10.0, gt=0, description="energy log reading interval during training"
-    )
-
-
 class OutputConfig(_Block):
-    dir: str = "output"
+    dir: str = "."  # relative: in the output folder (CARBON_OUTPUT_DIR)
 
 
 class TrainerConfig(_Block):
@@ -150,13 +140,14 @@ class TrainerConfig(_Block):
         "training.device resolves to), applied before the caller's overrides, which win")
 
     def run_dir(self) -> Path:
-        return resolve_path(self.output.dir) / self.training.run_name
+        return resolve_path(self.output.dir, settings.output_root()) / self.training.run_name
 
 
-def resolve_path(path: str | Path) -> Path:
-    """Relative paths in configs are relative to the repository root, not the caller's cwd."""
+def resolve_path(path: str | Path, base: Path) -> Path:
+    """Relative paths in configs are relative to their deployment folder (``base``: the data folder for
+    ``data.root``, the output folder for ``output.dir``), never the caller's cwd or this package."""
     path = Path(path).expanduser()
-    return path if path.is_absolute() else REPO_ROOT / path
+    return path if path.is_absolute() else base / path
 
 
 def _describe(error: ValidationError) -> str:
@@ -284,9 +275,10 @@ def build_config(raw: dict[str, Any]) -> TrainerConfig:
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainerConfig:
     path = Path(path)
-    if (not path.is_file() and not path.is_absolute() and (CONFIG_DIR / path.name).is_file()
+    config_dir = settings.config_dir()
+    if (not path.is_file() and not path.is_absolute() and (config_dir / path.name).is_file()
             and path.parent == Path(".")):
-        path = CONFIG_DIR / path.name
+        path = config_dir / path.name
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:

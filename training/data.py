@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets import MNIST
 
+from carbon_aware import settings
 from training.config import DataConfig, resolve_path
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
@@ -99,7 +100,7 @@ def load_splits(config: DataConfig, seed: int) -> tuple[Split, Split]:
         train, test = (_synthetic(config.synthetic_train_size, seed),
                        _synthetic(config.synthetic_test_size, seed + 1))
     else:
-        root = resolve_path(config.root)
+        root = resolve_path(config.root, settings.data_dir())
         try:
             train_set = LocalMNIST(root, train=True, download=config.download)
             test_set = LocalMNIST(root, train=False, download=False)

@@ -8,7 +8,7 @@ from typing import Any
 import jsonschema
 import torch
 
-from training.energy import utc_now_iso
+from carbon_aware.accounting.energy import utc_now_iso
 
 SCHEMA_VERSION = "1.0"
 

@@ -24,9 +24,9 @@ from torch.nn.parallel import DistributedDataParallel
 from training.checkpoint import load_checkpoint, restore_rng_state, rng_state, save_checkpoint
 from training.config import TrainerConfig
 from training.distributed import Distributed, DistributedError, setup, teardown
-from training.files import atomic_write_json
+from carbon_aware.files import atomic_write_json
 from training.data import BatchSource, epoch_plan, fits_on_device, load_splits
-from training.energy import ENERGY_LOG_NAME, EnergyMeter, utc_now_iso
+from carbon_aware.accounting.energy import ENERGY_LOG_NAME, EnergyMeter, utc_now_iso
 from training.model import build_model
 from training.summary import build_summary, device_model, validate_summary
 

@@ -48,7 +48,7 @@ def clean_stack(stack):
 def trace_conf(wait_seconds: float, **extra) -> dict:
     """A run that replays the real NESO 2023 trace, compressed so that the planned wait takes
     ``wait_seconds``."""
-    from carbon_aware.planning import make_plan
+    from carbon_aware.planning.plan import make_plan
 
     conf = {"providers": [{"name": "trace", "path": str(NESO_TRACE), "replay_start": REPLAY_START}],
             "job_duration_hours": 1, "deadline_hours": 24, "baseline_config": TEST_CONFIG,

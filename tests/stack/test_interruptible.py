@@ -21,7 +21,7 @@ def interruptible_conf() -> dict:
     pause of at least an hour between two slots; compressed so that the first slot lasts 30 s."""
     from datetime import timedelta, timezone
 
-    from carbon_aware.planning import make_plan
+    from carbon_aware.planning.plan import make_plan
 
     def pause_hours(conf: dict, now: datetime) -> float:
         segments = make_plan(conf, "probe", now=now)["segments"]
@@ -76,7 +76,7 @@ def test_an_interruptible_run_pauses_deferred_between_slots_and_resumes(stack):
     # Deferred between the slots: held by the triggerer, no gpu slot taken, no trainer running.
     assert seen, "never saw train_optimized deferred between its slots:\n" + log[-6000:]
     assert any(
-        (v["ti"].get("trigger") or {}).get("classpath") == "carbon_aware.triggers.CarbonWindowTrigger"
+        (v["ti"].get("trigger") or {}).get("classpath") == "carbon_aware.triggers.window.CarbonWindowTrigger"
         for v in seen
     ), seen[0]["ti"]
     for view in seen:

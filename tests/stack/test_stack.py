@@ -51,7 +51,7 @@ def test_triggered_run_defers_trains_in_the_gpu_pool_and_reports(stack):
     assert watcher.deferred_views, "never saw the sensor deferred"
     trigger = next((v["sensor"].get("trigger") for v in watcher.deferred_views
                     if v["sensor"].get("trigger")), None)
-    assert trigger and trigger["classpath"] == "carbon_aware.triggers.CarbonWindowTrigger", \
+    assert trigger and trigger["classpath"] == "carbon_aware.triggers.window.CarbonWindowTrigger", \
         watcher.deferred_views[0]["sensor"]
     sensor_log = stack.log(run_id, "wait_for_window", 1)
     assert "deferring until" in sensor_log and "carbon window trigger: waking at" in sensor_log, \

@@ -24,7 +24,7 @@ def regions_conf(**extra) -> dict:
 
 
 def planned_region(stack, monkeypatch, conf: dict) -> str:
-    from carbon_aware.planning import make_plan
+    from carbon_aware.planning.plan import make_plan
 
     monkeypatch.setenv("CARBON_REGIONS_FILE", stack.extra_env["CARBON_REGIONS_FILE"])
     return make_plan(conf, "probe")["region"]

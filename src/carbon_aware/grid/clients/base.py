@@ -1,0 +1,247 @@
+"""The provider interface and the HTTP plumbing the real-API providers share."""
+from __future__ import annotations
+
+import json
+import os
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.exceptions import ConnectTimeoutError, NewConnectionError, ReadTimeoutError
+from urllib3.util.retry import Retry
+
+from carbon_aware.grid.forecast import Forecast, ForecastError, IntensityPoint
+
+CONNECT_TIMEOUT_S = 3.05
+READ_TIMEOUT_S = 10.0
+
+
+class Provider(ABC):
+    """A source of carbon intensity. ``forecast`` returns validated UTC slots covering ``now``
+    onwards; ``actuals`` returns measured values where the source has them (else [])."""
+
+    name: str = "provider"
+    region: str | None = None
+    conn_type: str | None = None  # the Airflow connection type an HTTP provider reads, and its default id
+    default_conn_id: str | None = None
+
+    @abstractmethod
+    def forecast(self, now: datetime, horizon: timedelta) -> Forecast: ...
+
+    def actuals(self, start: datetime, end: datetime) -> list[IntensityPoint]:
+        return []
+
+    @property
+    def actuals_source(self) -> str:
+        """The name the grid store files this provider's actuals under."""
+        return self.name
+
+    def current(self, now: datetime) -> float | None:
+        """The intensity now: the latest actual if the source has one, else the forecast's."""
+        recent = self.actuals(now - timedelta(hours=2), now)
+        if recent:
+            return recent[-1].value
+        forecast = self.forecast(now, timedelta(hours=1))
+        return forecast.value_at(now) if forecast.points else None
+
+
+def http_session(retries: int = 3, backoff_s: float = 0.5) -> requests.Session:
+    """One session per provider: retries with exponential backoff on 429 and 5xx (honouring Retry-After)."""
+    retry = Retry(total=retries, connect=retries, read=retries, status=retries, backoff_factor=backoff_s,
+                  status_forcelist=(429, 500, 502, 503, 504), allowed_methods=frozenset({"GET"}),
+                  respect_retry_after_header=True, raise_on_status=False)
+    session = requests.Session()
+    adapter = HTTPAdapter(max_retries=retry)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+def get_json(session: requests.Session, source: str, url: str, timeout: tuple[float, float] | None = None,
+             credentials: str | None = None, **kwargs) -> Any:
+    """GET and decode JSON; every failure becomes a ForecastError whose text is safe to log
+    (it names the URL path and status, never headers, where tokens travel). ``credentials`` says
+    where the credentials come from, for a 401."""
+    path = url.split("?", 1)[0]
+    try:
+        response = session.get(url, timeout=timeout or (CONNECT_TIMEOUT_S, READ_TIMEOUT_S), **kwargs)
+    except requests.Timeout:
+        raise ForecastError(f"{source}: timed out calling {path}") from None
+    except requests.RequestException as error:
+        if _timed_out(error):  # retries exhausted on read timeouts arrive wrapped in a ConnectionError
+            raise ForecastError(f"{source}: timed out calling {path}") from None
+        raise ForecastError(f"{source}: cannot reach {path} ({type(error).__name__})") from None
+    if response.status_code == 401:
+        raise Unauthorized(f"{source}: {path} answered 401 unauthorized: check the credentials of "
+                           f"{credentials or 'its connection'}")
+    if response.status_code == 403:
+        raise Forbidden(f"{source}: {path} answered 403 forbidden: {api_message(response, kwargs)}")
+    if response.status_code >= 400:
+        raise ForecastError(f"{source}: {path} answered HTTP {response.status_code}")
+    try:
+        return response.json()
+    except (ValueError, json.JSONDecodeError):
+        raise ForecastError(f"{source}: {path} returned malformed JSON") from None
+
+
+def _timed_out(error: Exception) -> bool:
+    reason = getattr(error.args[0], "reason", None) if error.args else None
+    # urllib3 makes NewConnectionError (refused, unreachable) a subclass of ConnectTimeoutError
+    return (isinstance(reason, (ReadTimeoutError, ConnectTimeoutError))
+            and not isinstance(reason, NewConnectionError))
+
+
+class AuthError(ForecastError):
+    """The API refused the request (401 or 403)."""
+
+
+class Unauthorized(AuthError):
+    """401: the credentials are missing, wrong or expired."""
+
+
+class Forbidden(AuthError):
+    """403: the credentials are fine but not for this (a region outside the plan, an endpoint not in it)."""
+
+
+MESSAGE_CHARS = 160
+
+
+def api_message(response: requests.Response, request_kwargs: dict) -> str:
+    """The reason an error body gives, on one line, truncated, with every credential the request
+    carried (its headers, its basic-auth password) blanked out."""
+    text = _body_reason(response) or "(no message)"
+    sent = response.request.headers if response.request is not None else {}
+    secrets = [str(v) for v in (request_kwargs.get("headers") or {}).values()]
+    secrets += [str(sent["Authorization"])] if "Authorization" in sent else []  # basic auth, computed
+    auth = request_kwargs.get("auth")
+    secrets += [str(v) for v in auth] if isinstance(auth, tuple) else []
+    for secret in secrets:
+        for part in [secret, *secret.split()]:
+            if len(part) >= 4 and part not in ("Bearer", "Basic"):
+                text = text.replace(part, "***")
+    text = " ".join(text.split())
+    return text if len(text) <= MESSAGE_CHARS else text[:MESSAGE_CHARS - 3] + "..."
+
+
+def _body_reason(response: requests.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text or ""
+    for key in ("message", "error", "detail", "msg"):
+        value = body.get(key) if isinstance(body, dict) else None
+        if isinstance(value, list) and value:  # FastAPI: {"detail": [{"msg": ...}]}
+            value = value[0]
+        if isinstance(value, dict):
+            value = value.get("message") or value.get("msg")
+        if value:
+            return str(value)
+    return json.dumps(body)
+
+
+def require(mapping: Any, key: str, source: str, where: str = "response") -> Any:
+    if not isinstance(mapping, dict) or key not in mapping or mapping[key] is None:
+        raise ForecastError(f"{source}: {where} is missing field {key!r}")
+    return mapping[key]
+
+
+def number(value: Any, source: str, field: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            raise ForecastError(f"{source}: field {field!r} is not a number ({value!r})") from None
+    return float(value)
+
+
+@dataclass(frozen=True)
+class ConnectionSettings:
+    """Where a provider calls and with what: from its Airflow connection, else the environment."""
+
+    base_url: str | None = None
+    login: str | None = None
+    password: str | None = None
+    conn_id: str | None = None  # the Airflow connection read, if one was
+
+    def credentials_of(self, env: str | None = None) -> str:
+        """Where the credentials came from, for an error message (never the credentials)."""
+        if self.conn_id:
+            return f"connection {self.conn_id!r}"
+        return f"${env}" if env else "the provider's settings"
+
+
+class ProviderConnectionError(ValueError):
+    """A connection named for a provider is missing or of another type (its secrets were not read)."""
+
+
+def checked_connection(conn_id: str, conn_type: str, default_id: str | None = None) -> Any | None:
+    """The Airflow connection ``conn_id`` if it has type ``conn_type``; None if it is not defined and is
+    the provider's ``default_id``. Any other id must exist; a connection of another type is refused
+    before anything in it is used."""
+    connection = _airflow_connection(conn_id)
+    if connection is None:
+        if conn_id == default_id:
+            return None
+        raise ProviderConnectionError(f"Airflow connection {conn_id!r} does not exist "
+                                      f"(expected a connection of type {conn_type!r})")
+    if connection.conn_type != conn_type:
+        raise ProviderConnectionError(f"Airflow connection {conn_id!r} has type {connection.conn_type!r}, "
+                                      f"expected {conn_type!r}: not used")
+    return connection
+
+
+def _airflow_connection(conn_id: str) -> Any | None:
+    try:
+        from airflow.sdk import Connection  # only inside Airflow; the core never needs it
+        from carbon_aware.compat import AirflowNotFoundException
+    except ImportError:
+        return None
+    try:
+        return Connection.get(conn_id)
+    except AirflowNotFoundException:
+        return None
+    except Exception as error:  # a secrets backend down, the API server unreachable
+        raise ProviderConnectionError(f"Airflow connection {conn_id!r} could not be read "
+                                      f"({type(error).__name__})") from None
+
+
+def provider_connection(conn_id: str | None, conn_type: str, default_id: str | None = None,
+                        login_env: str | None = None, password_env: str | None = None) -> ConnectionSettings:
+    """A provider's endpoint (the connection's host: a full URL, or host + schema + port) and
+    credentials (login; password or extra ``token``), each falling back to the environment variable
+    named. ``conn_id`` None: the environment only. Secrets go to Airflow's log masker, never the log."""
+    connection = checked_connection(conn_id, conn_type, default_id) if conn_id else None
+    if connection is None:
+        settings = ConnectionSettings(None, _environment(login_env), _environment(password_env))
+    else:
+        settings = ConnectionSettings(_connection_url(connection),
+                                      connection.login or _environment(login_env),
+                                      _connection_password(connection) or _environment(password_env),
+                                      conn_id)
+    if settings.password:
+        try:
+            from airflow.sdk.log import mask_secret
+
+            mask_secret(settings.password)
+        except ImportError:
+            pass
+    return settings
+
+
+def _connection_url(connection: Any) -> str | None:
+    host = (connection.host or "").strip().rstrip("/")
+    if not host or "://" in host:
+        return host or None
+    port = f":{connection.port}" if connection.port else ""
+    return f"{connection.schema or 'https'}://{host}{port}"
+
+
+def _connection_password(connection: Any) -> str | None:
+    return connection.password or (connection.extra_dejson or {}).get("token") or None
+
+
+def _environment(name: str | None) -> str | None:
+    return (os.environ.get(name) or None) if name else None

@@ -1,0 +1,303 @@
+"""CarbonJobOperator: any command run in the planned window, measured by CodeCarbon, with a carbon
+budget; CarbonTrainerOperator: the built-in trainer as that command. The whole flow:
+
+    plan = CarbonPlanOperator(task_id="plan", request={"providers": [{"name": "uk"}],
+                                                       "job_duration_hours": 4})
+    wait = CarbonWindowSensor(task_id="wait", plan_task_id="plan")
+    train = CarbonJobOperator(task_id="train", command=["torchrun", "--nproc_per_node=4", "train.py"])
+    report = CarbonReportOperator(task_id="report", job_task_id="train")
+    plan >> wait >> train >> report
+
+Nothing heavy is imported at DAG parse time: each ``execute`` imports what it needs.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Sequence
+
+from airflow.sdk import BaseOperator
+
+from carbon_aware.sensors.window import MIN_DEFER_SECONDS
+from carbon_aware.triggers.window import CarbonWindowTrigger
+
+WORKER_REGION_ENV = "CARBON_REGION"  # set on each region's Celery workers: the summary names it
+JOB_PARAMS_ENV = "CARBON_JOB_PARAMS"  # the path of the job's params file (CarbonJobOperator.job_params)
+JOB_XCOM_KEY = "job"  # the job's summary, pushed also when the job ends failed (the carbon budget)
+# Before this share of the expected duration has run, the budget projection is too noisy to act on.
+BUDGET_MIN_PROGRESS = 0.1
+
+
+def _intensity_at(curve: list[dict[str, Any]], moment: datetime) -> float:
+    """The plan's intensity for ``moment``: its slot, else the nearest slot."""
+
+    def distance(row):
+        start, end = datetime.fromisoformat(row["start"]), datetime.fromisoformat(row["end"])
+        return max((start - moment).total_seconds(), (moment - end).total_seconds(), 0.0)
+
+    return min(curve, key=distance)["g_per_kwh"]
+
+
+def first_open_slot(wait: dict[str, Any]) -> int:
+    """The first planned slot that has not ended yet (a retry after a lost worker goes on from there; the
+    last slot if all have ended)."""
+    from carbon_aware.clock import Clock
+
+    plan = wait["plan"]
+    slots = plan.get("segments") or [{"start": plan["start"], "end": plan["end"]}]
+    grid_now = Clock.after_wake(wait).grid(datetime.now(timezone.utc))
+    return next((k for k, slot in enumerate(slots) if datetime.fromisoformat(slot["end"]) > grid_now),
+                len(slots) - 1)
+
+
+class CarbonJobOperator(BaseOperator):
+    """Runs ``command`` (an argv list, templated) in a fresh process in the ``gpu`` pool, streaming its
+    output to the task log and measuring its energy from outside (see :mod:`carbon_aware.accounting.jobs`).
+
+    It follows the plan the window sensor ``wait_task_id`` released: with an interruptible plan it runs
+    during each planned slot, sends SIGTERM at a slot's end, waits for the job to checkpoint and exit,
+    and defers (holding no worker slot) until the next slot, where it starts the command again to
+    resume; the last slot runs on until the job is done. With ``carbon_budget_g`` (or the plan's
+    ``carbon_budget_g`` param) it prices the energy as it comes in at the current intensity and stops
+    the job at its next checkpoint when finishing would exceed the budget: the task then fails without
+    retries and the report says so. Exit code 0 without a SIGTERM means the job is done.
+
+    ``job_params`` names DAG params the command reads as data (``$CARBON_JOB_PARAMS``, a JSON file in
+    its folder). Params are untrusted: do not template them into ``command``, ``env`` or ``cwd``."""
+
+    template_fields: Sequence[str] = ("command", "run_name", "env", "cwd")
+    ui_color = "#d9f2d9"
+
+    def __init__(
+        self,
+        *,
+        command: list[str] | None = None,
+        run_name: str = "job",
+        wait_task_id: str = "wait_for_window",
+        carbon_budget_g: float | None = None,
+        env: dict[str, str] | None = None,
+        cwd: str | None = None,
+        emissions: dict[str, Any] | None = None,
+        grace_seconds: float | None = None,
+        job_params: Sequence[str] = (),
+        **kwargs,
+    ) -> None:
+        kwargs.setdefault("pool", "gpu")
+        super().__init__(**kwargs)
+        self.command = command
+        self.job_params = tuple(job_params)
+        self.run_name = run_name
+        self.wait_task_id = wait_task_id
+        self.carbon_budget_g = carbon_budget_g
+        self.env = env
+        self.cwd = cwd
+        self.emissions = emissions
+        self.grace_seconds = grace_seconds
+
+    def build_command(self, plan: dict[str, Any], job_dir: Path) -> list[str]:
+        if (
+            not isinstance(self.command, (list, tuple))
+            or not self.command
+            or not all(isinstance(part, str) and part for part in self.command)
+        ):
+            raise ValueError(
+                f"{self.task_id}: command: expected a non-empty list of strings (argv), "
+                f"got {self.command!r}"
+            )
+        return list(self.command)
+
+    def execute(self, context) -> dict[str, Any]:
+        wait = context["ti"].xcom_pull(task_ids=self.wait_task_id)
+        if not wait or "plan" not in wait:
+            raise ValueError(f"{self.task_id}: no released plan in XCom of task {self.wait_task_id!r}")
+        if context["ti"].try_number > 1:  # a retry goes on from the first slot that has not ended
+            return self._run(context, {"wait": wait, "next": first_open_slot(wait), "segments": []})
+        # A first try starts its first slot now: the seconds the scheduler took to start this task after
+        # the sensor's release pass at 1x, also in time-compressed demos (as in the sensor).
+        released = {"grid": wait["woke_at_grid"], "real": datetime.now(timezone.utc).isoformat()}
+        return self._run(context, {"wait": wait, "next": 0, "segments": [], "released": released})
+
+    def execute_complete(self, context, event: dict[str, Any]) -> dict[str, Any]:
+        return self._run(context, event["state"])
+
+    def _run(self, context, state: dict[str, Any]) -> dict[str, Any]:
+        from carbon_aware.compat import AirflowFailException
+
+        from carbon_aware.clock import Clock
+        from carbon_aware.accounting.jobs import CARBON_BUDGET, DEFAULT_GRACE_SECONDS, job_summary, run_attempt
+
+        plan = state["wait"]["plan"]
+        clock = Clock.after_wake(state["wait"])
+        if state.get("released") and clock.compression != 1:
+            clock = Clock(datetime.fromisoformat(state["released"]["grid"]), clock.compression,
+                          datetime.fromisoformat(state["released"]["real"]))
+        job_dir = Path(plan["run_dir"]) / self.run_name
+        command = self.build_command(plan, job_dir)
+        env = {**(self.env or {}), **self._job_params_file(context, job_dir)}
+        slots = plan.get("segments") or [{"start": plan["start"], "end": plan["end"]}]
+        interruptible = bool(plan["request"].get("interruptible")) and len(slots) > 1
+        budget = (
+            self.carbon_budget_g
+            if self.carbon_budget_g is not None
+            else plan["request"].get("carbon_budget_g")
+        )
+        grace = self.grace_seconds or DEFAULT_GRACE_SECONDS
+        worker_region = os.environ.get(WORKER_REGION_ENV)
+        if worker_region:
+            self.log.info("running on a worker of region %s (queue %s)", worker_region, self.queue)
+        while True:
+            index = state["next"]
+            until = None
+            if interruptible and index < len(slots):
+                start = datetime.fromisoformat(slots[index]["start"])
+                wake = clock.real(start)
+                remaining = (wake - datetime.now(timezone.utc)).total_seconds()
+                if remaining >= MIN_DEFER_SECONDS:
+                    self.log.info(
+                        "slot %d/%d starts %s (grid time): deferring %.0f s, holding no worker slot",
+                        index + 1,
+                        len(slots),
+                        start.isoformat(),
+                        remaining,
+                    )
+                    self.defer(
+                        trigger=CarbonWindowTrigger(moment=wake.isoformat(), payload={"state": state}),
+                        method_name="execute_complete",
+                    )
+                if remaining > 0:
+                    time.sleep(remaining)
+                if index < len(slots) - 1:  # the last slot runs on until the job is done
+                    until = clock.real(datetime.fromisoformat(slots[index]["end"]))
+            elif interruptible:
+                self.log.warning(
+                    "the planned slots are used up and the job is not done: running on to finish"
+                )
+            slot = slots[min(index, len(slots) - 1)]
+            hours = (
+                datetime.fromisoformat(slot["end"]) - datetime.fromisoformat(slot["start"])
+            ).total_seconds() / 3600
+            segment = {
+                "index": index,
+                "grid_start": self._grid_start(clock, state, slot, in_slot=index < len(slots)),
+                "grid_hours": hours if interruptible else plan["duration_hours"],
+                "planned_start": slot["start"],
+                "planned_end": slot["end"],
+                "attempts": [],
+            }
+            check = self._budget_check(budget, plan, clock, job_dir, state) if budget is not None else None
+            record = run_attempt(
+                command,
+                job_dir,
+                self.run_name,
+                emissions=self.emissions,
+                env=env,
+                cwd=self.cwd,
+                until=until,
+                check=check,
+                grace_seconds=grace,
+                emit=self.log.info,
+            )
+            segment["attempts"].append(record)
+            state["segments"].append(segment)
+            state["next"] = index + 1
+            if record["stopped"] == CARBON_BUDGET:
+                stop = {"reason": "carbon_budget", "budget_g": budget, **state.get("budget", {})}
+                summary = job_summary(
+                    job_dir, self.run_name, command, state["segments"], status="stopped_by_budget", stop=stop
+                )
+                context["ti"].xcom_push(key=JOB_XCOM_KEY, value=summary)
+                raise AirflowFailException(
+                    f"stopped by the carbon budget at {stop['spent_g']:.4g} g (budget {budget:g} g; "
+                    f"finishing "
+                    f"was projected at {stop['projected_g']:.4g} g); the job checkpointed in {job_dir}"
+                )
+            if record["stopped"] is None:
+                summary = job_summary(job_dir, self.run_name, command, state["segments"])
+                summary["worker_region"] = worker_region
+                context["ti"].xcom_push(key=JOB_XCOM_KEY, value=summary)
+                return summary
+            self.log.info(
+                "slot %d ended: the job checkpointed and exited (code %s)", index + 1, record["exit_code"]
+            )
+
+    def _job_params_file(self, context, job_dir: Path) -> dict[str, str]:
+        """The DAG params named in ``job_params`` go to the command as data, never in its argv or
+        environment: a JSON file in the job's folder, whose path is in ``$CARBON_JOB_PARAMS``."""
+        if not self.job_params:
+            return {}
+        from carbon_aware.accounting.jobs import write_job_params
+
+        params = dict(context.get("params") or {})
+        path = write_job_params(job_dir, {name: params.get(name) for name in self.job_params})
+        return {JOB_PARAMS_ENV: str(path)}
+
+    @staticmethod
+    def _grid_start(clock, state: dict[str, Any], slot: dict[str, Any], in_slot: bool) -> str:
+        """Where this attempt starts in grid time. In a time-compressed demo a second of process start-up
+        or trigger latency is an hour of grid time at x3600, so a first try is priced from its intended
+        start: the sensor's release for its first slot, each later slot's planned start. Retries, and a
+        job running on past its slots, start when they start."""
+        if clock.compression != 1 and state.get("released") and in_slot:
+            return state["released"]["grid"] if not state["segments"] else slot["start"]
+        return clock.grid(datetime.now(timezone.utc)).isoformat()
+
+    def _budget_check(
+        self, budget: float, plan: dict[str, Any], clock, job_dir: Path, state: dict[str, Any]
+    ):
+        """Prices each new reading at the intensity of its time (the plan's curve) and projects the
+        energy still to come from the share of the expected duration already run."""
+        from carbon_aware.accounting.jobs import CARBON_BUDGET
+        from carbon_aware.accounting.energy import ENERGY_LOG_NAME, read_energy_log
+
+        logged = read_energy_log(job_dir / ENERGY_LOG_NAME)
+        books = state.setdefault("budget", {"spent_g": 0.0, "kwh": 0.0, "projected_g": 0.0})
+        if logged and logged[-1]["kwh"] > books["kwh"]:  # attempts this operator did not see (a retry)
+            books["spent_g"] += (logged[-1]["kwh"] - books["kwh"]) * _intensity_at(
+                plan["curve"], clock.grid(datetime.now(timezone.utc))
+            )
+            books["kwh"] = logged[-1]["kwh"]
+        expected = plan["duration_hours"] * 3600  # the job runs in real time, also in compressed demos
+        ran_before = sum(a["seconds"] for s in state["segments"] for a in s["attempts"])
+        started = time.monotonic()
+
+        def check(kwh: float) -> str | None:
+            intensity = _intensity_at(plan["curve"], clock.grid(datetime.now(timezone.utc)))
+            books["spent_g"] += max(kwh - books["kwh"], 0.0) * intensity
+            books["kwh"] = max(kwh, books["kwh"])
+            progress = (ran_before + time.monotonic() - started) / expected if expected > 0 else 1.0
+            remaining_kwh = kwh * (1 - progress) / progress if BUDGET_MIN_PROGRESS <= progress < 1 else 0.0
+            books["projected_g"] = books["spent_g"] + remaining_kwh * intensity
+            books["intensity_g_per_kwh"] = intensity
+            if books["spent_g"] > budget or books["projected_g"] > budget:
+                self.log.warning(
+                    "carbon budget: %.4g g spent, %.4g g projected to finish > budget %g g",
+                    books["spent_g"],
+                    books["projected_g"],
+                    budget,
+                )
+                return CARBON_BUDGET
+            return None
+
+        return check
+
+
+class CarbonTrainerOperator(CarbonJobOperator):
+    """The built-in trainer as the job: the command is ``python -m training --config <the plan's
+    optimized_config>`` with its ``training_overrides``, writing into the run's directory."""
+
+    def __init__(self, *, config_param: str = "optimized_config", **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.config_param = config_param
+
+    def build_command(self, plan: dict[str, Any], job_dir: Path) -> list[str]:
+        from carbon_aware.accounting.jobs import trainer_command, trainer_emissions
+
+        request = plan["request"]
+        if self.emissions is None:  # measured from outside as the config says (country, sampling)
+            self.emissions = trainer_emissions(request[self.config_param], request["training_overrides"])
+        return trainer_command(
+            request[self.config_param], request["training_overrides"], job_dir.parent, self.run_name
+        )

@@ -1,0 +1,42 @@
+"""Where runs write their files: one directory per DAG run under the output root."""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+REPORT_NAME = "comparison_report.json"
+PLOT_NAME = "comparison.png"
+# Folders under the output root that are not runs: a run id never maps onto them.
+NOT_RUNS = {"baselines", "screenshots"}
+MAX_NAME = 200  # file systems allow 255 bytes a name
+SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
+def output_root() -> Path:
+    from carbon_aware.settings import output_root as configured
+
+    return configured()
+
+
+def run_dir_name(dag_run_id: str) -> str:
+    """The run id as one file name, one-to-one: letters, digits, '-' and '_' stay, every other byte is
+    %XX (so '.', '..', '/' and ':' never survive, and 'a:b' and 'a_b' stay apart). A name that would
+    pass ``MAX_NAME`` keeps its start and ends in '%~' plus a hash of the whole id ('~' is otherwise
+    always escaped)."""
+    if not isinstance(dag_run_id, str) or not dag_run_id:
+        raise ValueError("run id: expected a non-empty string")
+    name = "".join(chr(b) if chr(b) in SAFE else f"%{b:02X}" for b in dag_run_id.encode())
+    if name in NOT_RUNS:
+        name = f"%{ord(name[0]):02X}{name[1:]}"
+    if len(name) > MAX_NAME:
+        name = f"{name[:MAX_NAME - 34]}%~{hashlib.sha256(dag_run_id.encode()).hexdigest()[:32]}"
+    return name
+
+
+def run_dir_for(dag_run_id: str) -> Path:
+    """output/<run_dir_name(dag_run_id)>: always a direct child of the output root."""
+    return output_root() / run_dir_name(dag_run_id)
+
+
+def report_paths() -> list[Path]:
+    return [path for path in output_root().glob(f"*/{REPORT_NAME}") if path.parent.name not in NOT_RUNS]

@@ -1,0 +1,1 @@
+"""The Carbon page, registered through the provider's ``get_provider_info``."""

@@ -1,0 +1,1 @@
+"""Airflow sensors: wait for the planned window without holding a worker slot (:mod:`.window`)."""

@@ -1,0 +1,1 @@
+"""Triggers the sensors and the job defer on (:mod:`.window`)."""

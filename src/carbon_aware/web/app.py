@@ -1,0 +1,400 @@
+"""The Carbon page: a FastAPI app the Airflow API server mounts at /carbon (registered by
+:mod:`carbon_aware.plugins.carbon_page`).
+
+Reports are untrusted input: the page shows only what passed report_schema's check, and lists a report
+that failed it as "unreadable report" with the reason, never with its content.
+
+Every route requires an Airflow login allowed to read carbon_training's runs: the browser's session
+cookie or a bearer token, checked by Airflow's own auth manager. Plugin apps are not covered by the
+core API's authentication, so the dependency sits on the app itself.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+from importlib.resources import files
+from pathlib import Path
+from typing import Any, Callable
+from urllib.parse import quote
+
+import jinja2
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from carbon_aware.outputs import PLOT_NAME, REPORT_NAME, output_root
+from carbon_aware.accounting.report_schema import UnreadableReport
+from carbon_aware.web.runs_view import cumulative, load_report, load_runs, report_file, totals, unreadable_row
+
+DAG_ID = "carbon_training"
+MOUNT = "/carbon"
+PACKAGE_FILES = files("carbon_aware.web")  # templates and static assets ship as package data
+
+
+def _may_read_runs():
+    """Airflow's own check: a logged-in user allowed to read carbon_training's runs."""
+    from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
+    from airflow.api_fastapi.core_api.security import requires_access_dag
+
+    return requires_access_dag("GET", DagAccessEntity.RUN, param_dag_id=DAG_ID)
+
+
+may_read_runs = _may_read_runs()
+app = FastAPI(title="Carbon-aware training", dependencies=[Depends(may_read_runs)])
+
+
+# --- formatting: every number carries its unit; the templates do all the HTML --------------------
+def mass(kg: float | None) -> str:
+    if kg is None:
+        return "n/a"
+    if abs(kg) >= 1:
+        return f"{kg:.3g} kg CO₂e"
+    if abs(kg) >= 1e-3:
+        return f"{kg * 1e3:.3g} g CO₂e"
+    return f"{kg * 1e6:.3g} mg CO₂e"
+
+
+def energy(kwh: float | None) -> str:
+    if kwh is None:
+        return "n/a"
+    return f"{kwh:.3g} kWh" if abs(kwh) >= 1 else f"{kwh * 1e3:.3g} Wh"
+
+
+def intensity(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0f} g/kWh"
+
+
+def percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:+.1f} %"
+
+
+def accuracy(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f} %"
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "n/a"
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 60:.1f} min" if seconds >= 120 else f"{seconds:.1f} s"
+
+
+def shown(text: str, time: str | None = None, css: str = "", sub: str = "") -> dict[str, Any]:
+    """What a template shows for one value (see templates/shown.html)."""
+    return {"text": text, "time": time, "css": css, "sub": sub}
+
+
+def compressed(seconds: float | None, compression: float | None) -> str:
+    """A demo's wait runs faster than grid time: say how much grid time it stood for."""
+    if seconds is None or not compression or compression == 1:
+        return ""
+    return f"time ×{compression:g}: {duration(seconds * compression)} of grid time"
+
+
+def moment(iso: str | None, seconds: bool = True) -> dict[str, Any]:
+    """UTC on the server; the page's script adds the reader's local time beside it."""
+    if not iso:
+        return shown("n/a")
+    at = datetime.fromisoformat(iso)
+    return shown(at.strftime("%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M") + " UTC",
+                 time=at.isoformat())
+
+
+# The first suffix a key ends with gives its unit: "_g_per_kwh" before "_kwh".
+UNIT_BY_SUFFIX = [("_kg", mass), ("_g_per_kwh", intensity), ("_kwh", energy), ("_percentage", percent),
+                  ("_pct", percent), ("_seconds", duration), ("_accuracy", accuracy),
+                  ("_mb", lambda v: f"{v:.0f} MB"), ("_g", lambda v: mass(v / 1000.0)),
+                  ("intensity", intensity)]
+
+
+def _value(key: str, value: Any) -> dict[str, Any]:
+    if isinstance(value, bool):
+        return shown("yes" if value else "no")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        for suffix, show in UNIT_BY_SUFFIX:
+            if key.endswith(suffix):
+                return shown(show(value))
+        return shown(f"{value:g}")
+    if isinstance(value, str) and len(value) >= 19 and value[4:5] == "-" and value[10:11] == "T":
+        try:
+            return moment(value)
+        except ValueError:
+            pass
+    if isinstance(value, list):
+        return shown("; ".join("n/a" if item is None else str(item) for item in value) or "none")
+    return shown("n/a" if value is None else str(value))
+
+
+# --- pages -----------------------------------------------------------------------------------------
+_jinja = jinja2.Environment(loader=jinja2.PackageLoader("carbon_aware.web", "templates"), autoescape=True)
+
+
+def _page(template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
+    return HTMLResponse(_jinja.get_template(template).render(**context), status_code=status_code)
+
+
+def _ui_base(request: Request) -> str:
+    """The Airflow UI's root, from where this app is mounted (the API server may sit under a prefix)."""
+    root = request.scope.get("root_path", "")
+    return root[: -len(MOUNT)] if root.endswith(MOUNT) else root
+
+
+def _here(request: Request) -> str:
+    return request.scope.get("root_path", "")
+
+
+def _run_link(request: Request, dag_id: str | None, run_id: str) -> str:
+    return f"{_ui_base(request)}/dags/{dag_id or DAG_ID}/runs/{quote(run_id, safe='')}"
+
+
+def _saving_class(kg: float | None) -> str:
+    return "" if kg is None else "good" if kg > 0 else "bad" if kg < 0 else ""
+
+
+def _shown(field: str, show: Callable[[Any], str]) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    return lambda row: shown(show(row[field]))
+
+
+def _with_sub(field: str, show: Callable[[Any], str], sub: Callable[[dict[str, Any]], str]):
+    return lambda row: shown(show(row[field]), sub=sub(row))
+
+
+# The runs table after its first column: (header, row field, what the cell shows, right-aligned number?)
+COLUMNS: list[tuple[str, str, Callable[[dict[str, Any]], dict[str, Any]], bool]] = [
+    ("provider / region", "provider", _with_sub("provider", str, lambda row: str(row["region"] or "")),
+     False),
+    ("planned start", "planned_start", lambda row: moment(row["planned_start"], seconds=False), False),
+    ("actual start", "actual_start", lambda row: moment(row["actual_start"], seconds=False), False),
+    ("wait", "wait_seconds",
+     _with_sub("wait_seconds", duration,
+               lambda row: compressed(row["wait_seconds"], row["time_compression"])),
+     True),
+    ("intensity run-now", "run_now_intensity_g_per_kwh", _shown("run_now_intensity_g_per_kwh", intensity),
+     True),
+    ("intensity window", "window_intensity_g_per_kwh", _shown("window_intensity_g_per_kwh", intensity),
+     True),
+    ("energy baseline", "baseline_energy_kwh", _shown("baseline_energy_kwh", energy), True),
+    ("energy optimized", "optimized_energy_kwh", _shown("optimized_energy_kwh", energy), True),
+    ("emissions baseline", "baseline_emissions_kg", _shown("baseline_emissions_kg", mass), True),
+    ("emissions optimized", "optimized_emissions_kg", _shown("optimized_emissions_kg", mass), True),
+    ("saving", "saving_kg", lambda row: shown(mass(row["saving_kg"]), css=_saving_class(row["saving_kg"]),
+                                               sub=percent(row["saving_pct"])), True),
+    ("by place", "place_saving_kg",
+     _with_sub("place_saving_kg", lambda kg: "n/a" if kg is None else mass(kg),
+               lambda row: f"{row['home_region']} → {row['chosen_region']}"
+               if row["chosen_region"] else ""),
+     True),
+    ("by timing", "timing_saving_kg", _shown("timing_saving_kg", mass), True),
+    ("by efficiency", "efficiency_saving_kg", _shown("efficiency_saving_kg", mass), True),
+    ("segments", "segments", _shown("segments", lambda n: "n/a" if n is None else str(n)), True),
+    ("baseline", "baseline_kind",
+     _with_sub("baseline_kind", str, lambda row: f"cost {mass(row['baseline_cost_kg'])}"), False),
+    ("accuracy baseline", "baseline_accuracy_pct", _shown("baseline_accuracy_pct", accuracy), True),
+    ("accuracy optimized", "optimized_accuracy_pct", _shown("optimized_accuracy_pct", accuracy), True),
+    ("re-plans", "replans", _shown("replans", str), True),
+    ("fallbacks", "fallback_reasons",
+     lambda row: shown("; ".join(row["fallback_reasons"] or []) or "none"), False),
+]
+CARDS = (("net_saving_kg", "Avoided in total (net)", "counterfactual − actual − baseline measurements"),
+         ("saving_kg", "counterfactual − actual", "{priced} of {runs} runs priced"),
+         ("baseline_cost_kg", "baseline measurements emitted", "subtracted from the net total"),
+         ("timing_saving_kg", "by timing (cleaner window)", "{priced} of {runs} runs priced"),
+         ("efficiency_saving_kg", "by efficiency (less energy)", "{priced} of {runs} runs priced"))
+
+
+def _raw(value: Any) -> str:
+    return "; ".join(value) if isinstance(value, list) else "" if value is None else str(value)
+
+
+def _chart(points: list[dict[str, Any]], width: int = 640, height: int = 200) -> dict[str, Any] | None:
+    """Screen coordinates of the cumulative net and gross avoided CO2e over runs."""
+    if not points:
+        return None
+    left, right, top, bottom = 80, width - 10, 10, height - 22
+    values = [0.0, *(p["net_kg"] for p in points), *(p["avoided_kg"] for p in points)]
+    low, high = min(values), max(values)
+    span = (high - low) or 1.0
+    step = (right - left) / max(len(points) - 1, 1)
+
+    def y(v: float) -> float:
+        return round(bottom - (v - low) / span * (bottom - top), 1)
+
+    xs = [round(left + i * step, 1) for i in range(len(points))]
+    return {
+        "width": width,
+        "height": height,
+        "left": left,
+        "right": right,
+        "top": top,
+        "bottom": bottom,
+        "zero": y(0.0),
+        "max_text": mass(high),
+        "min_text": mass(low),
+        "first": points[0]["run_id"][:28],
+        "last": points[-1]["run_id"][:28] if len(points) > 1 else "",
+        "net": " ".join(f"{x},{y(p['net_kg'])}" for x, p in zip(xs, points)),
+        "avoided": " ".join(f"{x},{y(p['avoided_kg'])}" for x, p in zip(xs, points)),
+        "points": [
+            {
+                "x": x,
+                "y": y(p["net_kg"]),
+                "run_id": p["run_id"],
+                "value": p["net_kg"],
+                "text": mass(p["net_kg"]),
+            }
+            for x, p in zip(xs, points)
+        ],
+    }
+
+
+def _cards(total: dict[str, Any]) -> list[dict[str, Any]]:
+    cards = []
+    for key, label, note in CARDS:
+        value = total[key]
+        css = _saving_class(-value if key == "baseline_cost_kg" else value)
+        cards.append({"key": key, "value": value, "label": label, "text": mass(value), "css": css,
+                      "note": note.format(priced=total.get(f"{key}_runs_priced"), runs=total["runs"])})
+    return cards
+
+
+def _row(row: dict[str, Any], request: Request) -> dict[str, Any]:
+    cells = [{"field": field, "raw": _raw(row[field]), "shown": show(row), "numeric": numeric}
+             for _, field, show, numeric in COLUMNS]
+    return {"run_id": row["run_id"], "directory": row["directory"], "cells": cells,
+            "run_link": _run_link(request, row.get("dag_id"), row["run_id"]),
+            "wait_task_id": row.get("wait_task_id") or "wait_for_window",
+            "report_task_id": row.get("report_task_id") or "report"}
+
+
+@app.get("/", response_class=HTMLResponse)
+def runs_page(request: Request) -> HTMLResponse:
+    """Totals and chart count the valid reports only; an unreadable one is listed below them."""
+    rows, unreadable = load_runs()
+    context: dict[str, Any] = {"title": "Carbon", "dag_id": DAG_ID, "here": _here(request), "rows": [],
+                               "unreadable": unreadable}
+    if not rows and not unreadable:
+        return _page("runs.html", output_root=str(output_root()), **context)
+    points = cumulative(rows)
+    return _page("runs.html", **{**context, "rows": [_row(row, request) for row in rows],
+                                 "headers": [column[0] for column in COLUMNS],
+                                 "cards": _cards(totals(rows)), "chart": _chart(points)})
+
+
+@app.get("/api/runs")
+def runs_json() -> JSONResponse:
+    """``runs``: the valid reports (what the totals sum); ``unreadable_runs``: run id, directory and the
+    reason for each report that failed the schema check."""
+    rows, unreadable = load_runs()
+    return JSONResponse(
+        {
+            "dag_id": DAG_ID,
+            "runs": rows,
+            "unreadable_runs": unreadable,
+            "totals": totals(rows),
+            "cumulative": cumulative(rows),
+            "units": {
+                "_kg": "kg CO2e",
+                "_kwh": "kWh",
+                "_g_per_kwh": "gCO2e/kWh",
+                "_pct": "%",
+                "_seconds": "s",
+            },
+        }
+    )
+
+
+def _report_or_404(directory: str) -> dict[str, Any]:
+    report = load_report(directory)
+    if report is None:
+        raise HTTPException(status_code=404, detail=f"no report for run directory {directory!r}")
+    return report
+
+
+# The run page's blocks, in order; a block the report does not have is left out.
+RUN_BLOCKS = ("baseline", "carbon_savings", "place", "timing", "efficiency", "intensities", "job", "route",
+              "stop", "accuracy_impact", "memory_savings", "schedule", "sources", "codecarbon_static")
+JOB_FIELDS = ("status", "attempts", "interruptible", "worker_region")  # the rest: the segments table
+# (header, segment field, right-aligned number?): each value shown with its unit by _value
+SEGMENT_COLUMNS = (("#", "index", True), ("planned start", "planned_start", False),
+                   ("start", "start", False), ("end", "end", False), ("energy", "energy_kwh", True),
+                   ("emissions", "emissions_g", True),
+                   ("mean intensity", "mean_intensity_g_per_kwh", True), ("attempts", "attempts", True),
+                   ("stopped by", "stopped", False))
+
+
+def _block_fields(block: str, values: dict[str, Any]) -> list[dict[str, Any]]:
+    fields = []
+    for key, value in values.items():
+        if isinstance(value, dict):
+            fields += [{"label": f"{key}.{k}", "path": f"{block}.{key}.{k}",
+                        "shown": _value(k, len(v) if k == "intervals" and isinstance(v, list) else v)}
+                       for k, v in value.items()]
+        else:
+            fields.append({"label": key, "path": f"{block}.{key}", "shown": _value(key, value)})
+    return fields
+
+
+def _segment(segment: dict[str, Any]) -> dict[str, Any]:
+    def cell(field: str) -> dict[str, Any]:
+        value = segment.get(field)
+        if field == "stopped":  # one entry per attempt: its stop reason, None when it ran to the end
+            return shown("; ".join(str(reason) for reason in value if reason) or "done" if value else "n/a")
+        return _value(field, value)
+
+    return {"index": segment.get("index"),
+            "cells": [{"field": field, "shown": cell(field), "numeric": numeric}
+                      for _, field, numeric in SEGMENT_COLUMNS]}
+
+
+def _unreadable_page(directory: str, error: UnreadableReport, here: str) -> HTMLResponse:
+    """422: the report is there but fails the schema check; the raw file is still offered for download."""
+    row = unreadable_row(directory, error)
+    return _page("unreadable.html", status_code=422, title=f"Carbon · {row['run_id']}", here=here,
+                 report_name=REPORT_NAME, **row)
+
+
+@app.get("/runs/{directory}", response_class=HTMLResponse)
+def run_page(directory: str, request: Request) -> HTMLResponse:
+    try:
+        report = _report_or_404(directory)
+    except UnreadableReport as error:
+        return _unreadable_page(directory, error, _here(request))
+    here, run_id = _here(request), report["dag_run_id"]
+    job = report.get("job") or {}
+    shown_blocks = {**report, "job": {key: job.get(key) for key in JOB_FIELDS} if job else None}
+    blocks = [{"name": block, "fields": _block_fields(block, shown_blocks[block])}
+              for block in RUN_BLOCKS if isinstance(shown_blocks.get(block), dict) and shown_blocks[block]]
+    plot = report_file(directory, PLOT_NAME)
+    return _page("run.html", title=f"Carbon · {run_id}", here=here, run_id=run_id, directory=directory,
+                 baseline_kind=report.get("baseline_kind") or "", report_name=REPORT_NAME,
+                 run_link=_run_link(request, report.get("dag_id"), run_id),
+                 plot_url=f"{here}/runs/{quote(directory)}/{PLOT_NAME}" if plot else None,
+                 blocks=blocks, segment_headers=[column[0] for column in SEGMENT_COLUMNS],
+                 segments=[_segment(segment) for segment in job.get("segments") or []])
+
+
+@app.get("/runs/{directory}/{name}")
+def run_file(directory: str, name: str) -> FileResponse:
+    if name not in (REPORT_NAME, PLOT_NAME):
+        raise HTTPException(status_code=404, detail=f"{name!r}: expected {REPORT_NAME} or {PLOT_NAME}")
+    path = report_file(directory, name)
+    if path is None:
+        raise HTTPException(status_code=404, detail=f"no {name} for run directory {directory!r}")
+    if name == REPORT_NAME:
+        return FileResponse(path, media_type="application/json", filename=f"{directory}-{REPORT_NAME}")
+    return FileResponse(path, media_type="image/png")
+
+
+@app.get("/icon.svg")
+def icon() -> Response:
+    return Response(PACKAGE_FILES.joinpath("static", "carbon-leaf.svg").read_bytes(), media_type="image/svg+xml")
+
+
+@app.exception_handler(StarletteHTTPException)
+async def _refuse(request: Request, error: StarletteHTTPException):
+    """Browsers get a page saying to sign in; other clients get JSON. Either way, no data."""
+    if error.status_code in (401, 403) and "text/html" in request.headers.get("accept", ""):
+        login = f"{_ui_base(request)}/auth/login?next={quote(str(request.url), safe='')}"
+        return _page("signin.html", status_code=error.status_code, title="Carbon: sign in", login=login,
+                     detail=str(error.detail))
+    return JSONResponse({"detail": error.detail}, status_code=error.status_code)

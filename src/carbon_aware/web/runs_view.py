@@ -1,0 +1,158 @@
+"""Every run's comparison report as one flat row, and the totals across runs: what the Carbon page
+and its JSON endpoint show. Reads the reports the DAG's report task wrote, each through the schema check
+of report_schema (reports are untrusted input); imports nothing heavy."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from carbon_aware.outputs import REPORT_NAME, output_root, report_paths
+from carbon_aware.accounting.report_schema import UnreadableReport, read_report
+
+log = logging.getLogger(__name__)
+
+# (row key, path in comparison_report.json): the numbers and facts a row carries.
+ROW_FIELDS = {
+    "dag_id": ("dag_id",),
+    "job_status": ("job", "status"),
+    "wait_task_id": ("tasks", "wait"),
+    "report_task_id": ("tasks", "report"),
+    "generated_at": ("generated_at",),
+    "provider": ("sources", "forecast"),
+    "region": ("sources", "region"),
+    "fallback_reasons": ("sources", "fallback_reasons"),
+    "run_now_start": ("schedule", "run_now_start"),
+    "planned_start": ("schedule", "planned_start"),
+    "actual_start": ("schedule", "actual_start"),
+    "wait_seconds": ("schedule", "wait_seconds"),
+    "time_compression": ("schedule", "time_compression"),
+    "run_now_intensity_g_per_kwh": ("timing", "run_now_intensity_g_per_kwh"),
+    "window_intensity_g_per_kwh": ("timing", "chosen_window_intensity_g_per_kwh"),
+    "baseline_energy_kwh": ("efficiency", "baseline_energy_kwh"),
+    "optimized_energy_kwh": ("efficiency", "optimized_energy_kwh"),
+    "baseline_emissions_kg": ("carbon_savings", "baseline_emissions_kg"),
+    "optimized_emissions_kg": ("carbon_savings", "optimized_emissions_kg"),
+    "saving_kg": ("carbon_savings", "reduction_kg"),
+    "saving_pct": ("carbon_savings", "reduction_percentage"),
+    "place_saving_kg": ("place", "saving_kg"),
+    "home_region": ("place", "home_region"),
+    "chosen_region": ("place", "chosen_region"),
+    "timing_saving_kg": ("timing", "saving_kg"),
+    "efficiency_saving_kg": ("efficiency", "saving_kg"),
+    "baseline_accuracy_pct": ("accuracy_impact", "baseline_accuracy"),
+    "optimized_accuracy_pct": ("accuracy_impact", "optimized_accuracy"),
+    "baseline_kind": ("baseline_kind",),
+    "baseline_source_run": ("baseline", "source_run"),
+    "baseline_cost_kg": ("baseline", "measurement_cost_kg"),
+}
+TOTALS = (
+    "saving_kg",
+    "place_saving_kg",
+    "timing_saving_kg",
+    "efficiency_saving_kg",
+    "baseline_emissions_kg",
+    "optimized_emissions_kg",
+    "baseline_cost_kg",
+)
+
+
+def _dig(report: dict[str, Any], path: tuple[str, ...]) -> Any:
+    value: Any = report
+    for key in path:
+        if not isinstance(value, dict):
+            return None
+        value = value.get(key)
+    return value
+
+
+def row_for(report: dict[str, Any], directory: str) -> dict[str, Any]:
+    row = {"run_id": report["dag_run_id"], "directory": directory}
+    row.update({key: _dig(report, path) for key, path in ROW_FIELDS.items()})
+    row["replans"] = len(report.get("replans") or [])
+    segments = _dig(report, ("job", "segments"))
+    row["segments"] = len(segments) if isinstance(segments, list) else None
+    if (
+        "baseline" not in report
+    ):  # a report from before the cached baseline: its baseline run was really emitted
+        measured = str(row["baseline_kind"] or "").startswith("measured")
+        row["baseline_kind"] = "measured" if measured else "off"
+        row["baseline_cost_kg"] = row["baseline_emissions_kg"] if measured else 0.0
+    row["net_saving_kg"] = (row["saving_kg"] - (row["baseline_cost_kg"] or 0.0)
+                            if isinstance(row["saving_kg"], (int, float)) else None)
+    return row
+
+
+def _child_file(directory: str, name: str) -> Path | None:
+    """output/<directory>/<name> when it is a file there (not a link out of the output root)."""
+    root = output_root()
+    try:
+        path = (root / directory / name).resolve()
+        return path if path.parent.parent == root and path.is_file() else None
+    except (OSError, RuntimeError, ValueError):  # a NUL in the name, a link loop (RuntimeError in 3.11)
+        return None
+
+
+def load_report(directory: str) -> dict[str, Any] | None:
+    """The validated report in output/<directory>, or None where there is none; ``directory`` must name
+    a direct child of the output root. Raises UnreadableReport for a report that fails the check."""
+    path = _child_file(directory, REPORT_NAME)
+    return None if path is None else read_report(path)
+
+
+def unreadable_row(directory: str, error: UnreadableReport) -> dict[str, Any]:
+    """What the page lists for a report it cannot show: an id and the reason, no content."""
+    return {"run_id": error.run_id or directory, "directory": directory, "unreadable": error.reason}
+
+
+def _checked_row(path: Path) -> dict[str, Any]:
+    directory = path.parent.name
+    if _child_file(directory, REPORT_NAME) is None:
+        raise UnreadableReport("not a regular file in the output root")
+    return row_for(read_report(path), directory)
+
+
+def load_runs() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(one row per valid report, newest first; one unreadable_row per report that failed the check)."""
+    rows, unreadable = [], []
+    for path in report_paths():
+        try:
+            rows.append(_checked_row(path))
+        except UnreadableReport as error:
+            log.warning("unreadable report %s: %s", path, error.reason)
+            unreadable.append(unreadable_row(path.parent.name, error))
+    rows.sort(key=lambda row: row["generated_at"] or "", reverse=True)
+    return rows, sorted(unreadable, key=lambda row: row["directory"])
+
+
+def load_rows() -> list[dict[str, Any]]:
+    """One row per valid report, newest first (see load_runs for the unreadable ones)."""
+    return load_runs()[0]
+
+
+def totals(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Sums across runs; a run without a figure (e.g. no energy measured) is counted as not priced."""
+    result: dict[str, Any] = {"runs": len(rows)}
+    for key in TOTALS:
+        values = [row[key] for row in rows if isinstance(row[key], (int, float))]
+        result[key] = sum(values)
+        result[f"{key}_runs_priced"] = len(values)
+    # What the product really avoided: counterfactual - actual, less what measuring baselines emitted.
+    result["net_saving_kg"] = result["saving_kg"] - result["baseline_cost_kg"]
+    return result
+
+
+def cumulative(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Oldest first: the running sums of avoided (counterfactual - actual), measurement cost and net."""
+    points, avoided, cost = [], 0.0, 0.0
+    for row in sorted(rows, key=lambda r: r["generated_at"] or ""):
+        avoided += row["saving_kg"] if isinstance(row["saving_kg"], (int, float)) else 0.0
+        cost += row["baseline_cost_kg"] if isinstance(row["baseline_cost_kg"], (int, float)) else 0.0
+        points.append({"run_id": row["run_id"], "generated_at": row["generated_at"], "avoided_kg": avoided,
+                       "baseline_cost_kg": cost, "net_kg": avoided - cost})
+    return points
+
+
+def report_file(directory: str, name: str) -> Path | None:
+    """A file the report task wrote for one run (the JSON or the plot), or None."""
+    return _child_file(directory, name)
