@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 import pendulum
 from airflow.sdk import DAG, Param
 
 from carbon_aware import CarbonJobOperator, CarbonPlanOperator, CarbonReportOperator, CarbonWindowSensor
+
+# Your script, found from this file (the job runs in its own folder under the run's directory).
+OWN_SCRIPT = Path(__file__).resolve().parents[1] / "include" / "examples" / "own_training.py"
 
 with DAG(
     dag_id="carbon_own_job",
@@ -69,7 +73,7 @@ with DAG(
         task_id="train",
         wait_task_id="wait",
         run_name="own_training",
-        command=[sys.executable, "include/examples/own_training.py"],
+        command=[sys.executable, str(OWN_SCRIPT)],
         job_params=("steps",),  # read by the script from $CARBON_JOB_PARAMS: params never reach an argv
         queue=os.environ.get("CARBON_TRAINING_QUEUE", "training"),
         retries=2,
