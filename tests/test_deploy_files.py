@@ -9,7 +9,7 @@ import yaml
 from compose_spec import PyCompose
 
 from tests.compose_file import (COMPOSE_FILE, DuplicateKeyError, InterpolationError, interpolate,
-                                load_compose, service_command)
+                                load_compose, service_command, service_environment)
 from tests.conftest import REPO_ROOT
 
 LONG_RUNNING = ["postgres", "redis", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
@@ -127,3 +127,8 @@ def test_the_init_creates_each_providers_connection_with_the_providers_own_type(
     for provider in (ElectricityMapsProvider, WattTimeProvider):
         assert f"connections add {provider.default_conn_id} --conn-type {provider.conn_type} " in script
     assert "--conn-type http" not in script
+    # The credentials from .env reach the init only: the hooks read the connections, not the environment.
+    credentials = {"ELECTRICITYMAPS_API_TOKEN", "WATTTIME_USERNAME", "WATTTIME_PASSWORD"}
+    for name, service in compose["services"].items():
+        held = credentials & set(service_environment(service))
+        assert held == (credentials if name == "airflow-init" else set()), (name, held)

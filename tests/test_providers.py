@@ -15,7 +15,7 @@ from carbon_aware.grid.forecast import ForecastError, IntensityPoint, points_to_
 from carbon_aware.planning.params import ParamsError, validate_params
 from carbon_aware.planning.planner import Curve
 from carbon_aware.grid.clients import base, build_provider, fetch_forecast
-from carbon_aware.grid.clients.base import AuthError, ProviderConnectionError
+from carbon_aware.grid.clients.base import AuthError, ConnectionSettings, ProviderConnectionError
 from carbon_aware.grid.clients.carbon_aware_sdk import CarbonAwareSDKProvider
 from carbon_aware.grid.clients.electricitymaps import ElectricityMapsProvider
 from carbon_aware.grid.clients.specs import check_connections, validate_provider_specs
@@ -70,6 +70,11 @@ def connection(monkeypatch, conn_id: str, conn_type: str, **fields) -> str:
     return conn_id
 
 
+def local(server: FakeProviderServer, login: str | None = None, password: str | None = None):
+    """What a hook reads from a connection to ``server``."""
+    return ConnectionSettings(server.url, login, password)
+
+
 def neso(server: FakeProviderServer) -> str:
     """For tests without ``monkeypatch``: the id of a NESO connection to ``server``, unique to the server's
     port (it stays defined; nothing else names it)."""
@@ -82,7 +87,7 @@ def neso(server: FakeProviderServer) -> str:
 
 def test_uk_national_forecast(server):
     server.script(UK_PATH, Reply({"data": uk_rows()}))
-    forecast = UKProvider(base_url=server.url, session=fast_session()).forecast(NOW, timedelta(hours=24))
+    forecast = UKProvider(settings=local(server), session=fast_session()).forecast(NOW, timedelta(hours=24))
     assert forecast.source == "uk" and len(forecast.points) == 96
     assert forecast.start == SLOT and forecast.points[0].duration == timedelta(minutes=30)
     assert forecast.points[1].value == 210
@@ -94,9 +99,9 @@ def test_uk_regional_by_id_and_postcode(server):
     server.script("/regional/intensity/2026-03-01T10:00Z/fw48h/regionid/13", Reply(regional))
     server.script("/regional/intensity/2026-03-01T10:00Z/fw48h/postcode/RG10",
                   Reply({"data": regional["data"][0]}))
-    by_id = UKProvider(region_id=13, base_url=server.url,
+    by_id = UKProvider(region_id=13, settings=local(server),
                        session=fast_session()).forecast(NOW, timedelta(hours=24))
-    by_postcode = UKProvider(postcode="RG10", base_url=server.url,
+    by_postcode = UKProvider(postcode="RG10", settings=local(server),
                              session=fast_session()).forecast(NOW, timedelta(hours=24))
     assert by_id.region == "GB-region-13" and len(by_id.points) == len(by_postcode.points) == 96
 
@@ -104,7 +109,7 @@ def test_uk_regional_by_id_and_postcode(server):
 def test_timeout_is_retried_then_reported(server):
     server.script(UK_PATH, Reply({"data": uk_rows()}, delay=1.5))
     with pytest.raises(ForecastError, match="timed out"):
-        UKProvider(base_url=server.url,
+        UKProvider(settings=local(server),
                    session=base.http_session(retries=1, backoff_s=0.01)).forecast(NOW, timedelta(hours=24))
     assert len(server.hits(UK_PATH)) == 2
 
@@ -112,14 +117,14 @@ def test_timeout_is_retried_then_reported(server):
 def test_500_is_retried_with_backoff_then_reported(server):
     server.script(UK_PATH, Reply({"error": "boom"}, status=500))
     with pytest.raises(ForecastError, match="HTTP 500"):
-        UKProvider(base_url=server.url, session=fast_session()).forecast(NOW, timedelta(hours=24))
+        UKProvider(settings=local(server), session=fast_session()).forecast(NOW, timedelta(hours=24))
     assert len(server.hits(UK_PATH)) == 4  # the first try and three retries
 
 
 def test_429_then_200_succeeds(server):
     server.script(UK_PATH, Reply({"error": "slow down"}, status=429, headers={"Retry-After": "0"}),
                   Reply({"data": uk_rows()}))
-    forecast = UKProvider(base_url=server.url, session=fast_session()).forecast(NOW, timedelta(hours=24))
+    forecast = UKProvider(settings=local(server), session=fast_session()).forecast(NOW, timedelta(hours=24))
     assert len(forecast.points) == 96 and len(server.hits(UK_PATH)) == 2
 
 
@@ -139,7 +144,7 @@ def test_429_then_200_succeeds(server):
 def test_bad_responses_are_rejected_with_a_reason(server, reply, reason):
     server.script(UK_PATH, reply)
     with pytest.raises(ForecastError, match=reason):
-        UKProvider(base_url=server.url, session=fast_session()).forecast(NOW, timedelta(hours=24))
+        UKProvider(settings=local(server), session=fast_session()).forecast(NOW, timedelta(hours=24))
 
 
 def test_chain_falls_back_to_mock_on_a_short_forecast_and_records_why(server, monkeypatch):
@@ -179,7 +184,8 @@ def test_electricitymaps_forecast_history_latest_with_token_header(server, caplo
                   Reply({"zone": "DE", "history": em_rows(start=SLOT - timedelta(hours=24))}))
     server.script("/v3/carbon-intensity/latest",
                   Reply({"zone": "DE", "carbonIntensity": 312, "datetime": "2026-03-01T10:00:00.000Z"}))
-    provider = ElectricityMapsProvider("DE", token=token, base_url=server.url, session=fast_session())
+    provider = ElectricityMapsProvider("DE", settings=local(server, password=token),
+                                       session=fast_session())
     forecast = provider.forecast(NOW, timedelta(hours=20))
     assert ([p.value for p in forecast.points[:2]] == [300, 299]
             and forecast.points[0].duration == timedelta(hours=1))
@@ -200,27 +206,19 @@ def test_electricitymaps_bad_token_is_reported_without_the_token(server, caplog,
     assert token not in caplog.text and token not in " ".join(reasons)
 
 
-def test_electricitymaps_token_from_environment(server, monkeypatch):
-    monkeypatch.setenv("ELECTRICITYMAPS_API_TOKEN", "from-env")
-    server.script("/v3/carbon-intensity/forecast", Reply({"zone": "DE", "forecast": em_rows()}))
-    ElectricityMapsProvider("DE", conn_id=None, base_url=server.url,
-                            session=fast_session()).forecast(NOW, timedelta(hours=20))
-    assert server.requests[-1]["headers"]["auth-token"] == "from-env"
-
-
 def test_electricitymaps_token_from_an_airflow_connection(server, monkeypatch):
-    connection(monkeypatch, "electricitymaps_default", "electricitymaps", password="from-connection")
-    monkeypatch.setenv("ELECTRICITYMAPS_API_TOKEN", "from-env")  # the connection wins
+    connection(monkeypatch, "electricitymaps_default", "electricitymaps", host=server.url,
+               password="from-connection")
     server.script("/v3/carbon-intensity/forecast", Reply({"zone": "DE", "forecast": em_rows()}))
-    ElectricityMapsProvider("DE", base_url=server.url,
-                            session=fast_session()).forecast(NOW, timedelta(hours=20))
+    ElectricityMapsProvider("DE", session=fast_session()).forecast(NOW, timedelta(hours=20))
     assert server.requests[-1]["headers"]["auth-token"] == "from-connection"
 
 
 def test_electricitymaps_without_a_token_says_where_to_put_one(monkeypatch):
-    monkeypatch.delenv("ELECTRICITYMAPS_API_TOKEN", raising=False)
-    with pytest.raises(ForecastError, match="ELECTRICITYMAPS_API_TOKEN"):
-        ElectricityMapsProvider("DE", conn_id=None)
+    monkeypatch.setenv("ELECTRICITYMAPS_API_TOKEN", "from-env")  # the old way: no longer read
+    with pytest.raises(ForecastError, match="no API token: set the password of Airflow connection "
+                                            "'electricitymaps_default' \\(type electricitymaps\\)"):
+        ElectricityMapsProvider("DE")
 
 
 def test_history_forecaster_over_electricitymaps_actuals(server, monkeypatch):
@@ -248,8 +246,8 @@ def test_watttime_login_forecast_units_and_token_refresh(server):
     server.script("/login", Reply({"token": "tok-1"}), Reply({"token": "tok-2"}))
     server.script("/v3/forecast", Reply(watttime_body()), Reply({"error": "expired"}, status=401),
                   Reply(watttime_body()))
-    provider = WattTimeProvider("CAISO_NORTH", username="user", password="pw", conn_id=None,
-                                base_url=server.url, session=fast_session())
+    provider = WattTimeProvider("CAISO_NORTH", settings=local(server, "user", "pw"),
+                                session=fast_session())
     forecast = provider.forecast(NOW, timedelta(hours=20))
     assert forecast.points[0].value == pytest.approx(1000 * 0.453592)
     assert forecast.points[0].duration == timedelta(minutes=5)
@@ -263,7 +261,7 @@ def test_watttime_login_forecast_units_and_token_refresh(server):
 def test_watttime_bad_credentials(server):
     server.script("/login", Reply({"error": "bad"}, status=403))
     with pytest.raises(AuthError, match="403"):
-        WattTimeProvider("CAISO_NORTH", username="u", password="p", conn_id=None, base_url=server.url,
+        WattTimeProvider("CAISO_NORTH", settings=local(server, "u", "p"),
                          session=fast_session()).forecast(NOW, timedelta(hours=2))
 
 
@@ -280,7 +278,7 @@ def sdk_body(hours=24):
 
 def test_carbon_aware_sdk_forecast(server):
     server.script("/emissions/forecasts/current", Reply(sdk_body()))
-    forecast = CarbonAwareSDKProvider("westeurope", base_url=server.url,
+    forecast = CarbonAwareSDKProvider("westeurope", settings=local(server),
                                       session=fast_session()).forecast(NOW, timedelta(hours=20))
     assert len(forecast.points) == 48 and forecast.points[0].duration == timedelta(minutes=30)
     assert "location=westeurope" in server.requests[0]["query"]
@@ -433,7 +431,6 @@ def test_valid_specs_are_normalized(data_dir, monkeypatch):
 
 def test_a_connection_of_the_providers_type_gives_the_endpoint_and_the_token(server, monkeypatch):
     server.script("/v3/carbon-intensity/forecast", Reply({"zone": "DE", "forecast": em_rows()}))
-    monkeypatch.setenv("ELECTRICITYMAPS_API_TOKEN", "from-env")
     connection(monkeypatch, "em_eu", "electricitymaps", host=server.url, password="conn-token")
     params = validate_params({"providers": [{"name": "electricitymaps", "zone": "DE", "conn_id": "em_eu"}]})
     check_connections(params.providers)
@@ -467,7 +464,6 @@ def test_watttime_logs_in_with_the_connections_login_at_the_connections_host(ser
 
 def test_a_default_connection_of_another_type_is_never_read(server, monkeypatch, outbound):
     connection(monkeypatch, "electricitymaps_default", "http", host=server.url, password="http-secret")
-    monkeypatch.setenv("ELECTRICITYMAPS_API_TOKEN", "from-env")
     with pytest.raises(ProviderConnectionError, match="'electricitymaps_default' has type 'http', "
                                                       "expected 'electricitymaps'") as refused:
         ElectricityMapsProvider("DE")
@@ -475,12 +471,12 @@ def test_a_default_connection_of_another_type_is_never_read(server, monkeypatch,
 
 
 def test_a_missing_connection_is_an_error_unless_it_is_the_providers_default(server, monkeypatch):
-    monkeypatch.setenv("ELECTRICITYMAPS_API_TOKEN", "from-env")
     with pytest.raises(ProviderConnectionError, match="'em_nowhere' does not exist"):
         ElectricityMapsProvider("DE", conn_id="em_nowhere")
-    provider = ElectricityMapsProvider("DE", conn_id="electricitymaps_default")  # not defined: built-ins
-    assert provider.base_url == "https://api.electricitymap.org" and provider._token == "from-env"
-    assert UKProvider().base_url == "https://api.carbonintensity.org.uk"
+    assert UKProvider(conn_id="neso_default").base_url == "https://api.carbonintensity.org.uk"  # not defined
+    assert CarbonAwareSDKProvider("westeurope").base_url == "http://localhost:8080"
+    with pytest.raises(ForecastError, match="no API token"):  # undefined: the public API, but no token
+        ElectricityMapsProvider("DE", conn_id="electricitymaps_default")
 
 
 def test_check_connections_names_the_field_and_the_expected_type(prod_db, monkeypatch, caplog):
@@ -505,7 +501,7 @@ def test_check_connections_names_the_field_and_the_expected_type(prod_db, monkey
 # --- parsing: gaps, nulls, signals, boundaries, windows, units, 401/403 -------------------------------
 
 def em_provider(server, **options):
-    return ElectricityMapsProvider("DE", token="t", conn_id=None, base_url=server.url,
+    return ElectricityMapsProvider("DE", settings=local(server, password="t"),
                                    session=fast_session(), **options)
 
 
@@ -561,7 +557,7 @@ def test_electricitymaps_asks_for_direct_intensity_and_names_the_signal(server):
 @pytest.mark.parametrize("now", [SLOT, NOW])
 def test_uk_forecast_from_a_half_hour_boundary_starts_with_the_slot_containing_now(server, now):
     server.script(UK_PATH, Reply(fixture("neso_fw48h_from_boundary")))
-    forecast = UKProvider(base_url=server.url, session=fast_session()).forecast(now, timedelta(hours=2))
+    forecast = UKProvider(settings=local(server), session=fast_session()).forecast(now, timedelta(hours=2))
     assert forecast.start == SLOT and forecast.points[0].value == 240 and len(forecast.points) == 5
 
 
@@ -572,7 +568,7 @@ def test_uk_current_is_the_half_hour_containing_now(server):
     server.script("/intensity/2026-03-01T08:00Z/2026-03-01T10:00Z", Reply({"data": stale}))
     now_slot = fixture("neso_current_half_hour")
     server.script("/intensity/2026-03-01T10:01Z", Reply(now_slot))
-    provider = UKProvider(base_url=server.url, session=fast_session())
+    provider = UKProvider(settings=local(server), session=fast_session())
     assert provider.current(NOW) == 263  # the actual of 10:00-10:30
     now_slot["data"][0]["intensity"]["actual"] = None
     server.script("/intensity/2026-03-01T10:01Z", Reply(now_slot))
@@ -581,7 +577,7 @@ def test_uk_current_is_the_half_hour_containing_now(server):
 
 def test_carbon_aware_sdk_accepts_a_window_size(server):
     server.script("/emissions/forecasts/current", Reply(fixture("carbon_aware_sdk_window")))
-    forecast = CarbonAwareSDKProvider("westeurope", base_url=server.url,
+    forecast = CarbonAwareSDKProvider("westeurope", settings=local(server),
                                       session=fast_session()).forecast(NOW, timedelta(hours=2))
     points = forecast.points
     assert len(points) == 36 and all(p.duration == timedelta(minutes=5) for p in points)
@@ -602,13 +598,13 @@ def test_carbon_aware_sdk_still_rejects_inconsistent_overlaps(server, damage):
         body[0]["windowSize"] = 30
     server.script("/emissions/forecasts/current", Reply(body))
     with pytest.raises(ForecastError, match="slots overlap"):
-        CarbonAwareSDKProvider("westeurope", base_url=server.url,
+        CarbonAwareSDKProvider("westeurope", settings=local(server),
                                session=fast_session()).forecast(NOW, timedelta(hours=2))
 
 
 def watttime_provider(server):
-    return WattTimeProvider("CAISO_NORTH", username="user", password="wt-secret-pw", conn_id=None,
-                            base_url=server.url, session=fast_session())
+    return WattTimeProvider("CAISO_NORTH", settings=local(server, "user", "wt-secret-pw"),
+                            session=fast_session())
 
 
 @pytest.mark.parametrize("units, factor", [("lbs_co2_per_mwh", 0.453592), ("kg_co2_per_mwh", 1.0),
@@ -659,7 +655,8 @@ def test_a_403_message_never_carries_the_credentials_of_its_request(server):
         watttime_provider(server).forecast(NOW, timedelta(hours=1))
     assert "tok-secret-1" not in str(refused.value)
     server.script("/login", Reply({"detail": "wrong password wt-secret-pw"}, status=403))
-    refused_login = r"forbidden: wrong password \*\*\* \(login refused: check the credentials of the user"
+    refused_login = (r"forbidden: wrong password \*\*\* \(login refused: check the credentials of the "
+                     r"provider's settings")
     with pytest.raises(AuthError, match=refused_login) as refused:
         watttime_provider(server).forecast(NOW, timedelta(hours=1))
     assert "wt-secret-pw" not in str(refused.value)

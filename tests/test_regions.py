@@ -208,7 +208,6 @@ def test_failed_providers_fall_back_per_region_and_are_recorded(carbon_dir, grid
                                                                  tmp_path):
     """A real HTTP server (the connection's host) refusing the token, a trace removed after the file was
     read: each region plans on its fallback."""
-    monkeypatch.setenv("ELECTRICITYMAPS_API_TOKEN", "t0ken")
     data = tmp_path / "data"
     data.mkdir()
     monkeypatch.setenv("CARBON_DATA_DIR", str(data))
@@ -219,7 +218,7 @@ def test_failed_providers_fall_back_per_region_and_are_recorded(carbon_dir, grid
     with FakeProviderServer() as server:
         server.script("/v3/carbon-intensity/forecast", Reply({"message": "bad token"}, 401))
         monkeypatch.setenv("AIRFLOW_CONN_EM_DE", json.dumps({"conn_type": "electricitymaps",
-                                                             "host": server.url}))
+                                                             "host": server.url, "password": "t0ken"}))
         regions = [
             Region(name="gb", queue="training-gb",
                    providers=[{"name": "trace", "path": "GB_2022_hourly.csv", "forecast": "history"}]),

@@ -152,7 +152,7 @@ def test_mock_only_when_the_store_holds_less_than_a_day(grid_store, monkeypatch)
 
 def test_seeded_store_serves_a_provider_without_a_token(carbon_dir, grid_store, monkeypatch):
     """Electricity Maps without a token cannot even be built; a seeded store still gives a real forecast."""
-    monkeypatch.delenv("ELECTRICITYMAPS_API_TOKEN", raising=False)
+    monkeypatch.delenv("AIRFLOW_CONN_ELECTRICITYMAPS_DEFAULT", raising=False)
     import_trace(carbon_dir / "electricitymaps_via_green-dcc" / "US-CAL-CISO_2022_hourly.csv")
     now = datetime(2022, 6, 15, 8, 30, tzinfo=timezone.utc)
     specs = [{"name": "electricitymaps", "zone": "US-CAL-CISO", "conn_id": None}]

@@ -32,8 +32,10 @@ def provider_class(name: Any) -> type[Provider]:
 
 def build_provider(spec: dict[str, Any], now: datetime | None = None) -> Provider:
     """``spec`` is ``{"name": ..., **options}``, validated again here (``specs.validate_spec``: no
-    endpoint or credential ever comes from a spec). ``history: true`` wraps a source's actuals in the
-    history forecaster (for sources without a forecast)."""
+    endpoint or credential ever comes from a spec). An API client gets its endpoint and credentials
+    from its service's connection (the spec's ``conn_id``, else the type's default id), read through
+    the connection type's hook (``base.connection_settings``). ``history: true`` wraps a source's
+    actuals in the history forecaster (for sources without a forecast)."""
     from carbon_aware.grid.clients.specs import validate_spec
 
     options = validate_spec(spec)
@@ -41,6 +43,11 @@ def build_provider(spec: dict[str, Any], now: datetime | None = None) -> Provide
     use_history = options.pop("history", False)
     replay_start = options.pop("replay_start", None)
     provider_type = provider_class(name)
+    if provider_type.conn_type is not None:
+        from carbon_aware.grid.clients.base import connection_settings
+
+        options["settings"] = connection_settings(provider_type.conn_type, options.pop("conn_id", None),
+                                                  provider_type.default_conn_id)
     if name == "trace":
         from carbon_aware.grid.clients.specs import trace_path
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 import json
 import os
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, Callable
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -159,29 +161,36 @@ def number(value: Any, source: str, field: str) -> float:
 
 @dataclass(frozen=True)
 class ConnectionSettings:
-    """Where a provider calls and with what: from its Airflow connection, else the environment."""
+    """Where a provider calls and with what: its service's connection (base URL, login, secret and the
+    extra fields of the connection's form), as a hook or ``connection_settings`` reads it."""
 
     base_url: str | None = None
     login: str | None = None
     password: str | None = None
-    conn_id: str | None = None  # the Airflow connection read, if one was
+    conn_id: str | None = None  # the connection read, if one was
+    extra: dict[str, Any] = field(default_factory=dict)
 
-    def credentials_of(self, env: str | None = None) -> str:
+    def credentials_of(self) -> str:
         """Where the credentials came from, for an error message (never the credentials)."""
-        if self.conn_id:
-            return f"connection {self.conn_id!r}"
-        return f"${env}" if env else "the provider's settings"
+        return f"connection {self.conn_id!r}" if self.conn_id else "the provider's settings"
+
+    def option(self, name: str, conn_type: str) -> Any:
+        """An extra field of the connection's form, stored plain or as ``extra__<type>__<name>``."""
+        value = self.extra.get(name)
+        return value if value not in (None, "") else self.extra.get(f"extra__{conn_type}__{name}") or None
 
 
 class ProviderConnectionError(ValueError):
     """A connection named for a provider is missing or of another type (its secrets were not read)."""
 
 
-def checked_connection(conn_id: str, conn_type: str, default_id: str | None = None) -> Any | None:
-    """The Airflow connection ``conn_id`` if it has type ``conn_type``; None if it is not defined and is
+def checked_connection(conn_id: str, conn_type: str, default_id: str | None = None,
+                       read: Callable[[str], Any] | None = None) -> Any | None:
+    """The connection ``conn_id`` if it has type ``conn_type``; None if it is not defined and is
     the provider's ``default_id``. Any other id must exist; a connection of another type is refused
-    before anything in it is used."""
-    connection = _airflow_connection(conn_id)
+    before anything in it is used. ``read`` fetches a connection (a hook's ``get_connection``); by
+    default Airflow's, else (no Airflow) the ``AIRFLOW_CONN_<ID>`` environment variable."""
+    connection = _read_connection(conn_id, read)
     if connection is None:
         if conn_id == default_id:
             return None
@@ -193,14 +202,17 @@ def checked_connection(conn_id: str, conn_type: str, default_id: str | None = No
     return connection
 
 
-def _airflow_connection(conn_id: str) -> Any | None:
+def _read_connection(conn_id: str, read: Callable[[str], Any] | None) -> Any | None:
     try:
-        from airflow.sdk import Connection  # only inside Airflow; the core never needs it
-        from carbon_aware.compat import AirflowNotFoundException
+        from carbon_aware.compat import AirflowNotFoundException  # only inside Airflow
+        if read is None:
+            from airflow.sdk import Connection
+
+            read = Connection.get
     except ImportError:
-        return None
+        return _environment_connection(conn_id) if read is None else read(conn_id)
     try:
-        return Connection.get(conn_id)
+        return read(conn_id)
     except AirflowNotFoundException:
         return None
     except Exception as error:  # a secrets backend down, the API server unreachable
@@ -208,27 +220,80 @@ def _airflow_connection(conn_id: str) -> Any | None:
                                       f"({type(error).__name__})") from None
 
 
-def provider_connection(conn_id: str | None, conn_type: str, default_id: str | None = None,
-                        login_env: str | None = None, password_env: str | None = None) -> ConnectionSettings:
-    """A provider's endpoint (the connection's host: a full URL, or host + schema + port) and
-    credentials (login; password or extra ``token``), each falling back to the environment variable
-    named. ``conn_id`` None: the environment only. Secrets go to Airflow's log masker, never the log."""
-    connection = checked_connection(conn_id, conn_type, default_id) if conn_id else None
-    if connection is None:
-        settings = ConnectionSettings(None, _environment(login_env), _environment(password_env))
-    else:
-        settings = ConnectionSettings(_connection_url(connection),
-                                      connection.login or _environment(login_env),
-                                      _connection_password(connection) or _environment(password_env),
-                                      conn_id)
-    if settings.password:
+def _environment_connection(conn_id: str) -> SimpleNamespace | None:
+    """Outside Airflow (the ``python -m carbon_aware`` CLI): a connection defined as Airflow defines
+    one in the environment, ``AIRFLOW_CONN_<ID>`` holding JSON or a URI."""
+    text = (os.environ.get(f"AIRFLOW_CONN_{conn_id.upper()}") or "").strip()
+    if not text:
+        return None
+    if text.startswith("{"):
         try:
-            from airflow.sdk.log import mask_secret
+            fields = json.loads(text)
+        except ValueError:
+            raise ProviderConnectionError(f"connection {conn_id!r}: AIRFLOW_CONN_{conn_id.upper()} is "
+                                          "not valid JSON") from None
+        extra = fields.get("extra") or {}
+    else:
+        uri = urlsplit(text)
+        fields = {"conn_type": uri.scheme.replace("-", "_"), "host": unquote(uri.hostname or ""),
+                  "login": unquote(uri.username or "") or None,
+                  "password": unquote(uri.password or "") or None,
+                  "schema": unquote(uri.path.lstrip("/")) or None, "port": uri.port}
+        extra = dict(parse_qsl(uri.query))
+        if "__extra__" in extra:
+            extra = extra["__extra__"]
+    if isinstance(extra, str):
+        try:
+            extra = json.loads(extra) if extra else {}
+        except ValueError:
+            extra = {}
+    return SimpleNamespace(conn_type=fields.get("conn_type"), host=fields.get("host"),
+                           login=fields.get("login"), password=fields.get("password"),
+                           schema=fields.get("schema"), port=fields.get("port"),
+                           extra_dejson=extra if isinstance(extra, dict) else {})
 
-            mask_secret(settings.password)
-        except ImportError:
-            pass
+
+def provider_connection(conn_id: str, conn_type: str, default_id: str | None = None,
+                        read: Callable[[str], Any] | None = None) -> ConnectionSettings:
+    """A service's endpoint (the connection's host: a full URL, or host + schema + port), credentials
+    (login; password or extra ``token``) and extra fields, from the connection ``conn_id`` of type
+    ``conn_type``; nothing (the client's public URL, no credentials) if it is ``default_id`` and not
+    defined. Secrets go to Airflow's log masker, never the log."""
+    connection = checked_connection(conn_id, conn_type, default_id, read)
+    if connection is None:
+        return ConnectionSettings()
+    extra = connection.extra_dejson or {}
+    settings = ConnectionSettings(_connection_url(connection), connection.login or None,
+                                  connection.password or extra.get("token") or None, conn_id,
+                                  {k: v for k, v in extra.items() if k != "token"})
+    if settings.password:
+        mask(settings.password)
     return settings
+
+
+def connection_settings(conn_type: str, conn_id: str | None = None,
+                        default_id: str | None = None) -> ConnectionSettings:
+    """A service's settings from its connection (``conn_id``, else ``default_id``): inside Airflow
+    through the connection type's hook (``carbon_aware.hooks``), outside it from the environment."""
+    conn_id = conn_id or default_id
+    if not conn_id:
+        return ConnectionSettings()
+    try:
+        from carbon_aware.hooks import hook_class
+
+        hook = hook_class(conn_type)
+    except ImportError:  # no Airflow
+        return provider_connection(conn_id, conn_type, default_id)
+    return hook(conn_id=conn_id).settings()
+
+
+def mask(secret: str) -> None:
+    """Hand a secret to Airflow's log masker (a no-op outside Airflow)."""
+    try:
+        from carbon_aware.compat import mask_secret
+    except ImportError:
+        return
+    mask_secret(secret)
 
 
 def _connection_url(connection: Any) -> str | None:
@@ -237,11 +302,3 @@ def _connection_url(connection: Any) -> str | None:
         return host or None
     port = f":{connection.port}" if connection.port else ""
     return f"{connection.schema or 'https'}://{host}{port}"
-
-
-def _connection_password(connection: Any) -> str | None:
-    return connection.password or (connection.extra_dejson or {}).get("token") or None
-
-
-def _environment(name: str | None) -> str | None:
-    return (os.environ.get(name) or None) if name else None

@@ -5,8 +5,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from carbon_aware.grid.forecast import Forecast, ForecastError, IntensityPoint, parse_time, validate_points
-from carbon_aware.grid.clients.base import (Provider, get_json, http_session, number, provider_connection,
-                                         require)
+from carbon_aware.grid.clients.base import (ConnectionSettings, Provider, connection_settings, get_json,
+                                            http_session, number, require)
 
 BASE_URL = "http://localhost:8080"
 CONN_TYPE, CONN_ID = "carbon_aware_sdk", "carbon_aware_sdk_default"  # Airflow connection type, default id
@@ -16,14 +16,25 @@ class CarbonAwareSDKProvider(Provider):
     name = "carbon_aware_sdk"
     conn_type, default_conn_id = CONN_TYPE, CONN_ID
 
-    def __init__(self, location: str, conn_id: str | None = CONN_ID,
-                 base_url: str | None = None, session=None):
-        """Endpoint from the connection (type carbon_aware_sdk) if there is one, else ``BASE_URL``."""
+    def __init__(self, location: str, conn_id: str | None = None, settings: ConnectionSettings | None = None,
+                 session=None):
+        """Endpoint from ``settings`` (what the carbon_aware_sdk hook reads from its connection), else
+        from the connection ``conn_id`` (default ``carbon_aware_sdk_default``), else ``BASE_URL``."""
         self.region = location
-        settings = provider_connection(conn_id, self.conn_type, self.default_conn_id)
+        settings = settings or connection_settings(self.conn_type, conn_id, self.default_conn_id)
         self._credentials = settings.credentials_of()
-        self.base_url = (base_url or settings.base_url or BASE_URL).rstrip("/")
+        self.base_url = (settings.base_url or BASE_URL).rstrip("/")
         self.session = session or http_session()
+
+    def probe(self) -> str:
+        """One cheap request (``/locations``: the locations the WebAPI is configured with, no data
+        source called), for a connection test; says whether this provider's location is among them."""
+        body = get_json(self.session, self.name, f"{self.base_url}/locations", credentials=self._credentials)
+        if not isinstance(body, dict):
+            raise ForecastError(f"{self.name}: /locations did not return an object of locations")
+        known = "" if not self.region else (f"; {self.region} is one" if self.region in body
+                                            else f"; {self.region} is not one of them")
+        return f"the WebAPI knows {len(body)} location(s){known}"
 
     def forecast(self, now: datetime, horizon: timedelta) -> Forecast:
         body = get_json(self.session, self.name, f"{self.base_url}/emissions/forecasts/current",

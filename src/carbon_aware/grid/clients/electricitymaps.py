@@ -1,19 +1,19 @@
 """Electricity Maps API v3: carbon-intensity forecast, latest and history; token in ``auth-token``.
 
 The signal is explicit: ``emissionFactorType=direct`` (operational, as the traces, the forecaster and the
-reports use) unless the provider is built with ``signal="lifecycle"``; the API's own default is lifecycle."""
+reports use) unless the provider is built with ``signal="lifecycle"`` or its connection's ``signal`` field
+says lifecycle; the API's own default is lifecycle."""
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
 
 from carbon_aware.grid.forecast import Forecast, ForecastError, IntensityPoint, parse_time, validate_points
-from carbon_aware.grid.clients.base import (Provider, get_json, http_session, number, provider_connection,
-                                         require)
+from carbon_aware.grid.clients.base import (ConnectionSettings, Provider, connection_settings, get_json,
+                                            http_session, number, require)
 
 BASE_URL = "https://api.electricitymap.org"
 CONN_TYPE, CONN_ID = "electricitymaps", "electricitymaps_default"  # Airflow connection type, default id
-TOKEN_ENV = "ELECTRICITYMAPS_API_TOKEN"
 SIGNALS = {"direct": "direct (operational) intensity", "lifecycle": "lifecycle (LCA) intensity"}
 # temporalGranularity -> slot length; the API answers hourly unless asked otherwise
 STEPS = {"5_minutes": timedelta(minutes=5), "15_minutes": timedelta(minutes=15),
@@ -24,21 +24,23 @@ class ElectricityMapsProvider(Provider):
     name = "electricitymaps"
     conn_type, default_conn_id = CONN_TYPE, CONN_ID
 
-    def __init__(self, zone: str, token: str | None = None, conn_id: str | None = CONN_ID,
-                 base_url: str | None = None, session=None,
-                 signal: Literal["direct", "lifecycle"] = "direct"):
-        """Endpoint and token from the connection (type electricitymaps), else ``BASE_URL`` and
-        ``$ELECTRICITYMAPS_API_TOKEN``; ``token``/``base_url`` are for code callers, never for specs."""
+    def __init__(self, zone: str, conn_id: str | None = None, settings: ConnectionSettings | None = None,
+                 session=None, signal: Literal["direct", "lifecycle"] | None = None):
+        """Endpoint and token from ``settings`` (what the electricitymaps hook reads from its
+        connection), else from the connection ``conn_id`` (default ``electricitymaps_default``).
+        The signal: ``signal``, else the connection's ``signal`` field, else direct."""
+        settings = settings or connection_settings(self.conn_type, conn_id, self.default_conn_id)
+        signal = signal or settings.option("signal", self.conn_type) or "direct"
         if signal not in SIGNALS:
             raise ValueError(f"provider.signal: expected 'direct' or 'lifecycle', got {signal!r}")
         self.region, self.signal = zone, signal
-        settings = provider_connection(conn_id, self.conn_type, self.default_conn_id, password_env=TOKEN_ENV)
-        self._token = token or settings.password
+        self._token = settings.password
         if not self._token:
-            raise ForecastError(f"{self.name}: no API token "
-                                f"(Airflow connection {conn_id!r} or ${TOKEN_ENV})")
-        self._credentials = "the token argument" if token else settings.credentials_of(TOKEN_ENV)
-        self.base_url = (base_url or settings.base_url or BASE_URL).rstrip("/")
+            raise ForecastError(f"{self.name}: no API token: set the password of Airflow connection "
+                                f"{settings.conn_id or conn_id or self.default_conn_id!r} "
+                                f"(type {self.conn_type})")
+        self._credentials = settings.credentials_of()
+        self.base_url = (settings.base_url or BASE_URL).rstrip("/")
         self.session = session or http_session()
 
     @property
@@ -96,3 +98,8 @@ class ElectricityMapsProvider(Provider):
     def current(self, now: datetime) -> float | None:
         return number(require(self._get("latest"), "carbonIntensity", self.name), self.name,
                       "carbonIntensity")
+
+    def probe(self) -> str:
+        """One cheap authenticated request (the zone's latest intensity), for a connection test."""
+        value = self.current(datetime.now(timezone.utc))
+        return f"{self.region} now {value:g} gCO2eq/kWh ({self.signal})"

@@ -4,8 +4,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 from carbon_aware.grid.forecast import Forecast, ForecastError, IntensityPoint, parse_time, validate_points
-from carbon_aware.grid.clients.base import (Provider, get_json, http_session, number, provider_connection,
-                                         require)
+from carbon_aware.grid.clients.base import (ConnectionSettings, Provider, connection_settings, get_json,
+                                            http_session, number, require)
 
 BASE_URL = "https://api.carbonintensity.org.uk"
 CONN_TYPE, CONN_ID = "neso", "neso_default"  # Airflow connection type, default id
@@ -23,14 +23,15 @@ class UKProvider(Provider):
     name = "uk"
     conn_type, default_conn_id = CONN_TYPE, CONN_ID
 
-    def __init__(self, region_id: int | None = None, postcode: str | None = None,
-                 conn_id: str | None = CONN_ID, base_url: str | None = None, session=None):
-        """Endpoint from the connection (type neso) if there is one, else ``BASE_URL``."""
+    def __init__(self, region_id: int | None = None, postcode: str | None = None, conn_id: str | None = None,
+                 settings: ConnectionSettings | None = None, session=None):
+        """Endpoint from ``settings`` (what the neso hook reads from its connection), else from the
+        connection ``conn_id`` (default ``neso_default``), else ``BASE_URL``."""
         self.region_id, self.postcode = region_id, postcode
         self.region = f"GB-region-{region_id}" if region_id else (f"GB-{postcode}" if postcode else "GB")
-        settings = provider_connection(conn_id, self.conn_type, self.default_conn_id)
+        settings = settings or connection_settings(self.conn_type, conn_id, self.default_conn_id)
         self._credentials = settings.credentials_of()
-        self.base_url = (base_url or settings.base_url or BASE_URL).rstrip("/")
+        self.base_url = (settings.base_url or BASE_URL).rstrip("/")
         self.session = session or http_session()
 
     def _rows(self, path: str) -> list:
@@ -85,6 +86,15 @@ class UKProvider(Provider):
             if value is not None:
                 return value
         return None
+
+    def probe(self) -> str:
+        """One cheap request (``/intensity``: the national half hour now), for a connection test."""
+        body = get_json(self.session, self.name, f"{self.base_url}/intensity", credentials=self._credentials)
+        data = require(body, "data", self.name)
+        if not isinstance(data, list) or not data:
+            raise ForecastError(f"{self.name}: /intensity returned no half hour")
+        point = self._points(data[:1], "forecast")[0]
+        return f"GB now {point.value:g} gCO2/kWh (forecast for the half hour from {point.start:%H:%M} UTC)"
 
     def actuals(self, start: datetime, end: datetime) -> list[IntensityPoint]:
         if self.region_id or self.postcode:

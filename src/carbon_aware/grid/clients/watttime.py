@@ -7,9 +7,11 @@ from __future__ import annotations
 import time
 from datetime import datetime, timedelta
 
-from carbon_aware.grid.forecast import Forecast, ForecastError, parse_time, slots_from_instants, validate_points
-from carbon_aware.grid.clients.base import (AuthError, Forbidden, Provider, Unauthorized, get_json,
-                                         http_session, number, provider_connection, require)
+from carbon_aware.grid.forecast import (Forecast, ForecastError, parse_time, slots_from_instants,
+                                        validate_points)
+from carbon_aware.grid.clients.base import (AuthError, ConnectionSettings, Forbidden, Provider, Unauthorized,
+                                            connection_settings, get_json, http_session, mask, number,
+                                            require)
 
 BASE_URL = "https://api.watttime.org"
 CONN_TYPE, CONN_ID = "watttime", "watttime_default"  # Airflow connection type, default id
@@ -23,21 +25,19 @@ class WattTimeProvider(Provider):
     name = "watttime"
     conn_type, default_conn_id = CONN_TYPE, CONN_ID
 
-    def __init__(self, region: str, username: str | None = None, password: str | None = None,
-                 conn_id: str | None = CONN_ID, base_url: str | None = None, session=None):
-        """Endpoint, login and password from the connection (type watttime), else ``BASE_URL`` and
-        ``$WATTTIME_USERNAME``/``$WATTTIME_PASSWORD``."""
+    def __init__(self, region: str, conn_id: str | None = None, settings: ConnectionSettings | None = None,
+                 session=None):
+        """Endpoint, username (login) and password from ``settings`` (what the watttime hook reads
+        from its connection), else from the connection ``conn_id`` (default ``watttime_default``)."""
         self.region = region
-        settings = provider_connection(conn_id, self.conn_type, self.default_conn_id,
-                                       login_env="WATTTIME_USERNAME", password_env="WATTTIME_PASSWORD")
-        self._username = username or settings.login
-        self._password = password or settings.password
+        settings = settings or connection_settings(self.conn_type, conn_id, self.default_conn_id)
+        self._username, self._password = settings.login, settings.password
         if not (self._username and self._password):
-            raise ForecastError(f"{self.name}: no credentials (Airflow connection {conn_id!r} "
-                                "or $WATTTIME_USERNAME/$WATTTIME_PASSWORD)")
-        self._credentials = ("the username/password arguments" if username and password
-                             else settings.credentials_of("WATTTIME_USERNAME/$WATTTIME_PASSWORD"))
-        self.base_url = (base_url or settings.base_url or BASE_URL).rstrip("/")
+            raise ForecastError(f"{self.name}: no credentials: set the login and password of Airflow "
+                                f"connection {settings.conn_id or conn_id or self.default_conn_id!r} "
+                                f"(type {self.conn_type})")
+        self._credentials = settings.credentials_of()
+        self.base_url = (settings.base_url or BASE_URL).rstrip("/")
         self.session = session or http_session()
         self._token: str | None = None
         self._token_expires = 0.0
@@ -51,12 +51,7 @@ class WattTimeProvider(Provider):
                             f"{self._credentials})") from None
         self._token = require(body, "token", self.name, "login response")
         self._token_expires = time.monotonic() + TOKEN_LIFETIME_S
-        try:
-            from airflow.sdk.log import mask_secret
-
-            mask_secret(self._token)
-        except ImportError:
-            pass
+        mask(self._token)
         return self._token
 
     def _get(self, path: str, params: dict) -> dict:
@@ -88,6 +83,19 @@ class WattTimeProvider(Provider):
                                      timedelta(seconds=period) if period else timedelta(minutes=5))
         return Forecast(validate_points(points, self.name), source=self.name, region=self.region,
                         notes=["marginal emissions (co2_moer), not average intensity"])
+
+    def probe(self) -> str:
+        """A login and one cheap authenticated request (``/v3/my-access``: the regions and signals the
+        account may read), for a connection test."""
+        body = self._get("/v3/my-access", {})
+        groups = require(body, "signal_types", self.name, "my-access response")
+        if not isinstance(groups, list):
+            raise ForecastError(f"{self.name}: 'signal_types' is not a list")
+        regions = {r.get("region") for g in groups if isinstance(g, dict)
+                   for r in (g.get("regions") or []) if isinstance(r, dict)}
+        signals = sorted(str(g.get("signal_type")) for g in groups if isinstance(g, dict))
+        regions.discard(None)
+        return f"logged in; access to {len(regions)} region(s), signals {', '.join(signals) or 'none'}"
 
     def _to_g_per_kwh(self, units: str) -> float:
         if not isinstance(units, str) or units not in UNIT_FACTORS:
