@@ -69,17 +69,27 @@ def test_dag_file_parses_fast_without_torch():
 # --- the sensor ---------------------------------------------------------------------------------------
 
 class _TI:
-    def __init__(self, plan):
-        self.plan = plan
+    """The task instance a sensor sees: the plan task's XCom, its own XComs, its try and reschedules."""
 
-    def xcom_pull(self, task_ids):
-        return self.plan
+    try_number = 1
+
+    def __init__(self, plan, first_reschedule=None):
+        self.plan, self.first_reschedule, self.pushed = plan, first_reschedule, {}
+
+    def xcom_pull(self, task_ids, key="return_value"):
+        return self.plan if task_ids == "plan_window" else self.pushed.get((task_ids, key))
+
+    def xcom_push(self, key, value):
+        self.pushed[("wait_for_window", key)] = json.loads(json.dumps(value))
+
+    def get_first_reschedule_date(self, context):
+        return self.first_reschedule
 
 
-def _sensor():
+def _sensor(**kwargs):
     from carbon_aware.sensors.window import CarbonWindowSensor
 
-    return CarbonWindowSensor(task_id="wait_for_window")
+    return CarbonWindowSensor(task_id="wait_for_window", **kwargs)
 
 
 def test_sensor_defers_until_the_planned_moment_bounded_by_the_deadline():
@@ -87,17 +97,21 @@ def test_sensor_defers_until_the_planned_moment_bounded_by_the_deadline():
 
     now = datetime.now(timezone.utc)
     plan = make_plan(trace_params(time_compression=1.0), "test-run", now=now)
+    ti = _TI(plan)
     with pytest.raises(TaskDeferred) as deferred:
-        _sensor().execute({"ti": _TI(plan)})
+        _sensor().execute({"ti": ti})
     trigger = deferred.value.trigger
     assert datetime.fromisoformat(trigger.moment) == datetime.fromisoformat(plan["start"])
     latest_start = datetime.fromisoformat(plan["deadline"]) - timedelta(hours=1)
     assert deferred.value.timeout <= latest_start - now + timedelta(minutes=5)
-    # the resume needs nothing from defer(kwargs=...)
-    assert trigger.payload["plan"]["start"] == plan["start"]
     assert deferred.value.method_name == "execute_complete"
+    # The trigger carries the moment only (as the standard DateTimeTrigger): the plan, with its curve,
+    # waits in the sensor's own XCom, which Airflow keeps across a deferral.
     classpath, kwargs = trigger.serialize()
-    assert classpath == "carbon_aware.triggers.window.CarbonWindowTrigger" and json.dumps(kwargs)
+    assert classpath == "carbon_aware.triggers.window.CarbonWindowTrigger"
+    assert kwargs == {"moment": trigger.moment, "payload": {}} and len(json.dumps(kwargs)) < 200
+    assert len(json.dumps(plan["curve"])) > 1000  # what the trigger used to carry
+    assert ti.pushed[("wait_for_window", "wait")]["plan"] == plan
 
 
 def test_trigger_fires_at_its_moment_and_the_sensor_resumes():
@@ -105,8 +119,9 @@ def test_trigger_fires_at_its_moment_and_the_sensor_resumes():
 
     plan = make_plan(trace_params(), "test-run")
     moment = datetime.now(timezone.utc) + timedelta(seconds=1.5)
-    trigger = CarbonWindowTrigger(moment.isoformat(),
-                                  {"plan": plan, "started_at": datetime.now(timezone.utc).isoformat()})
+    trigger = CarbonWindowTrigger(moment.isoformat())
+    ti = _TI(plan)
+    ti.xcom_push("wait", {"plan": plan, "started_at": datetime.now(timezone.utc).isoformat()})
 
     async def first_event():
         async for event in trigger.run():
@@ -115,7 +130,7 @@ def test_trigger_fires_at_its_moment_and_the_sensor_resumes():
     began = time.monotonic()
     event = asyncio.run(first_event())
     assert 1.0 < time.monotonic() - began < 5.0
-    result = _sensor().execute_complete({}, event.payload)
+    result = _sensor().execute_complete({"ti": ti}, event.payload)
     assert result["plan"]["start"] == plan["start"] and result["replans"] == []
     assert result["waited_seconds"] >= 1.0
 
@@ -127,7 +142,7 @@ def test_compressed_wait_does_not_compress_the_scheduler_lag_after_the_trigger_f
     started = datetime.now(timezone.utc) - timedelta(seconds=5)
     # the trigger fired 3 s into the wait, the task resumed ~2 s later
     fired = started + timedelta(seconds=3)
-    result = _sensor()._on_wake(plan, started.isoformat(), fired_at=fired)
+    result = _sensor()._on_wake({"ti": _TI(plan)}, plan, started.isoformat(), fired_at=fired)
     clock = Clock.from_plan(plan, started=started)
     lag = datetime.fromisoformat(result["woke_at"]) - fired
     # 3 grid hours + ~2 real seconds
@@ -149,6 +164,70 @@ def test_a_start_in_the_past_does_not_defer():
     plan["start"] = plan["earliest_start"]
     result = _sensor().execute({"ti": _TI(plan)})
     assert result["waited_seconds"] >= 0 and "woke_at" in result
+
+
+# --- the sensor without deferring: poke and reschedule modes, timeout, soft_fail ------------------------
+
+def _future_plan():
+    return make_plan(trace_params(time_compression=1.0), "test-run", now=datetime.now(timezone.utc))
+
+
+def test_a_poking_sensor_returns_the_wake_once_the_window_has_opened():
+    from airflow.sdk import PokeReturnValue
+
+    plan = make_plan(trace_params(), "test-run", now=datetime.now(timezone.utc) - timedelta(hours=2))
+    plan["start"] = plan["earliest_start"]
+    sensor = _sensor(deferrable=False, mode="poke", poke_interval=0.1)
+    poked = sensor.poke({"ti": _TI(plan)})
+    assert isinstance(poked, PokeReturnValue) and poked.is_done
+    assert poked.xcom_value["plan"]["start"] == plan["start"] and "woke_at" in poked.xcom_value
+    result = _sensor(deferrable=False, mode="poke", poke_interval=0.1).execute({"ti": _TI(plan)})
+    assert result["replans"] == [] and result["waited_seconds"] >= 0  # the loop returns the xcom_value
+
+
+def test_a_poking_sensor_times_out_or_skips_with_soft_fail():
+    from airflow.sdk.exceptions import AirflowSensorTimeout
+
+    from carbon_aware.compat import AirflowSkipException
+
+    plan = _future_plan()
+    assert datetime.fromisoformat(plan["start"]) > datetime.now(timezone.utc) + timedelta(minutes=1)
+    assert _sensor(deferrable=False, mode="poke").poke({"ti": _TI(plan)}) is False
+    began = time.monotonic()
+    with pytest.raises(AirflowSensorTimeout):
+        _sensor(deferrable=False, mode="poke", poke_interval=0.1, timeout=0.3).execute({"ti": _TI(plan)})
+    assert time.monotonic() - began < 5
+    with pytest.raises(AirflowSkipException):
+        _sensor(deferrable=False, mode="poke", poke_interval=0.1, timeout=0.3,
+                soft_fail=True).execute({"ti": _TI(plan)})
+
+
+def test_a_rescheduled_sensor_frees_its_slot_and_keeps_its_start_between_pokes(tmp_path):
+    from airflow.sdk.exceptions import AirflowRescheduleException
+
+    plan = _future_plan()
+    plan["run_dir"] = str(tmp_path)
+    first = datetime.now(timezone.utc) - timedelta(minutes=3)
+    with pytest.raises(AirflowRescheduleException):
+        _sensor(deferrable=False, mode="reschedule", poke_interval=60).execute(
+            {"ti": _TI(plan, first_reschedule=first)})
+    # each poke is a fresh task run: a re-plan is kept in the run folder, per try
+    sensor = _sensor(deferrable=False, mode="reschedule")
+    moved = {**plan, "start": (datetime.fromisoformat(plan["start"]) + timedelta(hours=1)).isoformat()}
+    sensor._keep({"ti": _TI(plan)}, {"plan": moved, "started_at": first.isoformat()})
+    again = _sensor(deferrable=False, mode="reschedule")._waiting({"ti": _TI(plan, first_reschedule=first)})
+    assert again == {"plan": json.loads(json.dumps(moved)), "started_at": first.isoformat()}
+    retry = _TI(plan, first_reschedule=first)
+    retry.try_number = 2  # a retry waits on the plan task's plan again
+    assert _sensor(deferrable=False, mode="reschedule")._waiting({"ti": retry})["plan"] == plan
+
+
+def test_a_deferred_wait_is_bounded_by_the_sensor_timeout_too():
+    from airflow.sdk.exceptions import TaskDeferred
+
+    with pytest.raises(TaskDeferred) as deferred:
+        _sensor(timeout=600).execute({"ti": _TI(_future_plan())})
+    assert timedelta(seconds=590) < deferred.value.timeout <= timedelta(seconds=600)
 
 
 def uk_rows(start, hours, forecast, actual=None):
@@ -178,9 +257,10 @@ def test_sensor_replans_when_the_actual_runs_above_the_forecast_and_defers_again
                               replan_tolerance_pct=20)
         plan = make_plan(params, "test-run", now=now)
         assert datetime.fromisoformat(plan["start"]) == now
-        with pytest.raises(TaskDeferred) as deferred:
-            _sensor()._on_wake(plan, now.isoformat())
-    replanned = deferred.value.trigger.payload["plan"]
+        ti = _TI(plan)
+        with pytest.raises(TaskDeferred):
+            _sensor()._on_wake({"ti": ti}, plan, now.isoformat())
+    replanned = ti.pushed[("wait_for_window", "wait")]["plan"]  # what the sensor resumes with
     assert len(replanned["replans"]) == 1
     record = replanned["replans"][0]
     assert record["current_g_per_kwh"] == 250 and record["forecast_g_per_kwh"] == 100
