@@ -54,6 +54,76 @@ def test_dag_structure_and_params(dag):
     assert dag.params.get_param("deadline_hours").schema["maximum"] == 48
 
 
+def test_the_dag_params_are_generated_from_the_params_model(dag):
+    import re
+
+    from carbon_aware.planning.params import RunParams, validate_params
+
+    assert list(dag.params) == list(RunParams.model_fields)  # the form's fields, in the model's order
+    defaults = {name: dag.params[name] for name in dag.params}
+    assert validate_params(defaults).model_dump() == RunParams().model_dump()
+    schema = {name: dag.params.get_param(name).schema for name in dag.params}
+    assert schema["job_duration_hours"] == {"type": ["number", "null"], "exclusiveMinimum": 0, "maximum": 48}
+    assert schema["carbon_budget_g"] == {"type": ["number", "null"], "exclusiveMinimum": 0}
+    assert schema["baseline"] == {"enum": ["cached", "every_run", "off"]}
+    assert schema["max_replans"]["type"] == "integer" and schema["interruptible"] == {"type": "boolean"}
+    assert schema["providers"] == {"type": "array", "items": {"type": "object"}, "maxItems": 10}
+    assert dag.params.get_param("planning_mode").description.startswith("window: lowest mean intensity")
+    # the trainer's own limits on its overrides, added by the DAG
+    items = schema["training_overrides"]["items"]
+    assert re.fullmatch(items["pattern"], "training.epochs=1") and not re.fullmatch(items["pattern"],
+                                                                                   "training.bogus=1")
+    assert "Allowed keys: " in dag.params.get_param("training_overrides").description
+
+
+def test_each_bound_of_the_params_model_holds_in_the_trigger_form_too(dag):
+    from airflow.sdk.exceptions import ParamValidationError
+
+    from carbon_aware.planning.params import ParamsError, validate_params
+
+    past = {"maximum": lambda v: v + 1, "exclusiveMinimum": lambda v: v, "minimum": lambda v: v - 1,
+            "maxLength": lambda n: "x" * (n + 1), "minLength": lambda n: "x" * (n - 1),
+            "maxItems": lambda n: [{"name": "mock"}] * (n + 1)}
+    checked = 0
+    for name in dag.params:
+        param = dag.params.get_param(name)
+        for bound in set(param.schema) & set(past):
+            bad = past[bound](param.schema[bound])
+            with pytest.raises(ParamValidationError):
+                param.resolve(bad)
+            with pytest.raises(ParamsError, match=f"param {name}"):
+                validate_params({name: bad})
+            checked += 1
+    assert checked >= 20
+
+
+def test_the_own_job_dag_params_are_the_models_with_its_own_defaults():
+    from airflow.dag_processing.dagbag import DagBag
+
+    from carbon_aware.planning.params import validate_params
+
+    own = DagBag(dag_folder=str(REPO_ROOT / "dags" / "carbon_own_job.py")).dags["carbon_own_job"]
+    run = validate_params({name: own.params[name] for name in own.params if name != "steps"})
+    assert run.baseline == "off" and run.interruptible is True and run.time_compression == 3600
+    assert own.params.get_param("baseline").schema == {"enum": ["off"]}
+    assert own.params.get_param("job_duration_hours").schema["type"] == "number"  # the job has a duration
+    assert own.params.get_param("steps").schema == {"type": "integer", "minimum": 1}
+
+
+def test_generated_params_refuse_names_the_model_does_not_have():
+    from airflow.sdk import Param
+
+    from carbon_aware.operators.params import dag_params
+    from carbon_aware.planning.params import param_schemas
+
+    with pytest.raises(ValueError, match="not RunParams fields: steps"):
+        param_schemas(["deadline_hours", "steps"])
+    with pytest.raises(ValueError, match="not included: baseline"):
+        param_schemas(["deadline_hours"], {"baseline": {"default": "off"}})
+    with pytest.raises(ValueError, match="may not reuse RunParams' names: baseline"):
+        dag_params(["deadline_hours"], job_params={"baseline": Param("x", type="string")})
+
+
 def test_dag_file_parses_fast_without_torch():
     code = ("import sys, time; import airflow.sdk; t = time.perf_counter(); "
             "import runpy; runpy.run_path('dags/carbon_training.py'); elapsed = time.perf_counter() - t; "
