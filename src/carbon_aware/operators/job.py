@@ -321,7 +321,7 @@ class CarbonTrainerOperator(CarbonJobOperator):
         self.config_param = config_param
 
     def build_command(self, plan: dict[str, Any], job_dir: Path) -> list[str]:
-        from carbon_aware.accounting.jobs import trainer_command, trainer_emissions
+        from carbon_aware.accounting.trainer_job import trainer_command, trainer_emissions
 
         request = plan["request"]
         if self.emissions is None:  # measured from outside as the config says (country, sampling)
