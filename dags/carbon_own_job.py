@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 import pendulum
 from airflow.sdk import DAG, Param
 
 from carbon_aware import CarbonJobOperator, CarbonPlanOperator, CarbonReportOperator, CarbonWindowSensor
 from carbon_aware.operators.params import dag_params
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
 
 with DAG(
     dag_id="carbon_own_job",
@@ -58,6 +61,7 @@ with DAG(
         wait_task_id="wait",
         run_name="own_training",
         command=[sys.executable, "include/examples/own_training.py"],
+        cwd=str(PROJECT_DIR),  # include/ sits beside dags/; the job's own files go to $CARBON_JOB_DIR
         job_params=("steps",),  # read by the script from $CARBON_JOB_PARAMS: params never reach an argv
         queue=os.environ.get("CARBON_TRAINING_QUEUE", "training"),
         retries=2,
