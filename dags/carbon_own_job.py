@@ -17,6 +17,7 @@ import pendulum
 from airflow.sdk import DAG, Param
 
 from carbon_aware import CarbonJobOperator, CarbonPlanOperator, CarbonReportOperator, CarbonWindowSensor
+from carbon_aware.operators.params import dag_params
 
 # Your script, found from this file (the job runs in its own folder under the run's directory).
 OWN_SCRIPT = Path(__file__).resolve().parents[1] / "include" / "examples" / "own_training.py"
@@ -27,43 +28,30 @@ with DAG(
     schedule=None,
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
-    params={
-        "providers": Param(
-            [{"name": "mock"}],
-            type="array",
-            items={"type": "object"},
-            description="Carbon-intensity sources, as in carbon_training (offline: mock or trace).",
-        ),
-        "job_duration_hours": Param(2.0, type="number", exclusiveMinimum=0, maximum=48,
-                                    description="Expected run time of the job, hours."),
-        "deadline_hours": Param(24.0, type="number", exclusiveMinimum=0, maximum=48,
-                                description="Latest finish, hours after the run starts."),
-        "interruptible": Param(
-            True,
-            type="boolean",
-            description="Run in the cleanest slots, pausing between them (the script resumes "
-            "from its checkpoint).",
-        ),
-        "min_segment_minutes": Param(60.0, type="number", exclusiveMinimum=0,
-                                     description="Interruptible: the shortest slot worth starting for."),
-        "resume_cost_minutes": Param(5.0, type="number", minimum=0,
-                                     description="Interruptible: the run time a pause costs."),
-        "carbon_budget_g": Param(None, type=["number", "null"], exclusiveMinimum=0,
-                                 description="Optional: grams of CO2 the job may emit "
-                                             "before it is stopped."),
-        "baseline": Param(
-            "off", enum=["off"], description="A user's job has no baseline config: timing only."
-        ),
-        "steps": Param(1500, type="integer", minimum=1, description="The example script's training steps."),
-        "time_compression": Param(
-            3600.0,
-            type="number",
-            minimum=1,
-            maximum=86400,
-            description="This example waits 3600x faster than the grid's clock, so that `airflow dags test "
-            "carbon_own_job` finishes in a minute or two offline. Set 1 for real runs.",
-        ),
-    },
+    params=dag_params(
+        ("providers", "job_duration_hours", "deadline_hours", "interruptible", "min_segment_minutes",
+         "resume_cost_minutes", "carbon_budget_g", "baseline", "time_compression"),
+        providers={"default": [{"name": "mock"}],
+                   "description": "Carbon-intensity sources, as in carbon_training (offline: mock or "
+                                  "trace)."},
+        job_duration_hours={"default": 2.0, "type": "number",
+                            "description": "Expected run time of the job, hours."},
+        interruptible={"default": True,
+                       "description": "Run in the cleanest slots, pausing between them (the script resumes "
+                                      "from its checkpoint)."},
+        min_segment_minutes={"default": 60.0},
+        resume_cost_minutes={"description": "Interruptible: the run time a pause costs."},
+        carbon_budget_g={"description": "Optional: grams of CO2 the job may emit before it is stopped."},
+        baseline={"default": "off", "enum": ["off"],
+                  "description": "A user's job has no baseline config: timing only."},
+        time_compression={
+            "default": 3600.0,
+            "description": "This example waits 3600x faster than the grid's clock, so that `airflow dags "
+            "test carbon_own_job` finishes in a minute or two offline. Set 1 for real runs.",
+        },
+        job_params={"steps": Param(1500, type="integer", minimum=1,
+                                   description="The example script's training steps.")},
+    ),
     tags=["carbon-aware", "training", "example"],
     doc_md=__doc__,
 ) as dag:

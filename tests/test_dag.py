@@ -54,6 +54,76 @@ def test_dag_structure_and_params(dag):
     assert dag.params.get_param("deadline_hours").schema["maximum"] == 48
 
 
+def test_the_dag_params_are_generated_from_the_params_model(dag):
+    import re
+
+    from carbon_aware.planning.params import RunParams, validate_params
+
+    assert list(dag.params) == list(RunParams.model_fields)  # the form's fields, in the model's order
+    defaults = {name: dag.params[name] for name in dag.params}
+    assert validate_params(defaults).model_dump() == RunParams().model_dump()
+    schema = {name: dag.params.get_param(name).schema for name in dag.params}
+    assert schema["job_duration_hours"] == {"type": ["number", "null"], "exclusiveMinimum": 0, "maximum": 48}
+    assert schema["carbon_budget_g"] == {"type": ["number", "null"], "exclusiveMinimum": 0}
+    assert schema["baseline"] == {"enum": ["cached", "every_run", "off"]}
+    assert schema["max_replans"]["type"] == "integer" and schema["interruptible"] == {"type": "boolean"}
+    assert schema["providers"] == {"type": "array", "items": {"type": "object"}, "maxItems": 10}
+    assert dag.params.get_param("planning_mode").description.startswith("window: lowest mean intensity")
+    # the trainer's own limits on its overrides, added by the DAG
+    items = schema["training_overrides"]["items"]
+    assert re.fullmatch(items["pattern"], "training.epochs=1") and not re.fullmatch(items["pattern"],
+                                                                                   "training.bogus=1")
+    assert "Allowed keys: " in dag.params.get_param("training_overrides").description
+
+
+def test_each_bound_of_the_params_model_holds_in_the_trigger_form_too(dag):
+    from airflow.sdk.exceptions import ParamValidationError
+
+    from carbon_aware.planning.params import ParamsError, validate_params
+
+    past = {"maximum": lambda v: v + 1, "exclusiveMinimum": lambda v: v, "minimum": lambda v: v - 1,
+            "maxLength": lambda n: "x" * (n + 1), "minLength": lambda n: "x" * (n - 1),
+            "maxItems": lambda n: [{"name": "mock"}] * (n + 1)}
+    checked = 0
+    for name in dag.params:
+        param = dag.params.get_param(name)
+        for bound in set(param.schema) & set(past):
+            bad = past[bound](param.schema[bound])
+            with pytest.raises(ParamValidationError):
+                param.resolve(bad)
+            with pytest.raises(ParamsError, match=f"param {name}"):
+                validate_params({name: bad})
+            checked += 1
+    assert checked >= 20
+
+
+def test_the_own_job_dag_params_are_the_models_with_its_own_defaults():
+    from airflow.dag_processing.dagbag import DagBag
+
+    from carbon_aware.planning.params import validate_params
+
+    own = DagBag(dag_folder=str(REPO_ROOT / "dags" / "carbon_own_job.py")).dags["carbon_own_job"]
+    run = validate_params({name: own.params[name] for name in own.params if name != "steps"})
+    assert run.baseline == "off" and run.interruptible is True and run.time_compression == 3600
+    assert own.params.get_param("baseline").schema == {"enum": ["off"]}
+    assert own.params.get_param("job_duration_hours").schema["type"] == "number"  # the job has a duration
+    assert own.params.get_param("steps").schema == {"type": "integer", "minimum": 1}
+
+
+def test_generated_params_refuse_names_the_model_does_not_have():
+    from airflow.sdk import Param
+
+    from carbon_aware.operators.params import dag_params
+    from carbon_aware.planning.params import param_schemas
+
+    with pytest.raises(ValueError, match="not RunParams fields: steps"):
+        param_schemas(["deadline_hours", "steps"])
+    with pytest.raises(ValueError, match="not included: baseline"):
+        param_schemas(["deadline_hours"], {"baseline": {"default": "off"}})
+    with pytest.raises(ValueError, match="may not reuse RunParams' names: baseline"):
+        dag_params(["deadline_hours"], job_params={"baseline": Param("x", type="string")})
+
+
 def test_dag_file_parses_fast_without_torch():
     code = ("import sys, time; import airflow.sdk; t = time.perf_counter(); "
             "import runpy; runpy.run_path('dags/carbon_training.py'); elapsed = time.perf_counter() - t; "
@@ -69,17 +139,27 @@ def test_dag_file_parses_fast_without_torch():
 # --- the sensor ---------------------------------------------------------------------------------------
 
 class _TI:
-    def __init__(self, plan):
-        self.plan = plan
+    """The task instance a sensor sees: the plan task's XCom, its own XComs, its try and reschedules."""
 
-    def xcom_pull(self, task_ids):
-        return self.plan
+    try_number = 1
+
+    def __init__(self, plan, first_reschedule=None):
+        self.plan, self.first_reschedule, self.pushed = plan, first_reschedule, {}
+
+    def xcom_pull(self, task_ids, key="return_value"):
+        return self.plan if task_ids == "plan_window" else self.pushed.get((task_ids, key))
+
+    def xcom_push(self, key, value):
+        self.pushed[("wait_for_window", key)] = json.loads(json.dumps(value))
+
+    def get_first_reschedule_date(self, context):
+        return self.first_reschedule
 
 
-def _sensor():
+def _sensor(**kwargs):
     from carbon_aware.sensors.window import CarbonWindowSensor
 
-    return CarbonWindowSensor(task_id="wait_for_window")
+    return CarbonWindowSensor(task_id="wait_for_window", **kwargs)
 
 
 def test_sensor_defers_until_the_planned_moment_bounded_by_the_deadline():
@@ -87,17 +167,21 @@ def test_sensor_defers_until_the_planned_moment_bounded_by_the_deadline():
 
     now = datetime.now(timezone.utc)
     plan = make_plan(trace_params(time_compression=1.0), "test-run", now=now)
+    ti = _TI(plan)
     with pytest.raises(TaskDeferred) as deferred:
-        _sensor().execute({"ti": _TI(plan)})
+        _sensor().execute({"ti": ti})
     trigger = deferred.value.trigger
     assert datetime.fromisoformat(trigger.moment) == datetime.fromisoformat(plan["start"])
     latest_start = datetime.fromisoformat(plan["deadline"]) - timedelta(hours=1)
     assert deferred.value.timeout <= latest_start - now + timedelta(minutes=5)
-    # the resume needs nothing from defer(kwargs=...)
-    assert trigger.payload["plan"]["start"] == plan["start"]
     assert deferred.value.method_name == "execute_complete"
+    # The trigger carries the moment only (as the standard DateTimeTrigger): the plan, with its curve,
+    # waits in the sensor's own XCom, which Airflow keeps across a deferral.
     classpath, kwargs = trigger.serialize()
-    assert classpath == "carbon_aware.triggers.window.CarbonWindowTrigger" and json.dumps(kwargs)
+    assert classpath == "carbon_aware.triggers.window.CarbonWindowTrigger"
+    assert kwargs == {"moment": trigger.moment, "payload": {}} and len(json.dumps(kwargs)) < 200
+    assert len(json.dumps(plan["curve"])) > 1000  # what the trigger used to carry
+    assert ti.pushed[("wait_for_window", "wait")]["plan"] == plan
 
 
 def test_trigger_fires_at_its_moment_and_the_sensor_resumes():
@@ -105,8 +189,9 @@ def test_trigger_fires_at_its_moment_and_the_sensor_resumes():
 
     plan = make_plan(trace_params(), "test-run")
     moment = datetime.now(timezone.utc) + timedelta(seconds=1.5)
-    trigger = CarbonWindowTrigger(moment.isoformat(),
-                                  {"plan": plan, "started_at": datetime.now(timezone.utc).isoformat()})
+    trigger = CarbonWindowTrigger(moment.isoformat())
+    ti = _TI(plan)
+    ti.xcom_push("wait", {"plan": plan, "started_at": datetime.now(timezone.utc).isoformat()})
 
     async def first_event():
         async for event in trigger.run():
@@ -115,7 +200,7 @@ def test_trigger_fires_at_its_moment_and_the_sensor_resumes():
     began = time.monotonic()
     event = asyncio.run(first_event())
     assert 1.0 < time.monotonic() - began < 5.0
-    result = _sensor().execute_complete({}, event.payload)
+    result = _sensor().execute_complete({"ti": ti}, event.payload)
     assert result["plan"]["start"] == plan["start"] and result["replans"] == []
     assert result["waited_seconds"] >= 1.0
 
@@ -127,7 +212,7 @@ def test_compressed_wait_does_not_compress_the_scheduler_lag_after_the_trigger_f
     started = datetime.now(timezone.utc) - timedelta(seconds=5)
     # the trigger fired 3 s into the wait, the task resumed ~2 s later
     fired = started + timedelta(seconds=3)
-    result = _sensor()._on_wake(plan, started.isoformat(), fired_at=fired)
+    result = _sensor()._on_wake({"ti": _TI(plan)}, plan, started.isoformat(), fired_at=fired)
     clock = Clock.from_plan(plan, started=started)
     lag = datetime.fromisoformat(result["woke_at"]) - fired
     # 3 grid hours + ~2 real seconds
@@ -149,6 +234,70 @@ def test_a_start_in_the_past_does_not_defer():
     plan["start"] = plan["earliest_start"]
     result = _sensor().execute({"ti": _TI(plan)})
     assert result["waited_seconds"] >= 0 and "woke_at" in result
+
+
+# --- the sensor without deferring: poke and reschedule modes, timeout, soft_fail ------------------------
+
+def _future_plan():
+    return make_plan(trace_params(time_compression=1.0), "test-run", now=datetime.now(timezone.utc))
+
+
+def test_a_poking_sensor_returns_the_wake_once_the_window_has_opened():
+    from airflow.sdk import PokeReturnValue
+
+    plan = make_plan(trace_params(), "test-run", now=datetime.now(timezone.utc) - timedelta(hours=2))
+    plan["start"] = plan["earliest_start"]
+    sensor = _sensor(deferrable=False, mode="poke", poke_interval=0.1)
+    poked = sensor.poke({"ti": _TI(plan)})
+    assert isinstance(poked, PokeReturnValue) and poked.is_done
+    assert poked.xcom_value["plan"]["start"] == plan["start"] and "woke_at" in poked.xcom_value
+    result = _sensor(deferrable=False, mode="poke", poke_interval=0.1).execute({"ti": _TI(plan)})
+    assert result["replans"] == [] and result["waited_seconds"] >= 0  # the loop returns the xcom_value
+
+
+def test_a_poking_sensor_times_out_or_skips_with_soft_fail():
+    from airflow.sdk.exceptions import AirflowSensorTimeout
+
+    from carbon_aware.compat import AirflowSkipException
+
+    plan = _future_plan()
+    assert datetime.fromisoformat(plan["start"]) > datetime.now(timezone.utc) + timedelta(minutes=1)
+    assert _sensor(deferrable=False, mode="poke").poke({"ti": _TI(plan)}) is False
+    began = time.monotonic()
+    with pytest.raises(AirflowSensorTimeout):
+        _sensor(deferrable=False, mode="poke", poke_interval=0.1, timeout=0.3).execute({"ti": _TI(plan)})
+    assert time.monotonic() - began < 5
+    with pytest.raises(AirflowSkipException):
+        _sensor(deferrable=False, mode="poke", poke_interval=0.1, timeout=0.3,
+                soft_fail=True).execute({"ti": _TI(plan)})
+
+
+def test_a_rescheduled_sensor_frees_its_slot_and_keeps_its_start_between_pokes(tmp_path):
+    from airflow.sdk.exceptions import AirflowRescheduleException
+
+    plan = _future_plan()
+    plan["run_dir"] = str(tmp_path)
+    first = datetime.now(timezone.utc) - timedelta(minutes=3)
+    with pytest.raises(AirflowRescheduleException):
+        _sensor(deferrable=False, mode="reschedule", poke_interval=60).execute(
+            {"ti": _TI(plan, first_reschedule=first)})
+    # each poke is a fresh task run: a re-plan is kept in the run folder, per try
+    sensor = _sensor(deferrable=False, mode="reschedule")
+    moved = {**plan, "start": (datetime.fromisoformat(plan["start"]) + timedelta(hours=1)).isoformat()}
+    sensor._keep({"ti": _TI(plan)}, {"plan": moved, "started_at": first.isoformat()})
+    again = _sensor(deferrable=False, mode="reschedule")._waiting({"ti": _TI(plan, first_reschedule=first)})
+    assert again == {"plan": json.loads(json.dumps(moved)), "started_at": first.isoformat()}
+    retry = _TI(plan, first_reschedule=first)
+    retry.try_number = 2  # a retry waits on the plan task's plan again
+    assert _sensor(deferrable=False, mode="reschedule")._waiting({"ti": retry})["plan"] == plan
+
+
+def test_a_deferred_wait_is_bounded_by_the_sensor_timeout_too():
+    from airflow.sdk.exceptions import TaskDeferred
+
+    with pytest.raises(TaskDeferred) as deferred:
+        _sensor(timeout=600).execute({"ti": _TI(_future_plan())})
+    assert timedelta(seconds=590) < deferred.value.timeout <= timedelta(seconds=600)
 
 
 def uk_rows(start, hours, forecast, actual=None):
@@ -178,9 +327,10 @@ def test_sensor_replans_when_the_actual_runs_above_the_forecast_and_defers_again
                               replan_tolerance_pct=20)
         plan = make_plan(params, "test-run", now=now)
         assert datetime.fromisoformat(plan["start"]) == now
-        with pytest.raises(TaskDeferred) as deferred:
-            _sensor()._on_wake(plan, now.isoformat())
-    replanned = deferred.value.trigger.payload["plan"]
+        ti = _TI(plan)
+        with pytest.raises(TaskDeferred):
+            _sensor()._on_wake({"ti": ti}, plan, now.isoformat())
+    replanned = ti.pushed[("wait_for_window", "wait")]["plan"]  # what the sensor resumes with
     assert len(replanned["replans"]) == 1
     record = replanned["replans"][0]
     assert record["current_g_per_kwh"] == 250 and record["forecast_g_per_kwh"] == 100

@@ -104,3 +104,48 @@ def test_a_carbon_budget_stops_the_job_at_its_checkpoint_without_retry(airflow_d
     assert report["stop"]["reason"] == "carbon_budget" and report["stop"]["spent_g"] > 1e-7
     assert report["job"]["status"] == "stopped_by_budget" and report["job"]["attempts"] == 1
     assert log.count("attempt 1: launching") == 1 and "attempt 2: launching" not in log  # not retried
+
+
+class _JobTI:
+    """The task instance a job operator sees: the sensor's release, its own XComs, its try."""
+
+    try_number = 1
+
+    def __init__(self, wait):
+        self.wait, self.pushed = wait, {}
+
+    def xcom_pull(self, task_ids, key="return_value"):
+        return self.wait if task_ids == "wait" else self.pushed.get((task_ids, key))
+
+    def xcom_push(self, key, value):
+        self.pushed[("train", key)] = json.loads(json.dumps(value))
+
+
+def test_between_slots_the_job_defers_with_a_small_trigger_and_resumes_from_its_xcom(tmp_path):
+    from datetime import timedelta, timezone
+
+    from airflow.sdk.exceptions import TaskDeferred
+
+    from carbon_aware.operators.job import CarbonJobOperator
+
+    now = datetime.now(timezone.utc)
+    conf = {k: v for k, v in own_conf(interruptible=True).items() if k != "steps"}
+    plan = make_plan(conf, "slots", now=now)
+    plan["run_dir"] = str(tmp_path)
+    hour = timedelta(hours=1)
+    plan["segments"] = [{"start": (now + k * hour).isoformat(),
+                         "end": (now + k * hour + hour / 2).isoformat()} for k in (1, 3)]
+    wait = {"plan": plan, "woke_at": now.isoformat(), "woke_at_grid": now.isoformat()}
+    ti = _JobTI(wait)
+    operator = CarbonJobOperator(task_id="train", wait_task_id="wait", command=[sys.executable, "-c", "0"])
+    with pytest.raises(TaskDeferred) as deferred:
+        operator.execute({"ti": ti, "params": {}})
+    classpath, kwargs = deferred.value.trigger.serialize()
+    assert kwargs == {"moment": plan["segments"][0]["start"], "payload": {}}
+    assert deferred.value.method_name == "execute_complete"
+    state = ti.pushed[("train", "job_state")]
+    assert state["next"] == 0 and state["segments"] == [] and "wait" not in state
+    resumed = {}
+    operator._run = lambda context, state: resumed.update(state)  # what execute_complete resumes with
+    operator.execute_complete({"ti": ti}, {"moment": kwargs["moment"]})
+    assert resumed == {**state, "wait": wait}

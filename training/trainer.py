@@ -13,6 +13,7 @@ import resource
 import signal
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -209,8 +210,58 @@ def train(config: TrainerConfig, on_step: Callable[[int], None] | None = None) -
         teardown(ctx)
 
 
+@dataclass
+class _Run:
+    """One training run's parts, shared by its setup, epochs, checkpoints and summary."""
+
+    config: TrainerConfig
+    ctx: Distributed
+    device: torch.device
+    precision: str
+    run_dir: Path
+    checkpoint_path: Path
+    train_split: Any
+    test_split: Any
+    resident: bool
+    train_batches: BatchSource
+    test_batches: BatchSource
+    model: torch.nn.Module
+    autocast: Callable[[], Any]
+    optimizer: Any = None
+    scheduler: Any = None
+    scaler: Any = None
+    ddp_model: torch.nn.Module | None = None
+    state: dict[str, Any] = field(default_factory=dict)
+    meter: EnergyMeter | None = None
+    segment_start: float = 0.0  # perf_counter at the last checkpoint: the run time since is not in state
+    last_checkpoint: float = 0.0  # monotonic
+
+    @property
+    def t(self):
+        return self.config.training
+
+
 def _train(config: TrainerConfig, ctx: Distributed, device: torch.device,
            on_step: Callable[[int], None] | None) -> dict[str, Any]:
+    run = _setup(config, ctx, device)
+    _resume(run)
+    # CodeCarbon measures the machine: one tracker, rank 0's, writes the energy log.
+    emissions = config.emissions if ctx.is_main else config.emissions.model_copy(update={"enabled": False})
+    run.meter = EnergyMeter(emissions, run.run_dir, run.t.run_name, resumed_from=run.state["energy"])
+    run.meter.start()
+    run.model.train()
+    run.segment_start, run.last_checkpoint = time.perf_counter(), time.monotonic()
+    try:
+        with _stop_on_sigterm() as stop:
+            for epoch in range(run.state["epoch"], run.t.epochs):
+                _train_epoch(run, epoch, stop, on_step)
+    finally:
+        energy = run.meter.stop()  # every attempt's energy counts, also an interrupted one's
+    return _finish(run, energy)
+
+
+def _setup(config: TrainerConfig, ctx: Distributed, device: torch.device) -> _Run:
+    """The run's folder, device, data, model, batch size, optimizer and fresh state."""
     t = config.training
     run_dir = config.run_dir()
     checkpoint_path = run_dir / "checkpoints" / "last.pt"
@@ -218,16 +269,8 @@ def _train(config: TrainerConfig, ctx: Distributed, device: torch.device,
     ctx.barrier()  # every rank has looked before rank 0 writes anything
     if ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-
     precision = resolve_precision(t.precision, device)
-    log.info("device: %s%s | precision: %s%s", device,
-             f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "", precision,
-             f" | DDP: {ctx.world_size} processes, {ctx.backend}" if ctx.enabled else "")
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-        torch.backends.cudnn.benchmark = True
-        torch.cuda.reset_peak_memory_stats(device)
+    _prepare_device(device, precision, ctx)
     torch.manual_seed(t.seed)
 
     train_split, test_split = load_splits(config.data, t.seed)
@@ -239,40 +282,63 @@ def _train(config: TrainerConfig, ctx: Distributed, device: torch.device,
     log.info("data: %s, %d train / %d test samples, %s", config.data.dataset, len(train_split),
              len(test_split),
              "resident on device" if resident else f"DataLoader with {config.data.num_workers} workers")
-
     model = build_model(config.model).to(device)  # DDP gives every rank rank 0's initial weights
     if ctx.rank > 0:
         torch.manual_seed(t.seed + ctx.rank)  # own dropout masks; rank 0 draws what a single process draws
     autocast = (lambda: contextlib.nullcontext()) if precision == "fp32" else (
         lambda: torch.autocast(device_type=device.type, dtype=PTDTYPE[precision]))
+    run = _Run(config=config, ctx=ctx, device=device, precision=precision, run_dir=run_dir,
+               checkpoint_path=checkpoint_path, train_split=train_split, test_split=test_split,
+               resident=resident, train_batches=train_batches, test_batches=test_batches, model=model,
+               autocast=autocast)
     if t.batch_size == "auto":
-        sample = next(test_batches.sequential(1))[0].to(device)
-        micro, steps = resolve_batch(t, device, model, sample, autocast)
-        agreed = ctx.min_int(micro, device)
-        if agreed != micro:  # the ranks' GPUs differ: the largest micro-batch that fits them all
-            steps = math.ceil(t.effective_batch_size / agreed)
-            micro = math.ceil(t.effective_batch_size / steps)
-        config.training = t = t.model_copy(update={"batch_size": micro, "gradient_accumulation_steps": steps,
-                                                   "effective_batch_size": micro * steps})
-        log.info(
-            "batch_size auto: micro-batch %d x %d accumulation steps = %d per optimizer step",
-            micro,
-            steps,
-            micro * steps,
-        )
+        _resolve_auto_batch(run)
     if ctx.enabled:
         log.info("DDP: each optimizer step's %d samples split over %d ranks, micro-batches of %d",
-                 t.effective_batch_size, ctx.world_size, t.batch_size)
-    optimizer = _optimizer(model, config, device)
-    steps_per_epoch = math.ceil(len(train_split) / t.effective_batch_size)
-    scheduler = _scheduler(optimizer, config, steps_per_epoch)
-    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+                 run.t.effective_batch_size, ctx.world_size, run.t.batch_size)
+    run.optimizer = _optimizer(model, config, device)
+    steps_per_epoch = math.ceil(len(train_split) / run.t.effective_batch_size)
+    run.scheduler = _scheduler(run.optimizer, config, steps_per_epoch)
+    run.scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    run.state = {"epoch": 0, "step": 0, "global_step": 0, "history": [], "elapsed_seconds": 0.0,
+                 "samples_seen": 0, "epoch_loss_sum": 0.0, "epoch_samples": 0, "attempts": 0,
+                 "started_at": utc_now_iso(), "energy": None}
+    return run
 
-    state: dict[str, Any] = {"epoch": 0, "step": 0, "global_step": 0, "history": [], "elapsed_seconds": 0.0,
-                             "samples_seen": 0, "epoch_loss_sum": 0.0, "epoch_samples": 0, "attempts": 0,
-                             "started_at": utc_now_iso(), "energy": None}
+
+def _prepare_device(device: torch.device, precision: str, ctx: Distributed) -> None:
+    log.info("device: %s%s | precision: %s%s", device,
+             f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "", precision,
+             f" | DDP: {ctx.world_size} processes, {ctx.backend}" if ctx.enabled else "")
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def _resolve_auto_batch(run: _Run) -> None:
+    """``batch_size: auto``: the largest micro-batch that fits every rank, with the accumulation steps
+    that keep the effective batch size; written into the run's config."""
+    t, ctx, device = run.t, run.ctx, run.device
+    sample = next(run.test_batches.sequential(1))[0].to(device)
+    micro, steps = resolve_batch(t, device, run.model, sample, run.autocast)
+    agreed = ctx.min_int(micro, device)
+    if agreed != micro:  # the ranks' GPUs differ: the largest micro-batch that fits them all
+        steps = math.ceil(t.effective_batch_size / agreed)
+        micro = math.ceil(t.effective_batch_size / steps)
+    run.config.training = t.model_copy(update={"batch_size": micro, "gradient_accumulation_steps": steps,
+                                               "effective_batch_size": micro * steps})
+    log.info("batch_size auto: micro-batch %d x %d accumulation steps = %d per optimizer step",
+             micro, steps, micro * steps)
+
+
+def _resume(run: _Run) -> None:
+    """Continues from the run's checkpoint when ``training.resume`` is set and one exists (written by as
+    many processes as this run has); wraps the model for DDP."""
+    t, ctx, checkpoint_path = run.t, run.ctx, run.checkpoint_path
     if t.resume and checkpoint_path.exists():
-        checkpoint = load_checkpoint(checkpoint_path, device)
+        checkpoint = load_checkpoint(checkpoint_path, run.device)
         saved_world = checkpoint.get("world_size", 1)
         if saved_world != ctx.world_size:
             launch = (f"torchrun --nproc_per_node={saved_world}" if saved_world > 1
@@ -281,151 +347,167 @@ def _train(config: TrainerConfig, ctx: Distributed, device: torch.device,
                 f"training.resume: checkpoint {checkpoint_path} was written by {saved_world} process(es), "
                 f"this run has {ctx.world_size}; resume it with {launch}, or start a new run_name"
             )
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scheduler.load_state_dict(checkpoint["scheduler"])
-        scaler.load_state_dict(checkpoint["scaler"])
+        run.model.load_state_dict(checkpoint["model"])
+        run.optimizer.load_state_dict(checkpoint["optimizer"])
+        run.scheduler.load_state_dict(checkpoint["scheduler"])
+        run.scaler.load_state_dict(checkpoint["scaler"])
         restore_rng_state(checkpoint.get("rank_rng", [checkpoint["rng"]])[ctx.rank])
-        state.update(checkpoint["state"])
-        if state["epoch"] >= t.epochs:
+        run.state.update(checkpoint["state"])
+        if run.state["epoch"] >= t.epochs:
             log.info("checkpoint %s already holds all %d epochs: writing the summary", checkpoint_path,
                      t.epochs)
         else:
-            log.info("resumed from %s at epoch %d, step %d", checkpoint_path, state["epoch"] + 1,
-                     state["step"])
+            log.info("resumed from %s at epoch %d, step %d", checkpoint_path, run.state["epoch"] + 1,
+                     run.state["step"])
     elif t.resume:
         log.info("resume: no checkpoint at %s, starting fresh", checkpoint_path)
-    state["attempts"] += 1
-    ddp_model = (DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-                 if ctx.enabled else model)
+    run.state["attempts"] += 1
+    run.ddp_model = (DistributedDataParallel(run.model, device_ids=[run.device.index]
+                                             if run.device.type == "cuda" else None)
+                     if ctx.enabled else run.model)
 
-    def write_checkpoint() -> None:
-        """Rank 0 writes (atomically); the barrier keeps every rank until the file is complete."""
-        rank_rng = ctx.gather_objects(rng_state())
-        if ctx.is_main:
-            checkpoint = {
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": rank_rng[0],
-                "config": config.model_dump(), "state": state, "world_size": ctx.world_size,
-            }
-            if ctx.enabled:
-                checkpoint["rank_rng"] = rank_rng
-            save_checkpoint(checkpoint_path, checkpoint)
-        ctx.barrier()
 
-    # CodeCarbon measures the machine: one tracker, rank 0's, writes the energy log.
-    emissions = config.emissions if ctx.is_main else config.emissions.model_copy(update={"enabled": False})
-    meter = EnergyMeter(emissions, run_dir, t.run_name, resumed_from=state["energy"])
-    meter.start()
-    model.train()
-    segment_start = time.perf_counter()
-    checkpoint_every, last_checkpoint = t.checkpoint_every_minutes * 60, time.monotonic()
-    try:
-        with _stop_on_sigterm() as stop:
-            for epoch in range(state["epoch"], t.epochs):
-                epoch_start = time.perf_counter()
-                plan = epoch_plan(len(train_split), t.batch_size, t.gradient_accumulation_steps, t.seed,
-                                  epoch)
-                plan = plan[state["step"]:]
-                group_sizes = [sum(len(idx) for idx in group) for group in plan]  # samples over all ranks
-                loss_sum = torch.zeros((), device=device)  # this rank's, summed over ranks when read
-                epoch_samples_before = state["epoch_samples"]
-                batches = zip(group_sizes, train_batches.groups(ctx.shard_plan(plan, t.batch_size)))
-                for step, (group_size, group) in enumerate(batches, start=state["step"]):
-                    for i, (x, y) in enumerate(group):
-                        with ctx.no_sync(ddp_model, last=i == len(group) - 1):
-                            with autocast():
-                                logits = ddp_model(x)
-                                summed = F.cross_entropy(logits.float(), y, reduction="sum")
-                                loss = summed / group_size
-                                if ctx.enabled:  # DDP averages the ranks' gradients: undo its division
-                                    loss = loss * ctx.world_size
-                            scaler.scale(loss).backward()
-                        loss_sum += summed.detach()
-                    if t.max_grad_norm is not None:
-                        scaler.unscale_(optimizer)
-                        torch.nn.utils.clip_grad_norm_(model.parameters(), t.max_grad_norm)
-                    scaler.step(optimizer)
-                    scaler.update()
-                    optimizer.zero_grad(set_to_none=True)
-                    scheduler.step()
-                    state["global_step"] += 1
-                    state["epoch_samples"] += group_size
-                    state["samples_seen"] += group_size
-                    if state["global_step"] % NONFINITE_CHECK_EVERY == 0:
-                        so_far = ctx.sum(loss_sum.clone())
-                        if not torch.isfinite(so_far):
-                            raise NonFiniteLossError(
-                                f"loss became {so_far.item()} in epoch {epoch + 1} near step {step + 1}")
-                    if on_step is not None:
-                        on_step(state["global_step"])
-                    meter.maybe_mark()
-                    # every rank stops or checkpoints at the same step, whichever saw SIGTERM first
-                    stopping, due = ctx.any_of(
-                        [stop.is_set(), time.monotonic() - last_checkpoint >= checkpoint_every])
-                    if stopping or due:
-                        state.update(epoch=epoch, step=step + 1,
-                                     epoch_loss_sum=state["epoch_loss_sum"] + ctx.sum(loss_sum).item(),
-                                     elapsed_seconds=(state["elapsed_seconds"] + time.perf_counter()
-                                                      - segment_start),
-                                     energy=meter.checkpoint_state())
-                        loss_sum.zero_()  # now counted in state["epoch_loss_sum"]
-                        segment_start = time.perf_counter()
-                        write_checkpoint()
-                        last_checkpoint = time.monotonic()
-                        if stopping:
-                            raise TrainingInterrupted(f"SIGTERM: checkpoint written at epoch {epoch + 1}, "
-                                                      f"step {step + 1} ({checkpoint_path})")
-                        log.info("checkpoint at epoch %d, step %d (every %g min)", epoch + 1, step + 1,
-                                 t.checkpoint_every_minutes)
+def _write_checkpoint(run: _Run) -> None:
+    """Rank 0 writes (atomically); the barrier keeps every rank until the file is complete."""
+    rank_rng = run.ctx.gather_objects(rng_state())
+    if run.ctx.is_main:
+        checkpoint = {
+            "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
+            "scheduler": run.scheduler.state_dict(), "scaler": run.scaler.state_dict(), "rng": rank_rng[0],
+            "config": run.config.model_dump(), "state": run.state, "world_size": run.ctx.world_size,
+        }
+        if run.ctx.enabled:
+            checkpoint["rank_rng"] = rank_rng
+        save_checkpoint(run.checkpoint_path, checkpoint)
+    run.ctx.barrier()
+    run.last_checkpoint = time.monotonic()
 
-                epoch_loss = state["epoch_loss_sum"] + ctx.sum(loss_sum).item()
-                if not math.isfinite(epoch_loss):
-                    raise NonFiniteLossError(f"loss became {epoch_loss} in epoch {epoch + 1}")
-                test_loss, test_accuracy = evaluate(
-                    model, test_batches, config.data.test_batch_size, autocast, ctx)
-                epoch_seconds = time.perf_counter() - epoch_start
-                energy_kwh = meter.mark(f"epoch {epoch + 1}")
-                record = {
-                    "epoch": epoch + 1,
-                    "train_loss": epoch_loss / state["epoch_samples"],
-                    "test_loss": test_loss,
-                    "test_accuracy_pct": test_accuracy,
-                    "seconds": epoch_seconds,
-                    "samples_per_second": (state["epoch_samples"] - epoch_samples_before) / epoch_seconds,
-                    "energy_kwh_cumulative": energy_kwh,
-                    "finished_at": utc_now_iso(),
-                }
-                state["history"].append(record)
-                state.update(epoch=epoch + 1, step=0, epoch_loss_sum=0.0, epoch_samples=0,
-                             elapsed_seconds=state["elapsed_seconds"] + time.perf_counter() - segment_start,
-                             energy=meter.checkpoint_state())
-                segment_start = time.perf_counter()
-                write_checkpoint()
-                last_checkpoint = time.monotonic()
-                log.info("epoch %d/%d | loss %.4f | test acc %.2f%% | %.0f samples/s | energy %s",
-                         epoch + 1, t.epochs, record["train_loss"], test_accuracy,
-                         record["samples_per_second"],
-                         f"{energy_kwh:.6f} kWh" if energy_kwh is not None else "n/a")
-                if ctx.any_of([stop.is_set()])[0]:
-                    raise TrainingInterrupted(f"SIGTERM: checkpoint written after epoch {epoch + 1} "
-                                              f"({checkpoint_path})")
-    finally:
-        energy = meter.stop()
 
-    model_path = run_dir / t.model_save_path
+def _train_epoch(run: _Run, epoch: int, stop: threading.Event,
+                 on_step: Callable[[int], None] | None) -> None:
+    """One epoch from the state's step (the checkpoint's), checkpointing when due or asked to stop, then
+    its test evaluation and record."""
+    t, state = run.t, run.state
+    epoch_start = time.perf_counter()
+    plan = epoch_plan(len(run.train_split), t.batch_size, t.gradient_accumulation_steps, t.seed, epoch)
+    plan = plan[state["step"]:]
+    group_sizes = [sum(len(idx) for idx in group) for group in plan]  # samples over all ranks
+    loss_sum = torch.zeros((), device=run.device)  # this rank's, summed over ranks when read
+    epoch_samples_before = state["epoch_samples"]
+    batches = zip(group_sizes, run.train_batches.groups(run.ctx.shard_plan(plan, t.batch_size)))
+    for step, (group_size, group) in enumerate(batches, start=state["step"]):
+        _optimizer_step(run, group, group_size, loss_sum)
+        state["global_step"] += 1
+        state["epoch_samples"] += group_size
+        state["samples_seen"] += group_size
+        if state["global_step"] % NONFINITE_CHECK_EVERY == 0:
+            so_far = run.ctx.sum(loss_sum.clone())
+            if not torch.isfinite(so_far):
+                raise NonFiniteLossError(
+                    f"loss became {so_far.item()} in epoch {epoch + 1} near step {step + 1}")
+        if on_step is not None:
+            on_step(state["global_step"])
+        run.meter.maybe_mark()
+        _checkpoint_if_due(run, epoch, step, loss_sum, stop)
+    _end_epoch(run, epoch, run.ctx.sum(loss_sum).item(), epoch_start, epoch_samples_before, stop)
+
+
+def _optimizer_step(run: _Run, group: list, group_size: int, loss_sum: torch.Tensor) -> None:
+    """One optimizer step over a group of micro-batches (exact accumulation), each one's summed loss added
+    to ``loss_sum``."""
+    t, ctx, scaler = run.t, run.ctx, run.scaler
+    for i, (x, y) in enumerate(group):
+        with ctx.no_sync(run.ddp_model, last=i == len(group) - 1):
+            with run.autocast():
+                logits = run.ddp_model(x)
+                summed = F.cross_entropy(logits.float(), y, reduction="sum")
+                loss = summed / group_size
+                if ctx.enabled:  # DDP averages the ranks' gradients: undo its division
+                    loss = loss * ctx.world_size
+            scaler.scale(loss).backward()
+        loss_sum += summed.detach()
+    if t.max_grad_norm is not None:
+        scaler.unscale_(run.optimizer)
+        torch.nn.utils.clip_grad_norm_(run.model.parameters(), t.max_grad_norm)
+    scaler.step(run.optimizer)
+    scaler.update()
+    run.optimizer.zero_grad(set_to_none=True)
+    run.scheduler.step()
+
+
+def _checkpoint_if_due(run: _Run, epoch: int, step: int, loss_sum: torch.Tensor,
+                       stop: threading.Event) -> None:
+    """Every rank stops or checkpoints at the same step, whichever saw SIGTERM first; a stop raises
+    ``TrainingInterrupted`` once the checkpoint is written."""
+    stopping, due = run.ctx.any_of(
+        [stop.is_set(), time.monotonic() - run.last_checkpoint >= run.t.checkpoint_every_minutes * 60])
+    if not (stopping or due):
+        return
+    state = run.state
+    state.update(epoch=epoch, step=step + 1,
+                 epoch_loss_sum=state["epoch_loss_sum"] + run.ctx.sum(loss_sum).item(),
+                 elapsed_seconds=state["elapsed_seconds"] + time.perf_counter() - run.segment_start,
+                 energy=run.meter.checkpoint_state())
+    loss_sum.zero_()  # now counted in state["epoch_loss_sum"]
+    run.segment_start = time.perf_counter()
+    _write_checkpoint(run)
+    if stopping:
+        raise TrainingInterrupted(f"SIGTERM: checkpoint written at epoch {epoch + 1}, "
+                                  f"step {step + 1} ({run.checkpoint_path})")
+    log.info("checkpoint at epoch %d, step %d (every %g min)", epoch + 1, step + 1,
+             run.t.checkpoint_every_minutes)
+
+
+def _end_epoch(run: _Run, epoch: int, loss_since_checkpoint: float, epoch_start: float,
+               epoch_samples_before: int, stop: threading.Event) -> None:
+    """The epoch's test evaluation, energy mark and record; a checkpoint; a stop if SIGTERM came."""
+    state = run.state
+    epoch_loss = state["epoch_loss_sum"] + loss_since_checkpoint
+    if not math.isfinite(epoch_loss):
+        raise NonFiniteLossError(f"loss became {epoch_loss} in epoch {epoch + 1}")
+    test_loss, test_accuracy = evaluate(run.model, run.test_batches, run.config.data.test_batch_size,
+                                        run.autocast, run.ctx)
+    epoch_seconds = time.perf_counter() - epoch_start
+    energy_kwh = run.meter.mark(f"epoch {epoch + 1}")
+    record = {
+        "epoch": epoch + 1,
+        "train_loss": epoch_loss / state["epoch_samples"],
+        "test_loss": test_loss,
+        "test_accuracy_pct": test_accuracy,
+        "seconds": epoch_seconds,
+        "samples_per_second": (state["epoch_samples"] - epoch_samples_before) / epoch_seconds,
+        "energy_kwh_cumulative": energy_kwh,
+        "finished_at": utc_now_iso(),
+    }
+    state["history"].append(record)
+    state.update(epoch=epoch + 1, step=0, epoch_loss_sum=0.0, epoch_samples=0,
+                 elapsed_seconds=state["elapsed_seconds"] + time.perf_counter() - run.segment_start,
+                 energy=run.meter.checkpoint_state())
+    run.segment_start = time.perf_counter()
+    _write_checkpoint(run)
+    log.info("epoch %d/%d | loss %.4f | test acc %.2f%% | %.0f samples/s | energy %s",
+             epoch + 1, run.t.epochs, record["train_loss"], test_accuracy, record["samples_per_second"],
+             f"{energy_kwh:.6f} kWh" if energy_kwh is not None else "n/a")
+    if run.ctx.any_of([stop.is_set()])[0]:
+        raise TrainingInterrupted(f"SIGTERM: checkpoint written after epoch {epoch + 1} "
+                                  f"({run.checkpoint_path})")
+
+
+def _finish(run: _Run, energy: dict[str, Any] | None) -> dict[str, Any]:
+    """Rank 0 saves the model and writes ``summary.json``; every rank returns rank 0's summary."""
+    model_path = run.run_dir / run.t.model_save_path
     summary = None
-    if ctx.is_main:
-        save_checkpoint(model_path, {"model": model.state_dict(), "config": config.model_dump()})
-        peak_mb, peak_kind = _peak_memory_mb(device)
+    if run.ctx.is_main:
+        save_checkpoint(model_path, {"model": run.model.state_dict(), "config": run.config.model_dump()})
+        peak_mb, peak_kind = _peak_memory_mb(run.device)
         summary = build_summary(
-            config=config, device=device, precision=precision, grad_scaler=scaler.is_enabled(),
-            resident=resident,
-            train_samples=len(train_split), test_samples=len(test_split), state=state,
-            peak_memory_mb=peak_mb, peak_memory_kind=peak_kind, energy=energy, energy_error=meter.error,
-            energy_timeline=meter.timeline, checkpoint_path=checkpoint_path, model_path=model_path,
-            distributed=ctx.summary(),
+            config=run.config, device=run.device, precision=run.precision,
+            grad_scaler=run.scaler.is_enabled(), resident=run.resident,
+            train_samples=len(run.train_split), test_samples=len(run.test_split), state=run.state,
+            peak_memory_mb=peak_mb, peak_memory_kind=peak_kind, energy=energy,
+            energy_error=run.meter.error, energy_timeline=run.meter.timeline,
+            checkpoint_path=run.checkpoint_path, model_path=model_path, distributed=run.ctx.summary(),
         )
         validate_summary(summary)
-        atomic_write_json(run_dir / "summary.json", summary)
-    return ctx.from_main(summary)
+        atomic_write_json(run.run_dir / "summary.json", summary)
+    return run.ctx.from_main(summary)

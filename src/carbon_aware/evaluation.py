@@ -2,10 +2,10 @@
 the horizon.
 
     python -m carbon_aware.evaluation --trace PATH --job-hours 1 4 [--horizon-hours 24]
-    python -m carbon_aware.evaluation --all                       # every 2023 trace, one trigger at 00:00 UTC
+    python -m carbon_aware.evaluation --all                      # every 2023 trace, one trigger at 00:00 UTC
     python -m carbon_aware.evaluation --all --trigger-hours all   # a trigger at every hour of the day
     python -m carbon_aware.evaluation --all --trigger-hours all --update-readme README.md
-    python -m carbon_aware.evaluation --regions FILE              # where and when: a regions file, home first
+    python -m carbon_aware.evaluation --regions FILE             # where and when: a regions file, home first
     python -m carbon_aware.evaluation --all --regions             # the six 2023 zones, each in turn home
     python -m carbon_aware.evaluation --all --job-hours 4 12 24 --horizon-hours 48 --interruptible
 
@@ -122,14 +122,7 @@ def evaluate_trace(trace: Trace, job_hours: float, horizon_hours: float = 24.0,
     leads = int(np.ceil(horizon_hours))
     valid = ~np.isnan(trace.actual)
     actual = Curve(trace.times()[valid], trace.times()[valid] + trace.step, trace.actual[valid])
-    hourly_start, hourly = trace.hourly()
-    first_day = np.ceil((hourly_start + WINDOW_H * 3600) / 86400) * 86400
-    if previous is not None:
-        before_start, before = previous.hourly()
-        if abs(before_start + 3600 * len(before) - hourly_start) < 1:
-            first_day = np.ceil(hourly_start / 86400) * 86400
-            hourly_start, hourly = before_start, np.concatenate([before, hourly])
-
+    hourly_start, hourly, first_day = _hourly_history(trace, previous)
     days = np.arange(first_day, trace.end, 86400.0)
     origins = np.sort((days[:, None] + 3600.0 * np.array(trigger_hours)[None, :]).ravel())
     origins = origins[origins <= trace.end - horizon]
@@ -145,59 +138,14 @@ def evaluate_trace(trace: Trace, job_hours: float, horizon_hours: float = 24.0,
     }
     curves = {name: (3600.0, values) for name, values in forecasts.items()}  # planned on, per origin
     if trace.forecast is not None:  # the operator's own forecast, planned on at its own resolution
-        _, own = trace.hourly(trace.forecast)
-        before_own = np.full(len(padded) - len(own) - leads - 1, np.nan)
-        own = np.concatenate([before_own, own, np.full(leads + 1, np.nan)])
-        forecasts[OWN] = own[hour_index[:, None] + np.arange(1, leads + 1)[None, :]]
-        forecasts[OWN_CORRECTED] = level_corrected(forecasts[OWN], padded[hour_index], own[hour_index])
-        slots = int(round(horizon / trace.step))
-        first = np.array([trace.index(o) for o in origins])
-        raw = np.concatenate([trace.forecast, np.full(slots, np.nan)])
-        raw = raw[first[:, None] + np.arange(slots)[None, :]]
-        before = np.clip(first - 1, 0, None)
-        corrected = level_corrected(raw, trace.actual[before], trace.forecast[before],
-                                    CORRECTION_HALF_LIFE_H * 3600 / trace.step)
-        curves[OWN], curves[OWN_CORRECTED] = (trace.step, raw), (trace.step, corrected)
-    zone = ZoneInfo(REGION_TIMEZONES.get(trace.region, "UTC"))
-    mock = MockProvider(timezone_name=zone.key)  # the original curve, in the grid's local time
-    policies: dict[str, list[float]] = {}
-    scored, kept = 0, []
-    for i, origin in enumerate(origins):
-        latest = origin + horizon - duration
-        starts = {"run_now": origin,
-                  "fixed 02:00 local": _next_local_hour(origin, FIXED_START_HOUR, zone, latest)}
-        starts["threshold 300 g/kWh, 1 h wait"] = _threshold_start(trace, origin)
-        moment = datetime.fromtimestamp(origin, tz=timezone.utc)
-        mock_points = mock.forecast(moment, timedelta(seconds=horizon)).arrays()
-        starts["planner + mock curve"] = best_start(Curve(*mock_points), duration, origin, latest)[0]
-        for name, (step, values) in curves.items():
-            if np.isnan(values[i]).any():
-                break
-            starts[name] = best_start(_curve(origin, step, values[i]), duration, origin, latest)[0]
-        try:
-            starts["oracle"] = best_start(actual, duration, origin, latest)[0]
-        except PlanningError:
-            continue  # no fully measured window that day
-        realised = actual.window_means(np.array(list(starts.values())), duration)
-        if np.isnan(realised).any() or len(starts) != 5 + len(curves):
-            continue  # a gap in the actuals or a forecast: cannot be scored fairly for every policy
-        scored += 1
-        kept.append(i)
-        for name, value in zip(starts, realised):
-            policies.setdefault(name, []).append(float(value))
-
-    run_now = np.mean(policies["run_now"])
-    oracle = np.mean(policies["oracle"])
-    rows = []
-    for name, values in policies.items():
-        mean = float(np.mean(values))
-        share = (run_now - mean) / (run_now - oracle) if run_now - oracle > 1e-9 else None
-        rows.append(PolicyResult(name, mean, 100.0 * (run_now - mean) / run_now, share))
+        _add_own_forecast(trace, origins, hour_index, padded, leads, horizon, forecasts, curves)
+    mock = MockProvider(timezone_name=REGION_TIMEZONES.get(trace.region, "UTC"))  # in the grid's local time
+    policies, kept = _score_triggers(trace, actual, origins, curves, mock, duration, horizon)
     skill = {name: forecast_skill(values, truth) for name, values in forecasts.items()}
     record = {"trace": Path(trace.path).name, "region": trace.region, "job_hours": job_hours,
               "horizon_hours": horizon_hours, "trigger_hours_utc": list(trigger_hours),
-              "days": len(np.unique(np.floor(origins / 86400))), "triggers": scored,
-              "results": [r.__dict__ for r in rows], "forecast_skill": skill}
+              "days": len(np.unique(np.floor(origins / 86400))), "triggers": len(kept),
+              "results": [r.__dict__ for r in _policy_results(policies)], "forecast_skill": skill}
     if interruptible is not None:
         planned = {"planner + mock curve": lambda i: Curve(*mock.forecast(
             datetime.fromtimestamp(origins[i], tz=timezone.utc), timedelta(seconds=horizon)).arrays())}
@@ -209,6 +157,92 @@ def evaluate_trace(trace: Trace, job_hours: float, horizon_hours: float = 24.0,
                                                             interruptible)
         record["results"] += rows
     return record
+
+
+def _hourly_history(trace: Trace, previous: Trace | None) -> tuple[float, np.ndarray, float]:
+    """The trace's hourly means (start, values), preceded by ``previous``'s when it ends where the trace
+    begins, and the first day that has a full history window before it."""
+    hourly_start, hourly = trace.hourly()
+    first_day = np.ceil((hourly_start + WINDOW_H * 3600) / 86400) * 86400
+    if previous is not None:
+        before_start, before = previous.hourly()
+        if abs(before_start + 3600 * len(before) - hourly_start) < 1:
+            first_day = np.ceil(hourly_start / 86400) * 86400
+            hourly_start, hourly = before_start, np.concatenate([before, hourly])
+    return hourly_start, hourly, first_day
+
+
+def _add_own_forecast(trace: Trace, origins: np.ndarray, hour_index: np.ndarray, padded: np.ndarray,
+                      leads: int, horizon: float, forecasts: dict, curves: dict) -> None:
+    """The trace's own forecast (and its level-corrected version): hourly for the skill scores, at its own
+    resolution for planning."""
+    _, own = trace.hourly(trace.forecast)
+    before_own = np.full(len(padded) - len(own) - leads - 1, np.nan)
+    own = np.concatenate([before_own, own, np.full(leads + 1, np.nan)])
+    forecasts[OWN] = own[hour_index[:, None] + np.arange(1, leads + 1)[None, :]]
+    forecasts[OWN_CORRECTED] = level_corrected(forecasts[OWN], padded[hour_index], own[hour_index])
+    slots = int(round(horizon / trace.step))
+    first = np.array([trace.index(o) for o in origins])
+    raw = np.concatenate([trace.forecast, np.full(slots, np.nan)])
+    raw = raw[first[:, None] + np.arange(slots)[None, :]]
+    before = np.clip(first - 1, 0, None)
+    corrected = level_corrected(raw, trace.actual[before], trace.forecast[before],
+                                CORRECTION_HALF_LIFE_H * 3600 / trace.step)
+    curves[OWN], curves[OWN_CORRECTED] = (trace.step, raw), (trace.step, corrected)
+
+
+def _score_triggers(trace: Trace, actual: Curve, origins: np.ndarray, curves: dict, mock: MockProvider,
+                    duration: float, horizon: float) -> tuple[dict[str, list[float]], list[int]]:
+    """Each policy's realised mean intensity at every trigger that can be scored fairly for all of them
+    (no gap in the actuals or a forecast), and the indices of those triggers."""
+    zone = mock.zone
+    policies: dict[str, list[float]] = {}
+    kept = []
+    for i, origin in enumerate(origins):
+        starts = _policy_starts(trace, actual, i, origin, curves, mock, zone, duration, horizon)
+        if starts is None:
+            continue
+        realised = actual.window_means(np.array(list(starts.values())), duration)
+        if np.isnan(realised).any():
+            continue
+        kept.append(i)
+        for name, value in zip(starts, realised):
+            policies.setdefault(name, []).append(float(value))
+    return policies, kept
+
+
+def _policy_starts(trace: Trace, actual: Curve, i: int, origin: float, curves: dict, mock: MockProvider,
+                   zone: ZoneInfo, duration: float, horizon: float) -> dict[str, float] | None:
+    """Where each policy starts the job triggered at ``origin``; None when a forecast has a gap there or
+    no window of the actuals is fully measured (the oracle has nothing to choose)."""
+    latest = origin + horizon - duration
+    starts = {"run_now": origin,
+              "fixed 02:00 local": _next_local_hour(origin, FIXED_START_HOUR, zone, latest)}
+    starts["threshold 300 g/kWh, 1 h wait"] = _threshold_start(trace, origin)
+    moment = datetime.fromtimestamp(origin, tz=timezone.utc)
+    mock_points = mock.forecast(moment, timedelta(seconds=horizon)).arrays()
+    starts["planner + mock curve"] = best_start(Curve(*mock_points), duration, origin, latest)[0]
+    for name, (step, values) in curves.items():
+        if np.isnan(values[i]).any():
+            return None
+        starts[name] = best_start(_curve(origin, step, values[i]), duration, origin, latest)[0]
+    try:
+        starts["oracle"] = best_start(actual, duration, origin, latest)[0]
+    except PlanningError:
+        return None
+    return starts
+
+
+def _policy_results(policies: dict[str, list[float]]) -> list[PolicyResult]:
+    """Each policy's mean, saving against run-now and share of the oracle's saving."""
+    run_now = np.mean(policies["run_now"])
+    oracle = np.mean(policies["oracle"])
+    rows = []
+    for name, values in policies.items():
+        mean = float(np.mean(values))
+        share = (run_now - mean) / (run_now - oracle) if run_now - oracle > 1e-9 else None
+        rows.append(PolicyResult(name, mean, 100.0 * (run_now - mean) / run_now, share))
+    return rows
 
 
 @dataclass(frozen=True)

@@ -93,7 +93,8 @@ def train_or_reuse_baseline(
     """The baseline the report compares against, per ``params['baseline']``: None (off), a fresh
     measurement (every_run, or cached with nothing usable stored), or the stored one (cached).
     The baseline is the built-in trainer run as a command and measured from outside, as any job is."""
-    from carbon_aware.accounting.jobs import job_summary, run_attempt, trainer_command, trainer_emissions
+    from carbon_aware.accounting.jobs import job_summary, run_attempt
+    from carbon_aware.accounting.trainer_job import trainer_command
     from training import TRAINER_VERSION
     from training.config import load_config
     from training.trainer import device_model_for

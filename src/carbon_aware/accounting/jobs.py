@@ -16,7 +16,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections import deque
@@ -24,10 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from carbon_aware.settings import trainer_config
-
 SUMMARY_NAME = "summary.json"
-TRAINER_CONFIG_NAME = "trainer_config.yaml"  # the built-in trainer's resolved config, in its job folder
 DEFAULT_GRACE_SECONDS = 300.0
 POLL_SECONDS = 1.0
 # What a command may report about itself in $CARBON_JOB_DIR/summary.json; the report shows what it finds.
@@ -51,33 +47,6 @@ CARBON_BUDGET = "carbon_budget"
 
 class JobFailed(RuntimeError):
     """The command exited non-zero without being asked to stop."""
-
-
-def trainer_command(config: str, overrides: list[str], run_dir: Path, run_name: str) -> list[str]:
-    """The built-in trainer as a command: measured from outside like any other, so its own meter is off.
-    The config named in params, with its (validated) overrides, is resolved here and written into the
-    job's directory: the argv holds that file's path only, nothing from params."""
-    import yaml
-
-    from training.config import load_config
-    from carbon_aware.files import atomic_write
-
-    resolved = load_config(trainer_config(config), overrides)
-    resolved.output.dir = str(run_dir)
-    resolved.training.run_name = run_name
-    resolved.training.resume = True
-    resolved.emissions.enabled = False
-    settings = {**resolved.model_dump(mode="json"), "on_device": {}}  # already applied for this device
-    path = run_dir / run_name / TRAINER_CONFIG_NAME
-    atomic_write(path, lambda tmp: tmp.write_text(yaml.safe_dump(settings, sort_keys=False)))
-    return [sys.executable, "-u", "-m", "training", "--config", str(path)]
-
-
-def trainer_emissions(config: str, overrides: list[str]) -> dict[str, Any]:
-    """The trainer config's ``emissions`` block (country, sampling): how the outside meter measures it."""
-    from training.config import load_config
-
-    return load_config(trainer_config(config), overrides).emissions.model_dump()
 
 
 JOB_PARAMS_NAME = "job_params.json"
@@ -122,31 +91,46 @@ def run_attempt(
 
     job_dir.mkdir(parents=True, exist_ok=True)
     meter = EnergyMeter(EmissionsConfig(**(emissions or {})), job_dir, run_name)
-    child_env = {
-        **os.environ,
-        **(env or {}),
-        "CARBON_JOB_DIR": str(job_dir),
-        "CARBON_RUN_NAME": run_name,
-        "CARBON_ATTEMPT": str(meter.attempt),
-        "PYTHONUNBUFFERED": "1",
-    }
     emit(f"attempt {meter.attempt}: launching {' '.join(command)}")
     meter.start()
     if meter.error:
         emit(f"energy not measured: {meter.error}")
     started = time.time()
     tail: deque[str] = deque(maxlen=20)
-    process = subprocess.Popen(
-        command,
-        cwd=cwd or job_dir,
-        env=child_env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        bufsize=1,
-    )
+    process = subprocess.Popen(command, cwd=cwd or job_dir,
+                               env=_child_env(env, job_dir, run_name, meter.attempt),
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
     if on_start:
         on_start(process)
+    reader = _stream_output(process, tail, emit)
+    stopped = None
+    try:
+        stopped = _supervise(process, meter, until, check, grace_seconds, emit)
+        code = process.wait()
+    finally:
+        _stop_if_running(process, grace_seconds)  # the task itself is being stopped
+        reader.join(timeout=10)
+        energy = meter.stop()  # every attempt's energy counts, also a failed one's
+    record = _attempt_record(meter, started, code, stopped, energy, emit)
+    if stopped is None and code != 0:
+        raise JobFailed(f"command exited with {code}:\n" + "\n".join(tail))
+    return record
+
+
+def _child_env(env: dict[str, str] | None, job_dir: Path, run_name: str, attempt: int) -> dict[str, str]:
+    return {
+        **os.environ,
+        **(env or {}),
+        "CARBON_JOB_DIR": str(job_dir),
+        "CARBON_RUN_NAME": run_name,
+        "CARBON_ATTEMPT": str(attempt),
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+def _stream_output(process: subprocess.Popen, tail: deque[str],
+                   emit: Callable[[str], None]) -> threading.Thread:
+    """The child's output, line by line, to ``emit`` (the task log), its last lines kept in ``tail``."""
 
     def stream() -> None:
         for line in process.stdout:
@@ -155,34 +139,46 @@ def run_attempt(
 
     reader = threading.Thread(target=stream, daemon=True)
     reader.start()
+    return reader
+
+
+def _supervise(process: subprocess.Popen, meter, until: datetime | None,
+               check: Callable[[float], str | None] | None, grace_seconds: float,
+               emit: Callable[[str], None]) -> str | None:
+    """Until the child exits: the meter marks its readings (a killed worker loses at most one interval),
+    and the child is asked to stop (SIGTERM, SIGKILL after ``grace_seconds``) at ``until`` or when
+    ``check`` names a reason. Returns that reason, None when it exited on its own."""
     stopped, asked_at = None, None
-    try:
-        while process.poll() is None:
-            time.sleep(POLL_SECONDS)
-            meter.maybe_mark()
-            if stopped is None:
-                now = datetime.now(timezone.utc)
-                if until is not None and now >= until:
-                    stopped = SLOT_END
-                elif check is not None and meter.active:
-                    stopped = check(meter.totals()["kwh"])
-                if stopped:
-                    emit(f"stopping the job ({stopped}): SIGTERM, up to {grace_seconds:g} s to checkpoint")
-                    process.send_signal(signal.SIGTERM)
-                    asked_at = time.monotonic()
-            elif time.monotonic() - asked_at > grace_seconds:
-                emit(f"the job did not exit within {grace_seconds:g} s of SIGTERM: SIGKILL")
-                process.kill()
-        code = process.wait()
-    finally:
-        if process.poll() is None:  # the task itself is being stopped: let the job checkpoint first
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=min(grace_seconds, 60))
-            except subprocess.TimeoutExpired:
-                process.kill()
-        reader.join(timeout=10)
-        energy = meter.stop()
+    while process.poll() is None:
+        time.sleep(POLL_SECONDS)
+        meter.maybe_mark()
+        if stopped is None:
+            if until is not None and datetime.now(timezone.utc) >= until:
+                stopped = SLOT_END
+            elif check is not None and meter.active:
+                stopped = check(meter.totals()["kwh"])
+            if stopped:
+                emit(f"stopping the job ({stopped}): SIGTERM, up to {grace_seconds:g} s to checkpoint")
+                process.send_signal(signal.SIGTERM)
+                asked_at = time.monotonic()
+        elif time.monotonic() - asked_at > grace_seconds:
+            emit(f"the job did not exit within {grace_seconds:g} s of SIGTERM: SIGKILL")
+            process.kill()
+    return stopped
+
+
+def _stop_if_running(process: subprocess.Popen, grace_seconds: float) -> None:
+    """A child still running when its task is stopped: let it checkpoint first (SIGTERM), then kill it."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=min(grace_seconds, 60))
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def _attempt_record(meter, started: float, code: int, stopped: str | None, energy: dict[str, Any] | None,
+                    emit: Callable[[str], None]) -> dict[str, Any]:
     record = {
         "attempt": meter.attempt,
         "started_at": _utc(started),
@@ -198,8 +194,6 @@ def run_attempt(
         + (f", stopped ({stopped})" if stopped else "")
         + (f", {energy['energy_kwh']:.6g} kWh so far" if energy else "")
     )
-    if stopped is None and code != 0:
-        raise JobFailed(f"command exited with {code}:\n" + "\n".join(tail))
     return record
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
@@ -27,8 +28,26 @@ from carbon_aware.triggers.window import CarbonWindowTrigger
 WORKER_REGION_ENV = "CARBON_REGION"  # set on each region's Celery workers: the summary names it
 JOB_PARAMS_ENV = "CARBON_JOB_PARAMS"  # the path of the job's params file (CarbonJobOperator.job_params)
 JOB_XCOM_KEY = "job"  # the job's summary, pushed also when the job ends failed (the carbon budget)
+# Between slots: the job's progress (next slot, segments so far, the budget's books), read back on resume.
+STATE_XCOM_KEY = "job_state"
 # Before this share of the expected duration has run, the budget projection is too noisy to act on.
 BUDGET_MIN_PROGRESS = 0.1
+
+
+@dataclass(frozen=True)
+class _Job:
+    """A job's fixed parts across its slots (see :meth:`CarbonJobOperator._job`)."""
+
+    plan: dict[str, Any]
+    clock: Any
+    dir: Path
+    command: list[str]
+    env: dict[str, str]
+    slots: list[dict[str, Any]]
+    interruptible: bool
+    budget: float | None
+    grace: float
+    worker_region: str | None
 
 
 def _intensity_at(curve: list[dict[str, Any]], moment: datetime) -> float:
@@ -121,13 +140,34 @@ class CarbonJobOperator(BaseOperator):
         return self._run(context, {"wait": wait, "next": 0, "segments": [], "released": released})
 
     def execute_complete(self, context, event: dict[str, Any]) -> dict[str, Any]:
-        return self._run(context, event["state"])
+        state = context["ti"].xcom_pull(task_ids=self.task_id, key=STATE_XCOM_KEY)
+        return self._run(context, {**state, "wait": context["ti"].xcom_pull(task_ids=self.wait_task_id)})
 
     def _run(self, context, state: dict[str, Any]) -> dict[str, Any]:
-        from carbon_aware.compat import AirflowFailException
+        """Runs the job slot by slot from ``state["next"]`` until it is done, stopped by the budget, or
+        deferred until its next slot."""
+        from carbon_aware.accounting.jobs import CARBON_BUDGET
 
+        job = self._job(context, state)
+        while True:
+            index = state["next"]
+            until = self._enter_slot(context, job, state, index)
+            segment = self._segment(job, state, index)
+            check = (self._budget_check(job.budget, job.plan, job.clock, job.dir, state)
+                     if job.budget is not None else None)
+            record = self._attempt(job, until, check)
+            segment["attempts"].append(record)
+            state["segments"].append(segment)
+            state["next"] = index + 1
+            if record["stopped"] in (None, CARBON_BUDGET):
+                return self._finish(context, job, state, record)
+            self.log.info("slot %d ended: the job checkpointed and exited (code %s)", index + 1,
+                          record["exit_code"])
+
+    def _job(self, context, state: dict[str, Any]) -> "_Job":
+        """What stays the same across the job's slots: its plan, clock, folder, command and limits."""
+        from carbon_aware.accounting.jobs import DEFAULT_GRACE_SECONDS
         from carbon_aware.clock import Clock
-        from carbon_aware.accounting.jobs import CARBON_BUDGET, DEFAULT_GRACE_SECONDS, job_summary, run_attempt
 
         plan = state["wait"]["plan"]
         clock = Clock.after_wake(state["wait"])
@@ -135,93 +175,81 @@ class CarbonJobOperator(BaseOperator):
             clock = Clock(datetime.fromisoformat(state["released"]["grid"]), clock.compression,
                           datetime.fromisoformat(state["released"]["real"]))
         job_dir = Path(plan["run_dir"]) / self.run_name
-        command = self.build_command(plan, job_dir)
-        env = {**(self.env or {}), **self._job_params_file(context, job_dir)}
         slots = plan.get("segments") or [{"start": plan["start"], "end": plan["end"]}]
-        interruptible = bool(plan["request"].get("interruptible")) and len(slots) > 1
-        budget = (
-            self.carbon_budget_g
-            if self.carbon_budget_g is not None
-            else plan["request"].get("carbon_budget_g")
-        )
-        grace = self.grace_seconds or DEFAULT_GRACE_SECONDS
+        budget = self.carbon_budget_g if self.carbon_budget_g is not None else plan["request"].get(
+            "carbon_budget_g")
         worker_region = os.environ.get(WORKER_REGION_ENV)
         if worker_region:
             self.log.info("running on a worker of region %s (queue %s)", worker_region, self.queue)
-        while True:
-            index = state["next"]
-            until = None
-            if interruptible and index < len(slots):
-                start = datetime.fromisoformat(slots[index]["start"])
-                wake = clock.real(start)
-                remaining = (wake - datetime.now(timezone.utc)).total_seconds()
-                if remaining >= MIN_DEFER_SECONDS:
-                    self.log.info(
-                        "slot %d/%d starts %s (grid time): deferring %.0f s, holding no worker slot",
-                        index + 1,
-                        len(slots),
-                        start.isoformat(),
-                        remaining,
-                    )
-                    self.defer(
-                        trigger=CarbonWindowTrigger(moment=wake.isoformat(), payload={"state": state}),
-                        method_name="execute_complete",
-                    )
-                if remaining > 0:
-                    time.sleep(remaining)
-                if index < len(slots) - 1:  # the last slot runs on until the job is done
-                    until = clock.real(datetime.fromisoformat(slots[index]["end"]))
-            elif interruptible:
-                self.log.warning(
-                    "the planned slots are used up and the job is not done: running on to finish"
-                )
-            slot = slots[min(index, len(slots) - 1)]
-            hours = (
-                datetime.fromisoformat(slot["end"]) - datetime.fromisoformat(slot["start"])
-            ).total_seconds() / 3600
-            segment = {
-                "index": index,
-                "grid_start": self._grid_start(clock, state, slot, in_slot=index < len(slots)),
-                "grid_hours": hours if interruptible else plan["duration_hours"],
-                "planned_start": slot["start"],
-                "planned_end": slot["end"],
-                "attempts": [],
-            }
-            check = self._budget_check(budget, plan, clock, job_dir, state) if budget is not None else None
-            record = run_attempt(
-                command,
-                job_dir,
-                self.run_name,
-                emissions=self.emissions,
-                env=env,
-                cwd=self.cwd,
-                until=until,
-                check=check,
-                grace_seconds=grace,
-                emit=self.log.info,
+        return _Job(plan=plan, clock=clock, dir=job_dir, command=self.build_command(plan, job_dir),
+                    env={**(self.env or {}), **self._job_params_file(context, job_dir)}, slots=slots,
+                    interruptible=bool(plan["request"].get("interruptible")) and len(slots) > 1,
+                    budget=budget, grace=self.grace_seconds or DEFAULT_GRACE_SECONDS,
+                    worker_region=worker_region)
+
+    def _enter_slot(self, context, job: "_Job", state: dict[str, Any], index: int) -> datetime | None:
+        """Waits for slot ``index`` of an interruptible job (deferring when it is far enough away) and
+        returns when the attempt must stop: the slot's end, None for the last slot or a whole run."""
+        if not job.interruptible:
+            return None
+        if index >= len(job.slots):
+            self.log.warning("the planned slots are used up and the job is not done: running on to finish")
+            return None
+        start = datetime.fromisoformat(job.slots[index]["start"])
+        wake = job.clock.real(start)
+        remaining = (wake - datetime.now(timezone.utc)).total_seconds()
+        if remaining >= MIN_DEFER_SECONDS:
+            self.log.info("slot %d/%d starts %s (grid time): deferring %.0f s, holding no worker slot",
+                          index + 1, len(job.slots), start.isoformat(), remaining)
+            # The trigger carries the moment only; the state waits in this task's XCom (the plan in the
+            # sensor's), which Airflow keeps across a deferral.
+            progress = {key: value for key, value in state.items() if key != "wait"}
+            context["ti"].xcom_push(key=STATE_XCOM_KEY, value=progress)
+            self.defer(trigger=CarbonWindowTrigger(moment=wake.isoformat()), method_name="execute_complete")
+        if remaining > 0:
+            time.sleep(remaining)
+        if index < len(job.slots) - 1:  # the last slot runs on until the job is done
+            return job.clock.real(datetime.fromisoformat(job.slots[index]["end"]))
+        return None
+
+    def _segment(self, job: "_Job", state: dict[str, Any], index: int) -> dict[str, Any]:
+        """The record of slot ``index`` (the last planned one when the job runs on past them)."""
+        slot = job.slots[min(index, len(job.slots) - 1)]
+        hours = (datetime.fromisoformat(slot["end"]) - datetime.fromisoformat(slot["start"])).total_seconds()
+        return {
+            "index": index,
+            "grid_start": self._grid_start(job.clock, state, slot, in_slot=index < len(job.slots)),
+            "grid_hours": hours / 3600 if job.interruptible else job.plan["duration_hours"],
+            "planned_start": slot["start"],
+            "planned_end": slot["end"],
+            "attempts": [],
+        }
+
+    def _attempt(self, job: "_Job", until: datetime | None, check) -> dict[str, Any]:
+        from carbon_aware.accounting.jobs import run_attempt
+
+        return run_attempt(job.command, job.dir, self.run_name, emissions=self.emissions, env=job.env,
+                           cwd=self.cwd, until=until, check=check, grace_seconds=job.grace,
+                           emit=self.log.info)
+
+    def _finish(self, context, job: "_Job", state: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:
+        """The job is done (its summary, also in XCom) or stopped by the carbon budget (a failure)."""
+        from carbon_aware.accounting.jobs import CARBON_BUDGET, job_summary
+        from carbon_aware.compat import AirflowFailException
+
+        if record["stopped"] == CARBON_BUDGET:
+            stop = {"reason": "carbon_budget", "budget_g": job.budget, **state.get("budget", {})}
+            summary = job_summary(job.dir, self.run_name, job.command, state["segments"],
+                                  status="stopped_by_budget", stop=stop)
+            context["ti"].xcom_push(key=JOB_XCOM_KEY, value=summary)
+            raise AirflowFailException(
+                f"stopped by the carbon budget at {stop['spent_g']:.4g} g (budget {job.budget:g} g; "
+                f"finishing was projected at {stop['projected_g']:.4g} g); the job checkpointed in {job.dir}"
             )
-            segment["attempts"].append(record)
-            state["segments"].append(segment)
-            state["next"] = index + 1
-            if record["stopped"] == CARBON_BUDGET:
-                stop = {"reason": "carbon_budget", "budget_g": budget, **state.get("budget", {})}
-                summary = job_summary(
-                    job_dir, self.run_name, command, state["segments"], status="stopped_by_budget", stop=stop
-                )
-                context["ti"].xcom_push(key=JOB_XCOM_KEY, value=summary)
-                raise AirflowFailException(
-                    f"stopped by the carbon budget at {stop['spent_g']:.4g} g (budget {budget:g} g; "
-                    f"finishing "
-                    f"was projected at {stop['projected_g']:.4g} g); the job checkpointed in {job_dir}"
-                )
-            if record["stopped"] is None:
-                summary = job_summary(job_dir, self.run_name, command, state["segments"])
-                summary["worker_region"] = worker_region
-                context["ti"].xcom_push(key=JOB_XCOM_KEY, value=summary)
-                return summary
-            self.log.info(
-                "slot %d ended: the job checkpointed and exited (code %s)", index + 1, record["exit_code"]
-            )
+        summary = job_summary(job.dir, self.run_name, job.command, state["segments"])
+        summary["worker_region"] = job.worker_region
+        context["ti"].xcom_push(key=JOB_XCOM_KEY, value=summary)
+        return summary
 
     def _job_params_file(self, context, job_dir: Path) -> dict[str, str]:
         """The DAG params named in ``job_params`` go to the command as data, never in its argv or
@@ -293,7 +321,7 @@ class CarbonTrainerOperator(CarbonJobOperator):
         self.config_param = config_param
 
     def build_command(self, plan: dict[str, Any], job_dir: Path) -> list[str]:
-        from carbon_aware.accounting.jobs import trainer_command, trainer_emissions
+        from carbon_aware.accounting.trainer_job import trainer_command, trainer_emissions
 
         request = plan["request"]
         if self.emissions is None:  # measured from outside as the config says (country, sampling)

@@ -11,9 +11,10 @@ from carbon_aware.compat import AirflowFailException
 
 class CarbonPlanOperator(BaseOperator):
     """Chooses the lowest-carbon window (or, ``interruptible``, set of slots) before the deadline and
-    returns the plan. Its settings are the DAG's params (see :class:`carbon_aware.planning.params.RunParams`),
-    overridden by ``request``; ``job_params`` names DAG params that are the job's own (not validated
-    here). ``trainer_configs`` also validates the built-in trainer's configs."""
+    returns the plan. Its settings are the DAG's params (see
+    :class:`carbon_aware.planning.params.RunParams`), overridden by ``request``; ``job_params`` names DAG
+    params that are the job's own (not validated here). ``trainer_configs`` also validates the built-in
+    trainer's configs."""
 
     template_fields: Sequence[str] = ("request",)
 

@@ -1,8 +1,11 @@
-"""A deferrable sensor that waits for the planned low-carbon window, holding no worker slot."""
+"""A sensor that waits for the planned low-carbon window: deferred by default (holding no worker slot),
+or poking (``deferrable=False``, with ``mode``, ``timeout`` and ``soft_fail`` as for any sensor)."""
 from __future__ import annotations
 
+import json
 import time
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any, Sequence
 
 from airflow.sdk import BaseSensorOperator
@@ -15,62 +18,106 @@ TIMEOUT_SLACK = timedelta(minutes=5)
 # 3.3 can fail a task whose trigger fires before the scheduler has processed the deferral
 # (apache/airflow#72716, #71580).
 MIN_DEFER_SECONDS = 20.0
+# The sensor's own XCom while deferred: the plan it follows (re-planned or not) and when it started.
+WAIT_XCOM_KEY = "wait"
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
 
 
 class CarbonWindowSensor(BaseSensorOperator):
-    """Defers until the start chosen by ``plan_task_id``'s plan; on waking, checks the current
-    intensity and re-plans (and defers again) when it runs above the forecast by more than the
-    tolerance. Never waits past the latest start that still meets the deadline."""
+    """Waits until the start chosen by ``plan_task_id``'s plan; on waking, checks the current
+    intensity and re-plans (and waits again) when it runs above the forecast by more than the
+    tolerance. Never waits past the latest start that still meets the deadline.
+
+    Deferrable by default, like the standard provider's ``DateTimeSensorAsync``: the trigger carries the
+    moment to wake at, the plan stays in XCom. With ``deferrable=False`` it pokes (``mode="poke"`` or
+    ``"reschedule"``), and ``timeout``, ``soft_fail`` and ``poke_interval`` apply as to any sensor; a
+    deferred wait is bounded by ``timeout`` too."""
 
     template_fields: Sequence[str] = ("plan_task_id",)
 
-    def __init__(self, *, plan_task_id: str = "plan_window", min_defer_seconds: float = MIN_DEFER_SECONDS,
-                 **kwargs) -> None:
+    def __init__(self, *, plan_task_id: str = "plan_window", deferrable: bool = True,
+                 min_defer_seconds: float = MIN_DEFER_SECONDS, **kwargs) -> None:
         super().__init__(**kwargs)
         self.plan_task_id = plan_task_id
+        self.deferrable = deferrable
         self.min_defer_seconds = min_defer_seconds
+        self._wait: dict[str, Any] | None = None  # poke mode: the wait between pokes
 
     def execute(self, context) -> dict[str, Any]:
+        if not self.deferrable:
+            return super().execute(context)  # pokes, honouring mode, timeout and soft_fail
         plan = context["ti"].xcom_pull(task_ids=self.plan_task_id)
-        return self._wait_or_start(plan, started_at=datetime.now(timezone.utc).isoformat())
+        return self._wait_or_start(context, plan, started_at=_now().isoformat())
 
     def execute_complete(self, context, event: dict[str, Any]) -> dict[str, Any]:
-        self.log.info("woke at %s for the window planned at %s", datetime.now(timezone.utc).isoformat(),
-                      event["plan"]["start"])
-        return self._on_wake(event["plan"], event["started_at"],
+        wait = context["ti"].xcom_pull(task_ids=self.task_id, key=WAIT_XCOM_KEY)
+        self.log.info("woke at %s for the window planned at %s", _now().isoformat(), wait["plan"]["start"])
+        return self._on_wake(context, wait["plan"], wait["started_at"],
                              fired_at=datetime.fromisoformat(event["moment"]))
 
-    def _wait_or_start(self, plan: dict[str, Any], started_at: str) -> dict[str, Any]:
+    def poke(self, context):
+        from airflow.sdk import PokeReturnValue
+
+        wait = self._waiting(context)
+        plan, started_at = wait["plan"], wait["started_at"]
+        wake = self._clock(plan, started_at).real(datetime.fromisoformat(plan["start"]))
+        if wake > _now():
+            self.log.info("planned start %s (grid time) is %.0f s away", plan["start"],
+                          (wake - _now()).total_seconds())
+            return False
+        # As when a trigger fires: the time since the planned moment passes at 1x (see _check).
+        fired_at = wake if wake > datetime.fromisoformat(started_at) else None
+        plan, woke = self._check(plan, started_at, fired_at)
+        if woke is None:
+            self._keep(context, {"plan": plan, "started_at": started_at})
+            return False
+        return PokeReturnValue(is_done=True, xcom_value=woke)
+
+    @staticmethod
+    def _clock(plan: dict[str, Any], started_at: str):
         from carbon_aware.clock import Clock
 
-        clock = Clock.from_plan(plan, started=datetime.fromisoformat(started_at))
+        return Clock.from_plan(plan, started=datetime.fromisoformat(started_at))
+
+    def _wait_or_start(self, context, plan: dict[str, Any], started_at: str) -> dict[str, Any]:
+        clock = self._clock(plan, started_at)
         wake = clock.real(datetime.fromisoformat(plan["start"]))
         latest_start = clock.real(datetime.fromisoformat(plan["deadline"])
                                   - timedelta(hours=plan["duration_hours"]))
-        now = datetime.now(timezone.utc)
+        now = _now()
         if wake <= now:
             self.log.info("planned start %s is not in the future: starting now", plan["start"])
-            return self._on_wake(plan, started_at)
+            return self._on_wake(context, plan, started_at)
         remaining = (wake - now).total_seconds()
         if remaining < self.min_defer_seconds:
             self.log.info("planned start %s is %.1f s away: "
                           "waiting here (shorter than deferring and resuming)", plan["start"], remaining)
             time.sleep(remaining)
-            return self._on_wake(plan, started_at, fired_at=wake)
+            return self._on_wake(context, plan, started_at, fired_at=wake)
         self.log.info("deferring until %s (grid time %s), %.1f s from now", wake.isoformat(), plan["start"],
                       remaining)
-        self.defer(trigger=CarbonWindowTrigger(moment=wake.isoformat(),
-                                               payload={"plan": plan, "started_at": started_at}),
-                   method_name="execute_complete",
-                   timeout=max(latest_start - now, timedelta(0)) + TIMEOUT_SLACK)
+        context["ti"].xcom_push(key=WAIT_XCOM_KEY, value={"plan": plan, "started_at": started_at})
+        left = timedelta(seconds=self.timeout) - (now - datetime.fromisoformat(started_at))
+        self.defer(trigger=CarbonWindowTrigger(moment=wake.isoformat()), method_name="execute_complete",
+                   timeout=min(max(latest_start - now, timedelta(0)) + TIMEOUT_SLACK,
+                               max(left, timedelta(0))))
 
-    def _on_wake(self, plan: dict[str, Any], started_at: str,
+    def _on_wake(self, context, plan: dict[str, Any], started_at: str,
                  fired_at: datetime | None = None) -> dict[str, Any]:
-        from carbon_aware.clock import Clock
+        plan, woke = self._check(plan, started_at, fired_at)
+        return self._wait_or_start(context, plan, started_at) if woke is None else woke
+
+    def _check(self, plan: dict[str, Any], started_at: str,
+               fired_at: datetime | None = None) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """The window opened: (plan, what the sensor returns), or (the new plan, None) when the grid runs
+        above the forecast and the start moved later."""
         from carbon_aware.planning.plan import check_window
 
-        clock = Clock.from_plan(plan, started=datetime.fromisoformat(started_at))
-        now = datetime.now(timezone.utc)
+        clock = self._clock(plan, started_at)
+        now = _now()
         grid_now = clock.grid(now)
         if fired_at is not None and fired_at < now:
             # Only the wait is compressed (demos): the seconds the scheduler took to resume this task
@@ -81,10 +128,34 @@ class CarbonWindowSensor(BaseSensorOperator):
             self.log.warning("current %s g/kWh vs forecast %s g/kWh: %s", check["current_g_per_kwh"],
                              check["forecast_g_per_kwh"], check["decision"])
         if check and "new_start" in check and datetime.fromisoformat(check["new_start"]) > grid_now:
-            return self._wait_or_start(plan, started_at)
+            return plan, None
         waited = (now - datetime.fromisoformat(started_at)).total_seconds()
-        return {"plan": plan, "replans": plan.get("replans", []), "woke_at": now.isoformat(),
-                "woke_at_grid": grid_now.isoformat(), "waited_seconds": waited, "last_check": check}
+        return plan, {"plan": plan, "replans": plan.get("replans", []), "woke_at": now.isoformat(),
+                      "woke_at_grid": grid_now.isoformat(), "waited_seconds": waited, "last_check": check}
+
+    def _waiting(self, context) -> dict[str, Any]:
+        """What a poke follows: the plan (as last re-planned) and when the wait began. In poke mode the
+        same instance pokes again; in reschedule mode each poke is a fresh task run whose XComs Airflow
+        has cleared, so a re-plan is kept in the run's folder (see :meth:`_keep`)."""
+        if self._wait is not None:
+            return self._wait
+        plan = context["ti"].xcom_pull(task_ids=self.plan_task_id)
+        first = context["ti"].get_first_reschedule_date(context) if self.reschedule else None
+        self._wait = {"plan": plan, "started_at": (first or _now()).isoformat()}
+        if self.reschedule and (kept := self._kept_path(context, plan)).is_file():
+            self._wait = json.loads(kept.read_text())
+        return self._wait
+
+    def _keep(self, context, wait: dict[str, Any]) -> None:
+        from carbon_aware.files import atomic_write_json
+
+        self._wait = wait
+        if self.reschedule:
+            atomic_write_json(self._kept_path(context, wait["plan"]), wait)
+
+    def _kept_path(self, context, plan: dict[str, Any]) -> Path:
+        """Per try: a retry waits on the plan task's plan again, as a deferred sensor's retry does."""
+        return Path(plan["run_dir"]) / f"{self.task_id}.try{context['ti'].try_number}.wait.json"
 
 
 class CarbonRegionSensor(BaseSensorOperator):

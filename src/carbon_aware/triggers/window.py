@@ -1,7 +1,7 @@
-"""The triggerer side of the wait: sleep until the planned start, then hand back the plan.
-
-Everything the sensor needs to resume travels in the event (Airflow 3.3's test mode drops
-``defer(kwargs=...)``). Imported by the triggerer from the plugins folder or the installed package.
+"""The triggerer side of a wait: sleep until a moment, then fire. Modelled on the standard provider's
+``DateTimeTrigger``: it carries the moment and a few scalars, never a plan; the operator that deferred
+keeps its state in its own XCom (Airflow keeps a task's XComs across a deferral) and reads it back
+when it resumes. Imported by the triggerer from the plugins folder or the installed package.
 """
 from __future__ import annotations
 
@@ -11,11 +11,22 @@ from typing import Any, AsyncIterator
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+Scalar = str | int | float | bool | None
+
 
 class CarbonWindowTrigger(BaseTrigger):
-    def __init__(self, moment: str, payload: dict[str, Any]):
+    """Fires ``{"moment": moment, **payload}`` at ``moment`` (ISO 8601, real wall-clock time).
+    ``payload`` holds scalars only (a start time, a slot index): what the trigger row stores stays small."""
+
+    def __init__(self, moment: str, payload: dict[str, Scalar] | None = None):
         super().__init__()
-        self.moment = moment  # ISO 8601, real (wall-clock) time to wake at
+        datetime.fromisoformat(moment)  # a bad moment fails where it is deferred, not in the triggerer
+        payload = dict(payload or {})
+        for key, value in payload.items():
+            if not isinstance(value, (str, int, float, bool, type(None))):
+                raise TypeError(f"CarbonWindowTrigger payload {key!r}: scalars only, "
+                                f"got {type(value).__name__}")
+        self.moment = moment
         self.payload = payload
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
