@@ -441,6 +441,11 @@ def test_the_installed_provider_registers_its_connection_types_and_the_carbon_pa
         assert conn_type in manager.hooks, conn_type
     plugins = {plugin.name: plugin.plugin_class for plugin in manager.plugins}
     assert plugins["carbon_page"] == "carbon_aware.plugins.carbon_page.CarbonPagePlugin"
+    # ...and Airflow loads the page with its default settings (lazy-loaded providers), from no plugins folder
+    airflow = str(Path(sys.executable).parent / "airflow")
+    out = subprocess.run([airflow, "plugins", "-o", "json"], capture_output=True, text=True, timeout=120)
+    loaded = {plugin["name"]: plugin for plugin in json.loads(out.stdout)}
+    assert "/carbon" in str(loaded["carbon_page"]["fastapi_apps"]), out.stdout[-2000:] + out.stderr[-2000:]
 
 
 # --- fixes: re-plan on a trace, deadline past the horizon, refused secrets ------------------------------
