@@ -1,17 +1,12 @@
 """The DAG's run parameters, validated before any waiting or training starts."""
 from __future__ import annotations
 
-import re
 import types
 from typing import Any, Iterable, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-# A key that contains any of these (lower-cased, separators removed) looks like a credential: refused in
-# params and in regions files, its value redacted wherever it is shown.
-SECRET_WORDS = ("token", "secret", "passw", "pwd", "auth", "bearer", "credential", "key", "cookie",
-                "session", "signature")
-
+from carbon_aware.redaction import looks_secret
 
 RENAMED = {"run_baseline": "replaced by baseline: cached (default), every_run or off"}
 
@@ -116,22 +111,6 @@ class RunParams(BaseModel):
             raise ValueError(f"job_duration_hours ({self.job_duration_hours}) is longer than deadline_hours "
                              f"({self.deadline_hours}): the job cannot finish by the deadline")
         return self
-
-
-def looks_secret(key: Any) -> bool:
-    """True for any key that looks like a credential, however spelled: ``auth-token``, ``accessToken``,
-    ``API_KEY``, ``Bearer``, ``client-secret``, ``passwd`` ..."""
-    squeezed = re.sub(r"[^a-z0-9]", "", str(key).lower())
-    return any(word in squeezed for word in SECRET_WORDS)
-
-
-def redact(value: Any) -> Any:
-    """``value`` with every secret-looking entry's value hidden, so an error can show what it refused."""
-    if isinstance(value, dict):
-        return {k: "<redacted>" if looks_secret(k) else redact(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [redact(v) for v in value]
-    return value
 
 
 def _got(value: Any) -> str:

@@ -91,7 +91,7 @@ def parse_regions(data: Any, where: str = "regions") -> list[Region]:
     try:
         return RegionsFile.model_validate(data).regions
     except ValidationError as error:
-        from carbon_aware.planning.params import redact
+        from carbon_aware.redaction import redact
 
         lines = []
         for item in error.errors():

@@ -109,7 +109,7 @@ def validate_provider_specs(providers: Any, where: str) -> list[dict[str, Any]]:
 
 def validate_spec(spec: Any, field: str = "provider", where: str = "a provider spec") -> dict[str, Any]:
     """One spec, normalized; errors name ``field`` (e.g. ``providers[0]``)."""
-    from carbon_aware.planning.params import looks_secret, redact  # params imports this package
+    from carbon_aware.redaction import looks_secret, redact
 
     if not isinstance(spec, dict):
         raise ValueError(f"{field}: expected an object with a name, got {type(spec).__name__}")
