@@ -233,14 +233,6 @@ def test_each_form_is_declared_once_and_the_hook_returns_the_same(entry):
     assert not set(declared["hidden-fields"]) & set(declared["relabeling"])
 
 
-def test_the_3_1_form_widgets_follow_the_declared_fields():
-    pytest.importorskip("wtforms")
-    pytest.importorskip("flask_appbuilder")
-    widgets = ElectricityMapsHook.get_connection_form_widgets()
-    assert set(widgets) == {"signal", "zone"} and WattTimeHook.get_connection_form_widgets() == {}
-    assert widgets["signal"].kwargs["default"] == "direct"
-
-
 def test_airflows_providers_manager_registers_the_four_types_with_their_forms():
     from airflow.providers_manager import ProvidersManager
 
