@@ -378,3 +378,16 @@ def test_a_replayed_trace_plan_shows_the_traces_own_time_beside_the_grid_time():
             in plan["summary"])
     assert "deadline 2026-12-03 18:00 UTC (trace 2023-03-01 18:00)" in plan["summary"]
     assert make_plan(trace_params(providers=[{"name": "mock"}]), "x", trainer_configs=False)["replay"] is None
+
+
+def test_the_job_operators_take_airflows_default_pool_and_the_dags_choose_gpu(dag):
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.models.pool import Pool
+
+    from carbon_aware import CarbonJobOperator, CarbonTrainerOperator
+
+    assert CarbonJobOperator(task_id="job", command=["true"]).pool == Pool.DEFAULT_POOL_NAME
+    assert CarbonTrainerOperator(task_id="train").pool == Pool.DEFAULT_POOL_NAME
+    assert CarbonJobOperator(task_id="own", command=["true"], pool="gpu").pool == "gpu"
+    own = DagBag(dag_folder=str(REPO_ROOT / "dags" / "carbon_own_job.py")).dags["carbon_own_job"]
+    assert own.get_task("train").pool == "gpu" and dag.get_task("train_optimized").pool == "gpu"
