@@ -63,6 +63,7 @@ with DAG(
         run_name="own_training",
         command=[sys.executable, str(OWN_SCRIPT)],
         job_params=("steps",),  # read by the script from $CARBON_JOB_PARAMS: params never reach an argv
+        pool="gpu",  # one slot per GPU (created by `make airflow`, `make demo` and docker-compose.yaml)
         queue=os.environ.get("CARBON_TRAINING_QUEUE", "training"),
         retries=2,
     )

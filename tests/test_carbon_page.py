@@ -204,6 +204,58 @@ def test_net_total_subtracts_baseline_measurements_and_charts_the_running_sum(cl
     assert re.search(r'data-run-id="manual__3"\s+data-value="-0.0005', page)
 
 
+def test_a_run_without_a_real_signal_is_labelled_and_left_out_of_the_totals(client):
+    _write(_report("manual__real", "2026-11-21T12:00:00+00:00", 0.0004, 0.0003, kind="measured"))
+    mocked = _report("manual__mock", "2026-11-22T12:00:00+00:00", 0.0011, 0.0011, kind="measured")
+    mocked["no_real_signal"] = "no real signal: the plan used the mock curve (every provider failed)"
+    mocked["carbon_savings"]["reduction_kg"] = None  # as build_report writes it
+    legacy = _report("manual__legacy", "2026-11-23T12:00:00+00:00", 0.0011, 0.0011)  # from before the label
+    legacy["sources"]["forecast"] = "mock"
+    _write(mocked)
+    _write(legacy)
+    body = client.get("/api/runs").json()
+    rows = {row["run_id"]: row for row in body["runs"]}
+    assert rows["manual__mock"]["no_real_signal"] == mocked["no_real_signal"]
+    assert rows["manual__legacy"]["no_real_signal"] == "no real signal: planned on the mock curve"
+    for run_id in ("manual__mock", "manual__legacy"):
+        assert rows[run_id]["saving_kg"] is None and rows[run_id]["timing_saving_kg"] is None, run_id
+        assert rows[run_id]["net_saving_kg"] is None and rows[run_id]["saving_pct"] is None, run_id
+    t = body["totals"]
+    assert (t["runs"], t["runs_no_real_signal"]) == (1, 2)
+    assert t["saving_kg"] == pytest.approx(0.0004) and t["timing_saving_kg"] == pytest.approx(0.0003)
+    assert t["baseline_cost_kg"] == pytest.approx(0.002)
+    assert t["baseline_emissions_kg"] == pytest.approx(0.002)
+    assert [p["run_id"] for p in body["cumulative"]] == ["manual__real"]
+    page = client.get("/").text
+    assert page.count("<circle") == 1 and "2 runs with no real signal not counted" in page
+    mock_row = re.search(r'<tr data-run-id="manual__mock">(.*?)</tr>', page, re.S).group(1)
+    assert re.search(r'data-field="saving_kg" data-value="">no real signal<span class="local">not counted',
+                     mock_row)
+    run_page = client.get(f"/runs/{_quoted(run_dir_for('manual__mock'))}").text
+    assert re.search(r'id="no-real-signal">no real signal: the plan used the mock curve', run_page)
+
+
+def test_a_replayed_trace_shows_the_traces_own_time_beside_the_grid_time(client):
+    report = _report("manual__replay", "2026-11-23T15:00:00+00:00", 0.0004, 0.0003)
+    report["replay"] = {"trace": "neso_2023_national_intensity.csv", "offset_seconds": -1.0,
+                        "run_now_start": "2023-03-01T06:00:00+00:00",
+                        "planned_start": "2023-03-01T10:00:00+00:00",
+                        "actual_start": "2023-03-01T10:00:02+00:00", "deadline": "2023-03-02T06:00:00+00:00"}
+    directory = _write(report)
+    row = client.get("/api/runs").json()["runs"][0]
+    assert (row["trace"], row["trace_planned_start"]) == ("neso_2023_national_intensity.csv",
+                                                          "2023-03-01T10:00:00+00:00")
+    page = client.get("/").text
+    assert re.search(r'data-field="planned_start"[^>]*><time datetime="2026-11-23T14:00:00\+00:00">'
+                     r'2026-11-23 14:00 UTC</time><span class="local">trace time 2023-03-01 10:00 UTC', page)
+    run_page = client.get(f"/runs/{_quoted(directory)}").text
+    assert 'id="replay">A replayed trace, neso_2023_national_intensity.csv' in run_page
+    assert re.search(r'data-field="schedule.actual_start"><time[^>]*>2026-11-23 14:00:02 UTC</time>'
+                     r'<span class="local">trace time 2023-03-01 10:00 UTC', run_page)
+    plain = _write(_report("manual__plain", "2026-11-24T15:00:00+00:00", 0.0, 0.0))
+    assert "trace time" not in client.get(f"/runs/{_quoted(plain)}").text
+
+
 def test_a_legacy_report_with_a_measured_baseline_counts_it_as_emitted(client):
     legacy = _report("manual__old", "2026-11-20T12:00:00+00:00", 0.0004, 0.0003)
     del legacy["baseline"]

@@ -499,3 +499,50 @@ def test_a_refused_token_is_never_echoed_into_the_log(airflow_db):
     log = out.stdout + out.stderr
     assert "secrets (token) do not belong in params" in log and "state=failed" in log
     assert "plan_window" in log and secret not in log  # dags test streams the task's log here
+
+
+def test_a_trace_that_is_not_there_is_an_error_naming_the_param_never_the_mock_curve():
+    missing = r"param providers: providers\[0\]\.path: no file 'carbon/nope\.csv' in "
+    with pytest.raises(ParamsError, match=missing):
+        make_plan(trace_params(providers=[{"name": "trace", "path": "carbon/nope.csv"}]), "x")
+    outside = (r"param providers\[0\]\.replay_start: 2030-03-01T06:00:00Z is outside "
+               r"carbon/neso.*, which runs from 2022-12-31 23:30 to 2024-01-01")
+    with pytest.raises(ParamsError, match=outside):
+        make_plan(trace_params(providers=[{"name": "trace", "path": NESO,
+                                           "replay_start": "2030-03-01T06:00:00Z"}]), "x")
+
+
+def test_a_plan_on_the_mock_curve_says_it_has_no_real_signal():
+    plan = make_plan(trace_params(providers=[{"name": "mock"}]), "x", trainer_configs=False)
+    assert plan["no_real_signal"] == ("no real signal: the plan used the mock curve (the providers name the "
+                                      "mock curve); no saving is counted for this run")
+    first, *rest = plan["summary"].splitlines()
+    assert first.endswith("[no real signal]") and rest[-1] == plan["no_real_signal"]
+    assert make_plan(trace_params(), "x", trainer_configs=False)["no_real_signal"] is None
+
+
+def test_a_replayed_trace_plan_shows_the_traces_own_time_beside_the_grid_time():
+    now = datetime(2026, 12, 3, 6, 0, tzinfo=timezone.utc)
+    plan = make_plan(trace_params(), "x", now=now, trainer_configs=False)
+    offset = timedelta(seconds=plan["replay"]["offset_seconds"])
+    assert plan["replay"]["trace"] == "neso_2023_national_intensity.csv"
+    assert now + offset == datetime(2023, 3, 1, 6, 0, tzinfo=timezone.utc)  # replay_start is now
+    start = datetime.fromisoformat(plan["start"])
+    trace_start = start + offset
+    assert (f"window starts {start:%Y-%m-%d %H:%M} UTC (trace {trace_start:%Y-%m-%d %H:%M}) at"
+            in plan["summary"])
+    assert "deadline 2026-12-03 18:00 UTC (trace 2023-03-01 18:00)" in plan["summary"]
+    assert make_plan(trace_params(providers=[{"name": "mock"}]), "x", trainer_configs=False)["replay"] is None
+
+
+def test_the_job_operators_take_airflows_default_pool_and_the_dags_choose_gpu(dag):
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.models.pool import Pool
+
+    from carbon_aware import CarbonJobOperator, CarbonTrainerOperator
+
+    assert CarbonJobOperator(task_id="job", command=["true"]).pool == Pool.DEFAULT_POOL_NAME
+    assert CarbonTrainerOperator(task_id="train").pool == Pool.DEFAULT_POOL_NAME
+    assert CarbonJobOperator(task_id="own", command=["true"], pool="gpu").pool == "gpu"
+    own = DagBag(dag_folder=str(REPO_ROOT / "dags" / "carbon_own_job.py")).dags["carbon_own_job"]
+    assert own.get_task("train").pool == "gpu" and dag.get_task("train_optimized").pool == "gpu"

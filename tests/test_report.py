@@ -161,3 +161,49 @@ def test_an_interrupted_run_draws_nothing_while_paused_and_its_run_now_counterfa
     at_run_now = back_to_back(pieces, at(0))
     assert at_run_now[-1][0] == at(60)  # 30 + 30 minutes of running, end to end
     assert price_run(at_run_now, [], curve)["emissions_g"] == pytest.approx(2.0 * 100 + 2.0 * 500)
+
+
+def test_a_plan_on_the_mock_curve_is_priced_but_claims_no_saving():
+    from carbon_aware.planning.plan import no_real_signal
+
+    plan = {**_plan(CURVE, T0, at(240)), "source": "mock",
+            "fallback_reasons": ["trace: no data", "mock: the original curve (no provider answered)"]}
+    report = build_report(dag_run_id="manual__mock", plan=plan, wait={"woke_at_grid": at(240).isoformat()},
+                          baseline=None, optimized=_summary(at(240), 1.0), actual=[], report_time=at(300))
+    assert report["no_real_signal"].startswith("no real signal: the plan used the mock curve")
+    assert "every configured provider failed" in report["no_real_signal"]
+    # still priced (the energy is real, the intensity the curve's), but no difference is a saving
+    assert report["carbon_savings"]["optimized_emissions_kg"] == pytest.approx(0.1)
+    for block, key in (("carbon_savings", "reduction_kg"), ("carbon_savings", "reduction_percentage"),
+                       ("timing", "saving_kg"), ("timing", "saving_percentage"), ("efficiency", "saving_kg"),
+                       ("intensities", "expected_saving_pct")):
+        assert report[block][key] is None, (block, key)
+    table = format_table(report)
+    assert "saving: not counted: no real signal" in table and "saving: n/a" not in table
+    real = _report(None, 1.0)
+    assert real["no_real_signal"] is None and real["carbon_savings"]["reduction_kg"] == pytest.approx(0.1)
+    # across regions: the home region's curve prices the counterfactual, so a mock home is no signal too
+    regional = {"source": "trace:gb.csv:file", "home_region": "de", "fallback_reasons": [],
+                "regions": [{"name": "de", "source": "mock"}, {"name": "gb", "source": "trace:gb.csv:file"}]}
+    assert "the home region de used the mock curve" in no_real_signal(regional)
+    assert no_real_signal({**regional, "regions": [{"source": "history(store:x)"}]}) is None
+
+
+def test_a_replayed_trace_reports_its_own_time_beside_the_grid_time():
+    three_years = (T0 - datetime(2020, 3, 1, 10, tzinfo=timezone.utc)).total_seconds()
+    plan = {**_plan(CURVE, T0, at(240)), "replay": {"trace": "neso.csv", "offset_seconds": -three_years}}
+    report = build_report(dag_run_id="manual__replay", plan=plan,
+                          wait={"woke_at_grid": at(241).isoformat()}, baseline=None,
+                          optimized=_summary(at(240), 1.0), actual=[], report_time=at(300))
+    assert report["replay"] == {
+        "trace": "neso.csv", "offset_seconds": -three_years, "run_now_start": "2020-03-01T10:00:00+00:00",
+        "planned_start": "2020-03-01T14:00:00+00:00", "actual_start": "2020-03-01T14:01:00+00:00",
+        "deadline": "2020-03-02T10:00:00+00:00"}
+    assert report["schedule"]["planned_start"] == at(240).isoformat()  # the grid time stays as it was
+    rows = format_table(report).splitlines()
+    grid = next(r for r in rows if r.startswith("start (grid time, UTC)"))
+    trace = next(r for r in rows if r.startswith("start (trace time, UTC)"))
+    assert grid.split()[-2:] == ["2023-03-01T10:00", "2023-03-01T14:01"]
+    assert trace.split()[-2:] == ["2020-03-01T10:00", "2020-03-01T14:01"]
+    assert _report(None, 1.0)["replay"] is None
+    assert "trace time" not in format_table(_report(None, 1.0))

@@ -26,6 +26,7 @@ import numpy as np
 from carbon_aware.clock import Clock
 from carbon_aware.grid.forecast import IntensityPoint
 from carbon_aware.outputs import PLOT_NAME, REPORT_NAME
+from carbon_aware.planning.plan import no_real_signal, trace_offset
 
 log = logging.getLogger(__name__)
 
@@ -217,11 +218,61 @@ def build_report(*, dag_run_id: str, plan: dict[str, Any], wait: dict[str, Any],
     came from) or None when off. Counterfactual = the baseline config started at run-now; actual = the
     optimized run in its window. Saving = counterfactual - actual = timing + efficiency, where timing
     prices the optimized run's own timeline shifted to run-now. A plan across regions (``home_region``)
-    prices the counterfactual in the home region (``home_actual``, else ``home_curve``) and adds place."""
-    clock = Clock.from_plan(plan)
+    prices the counterfactual in the home region (``home_actual``, else ``home_curve``) and adds place.
+    A plan on the mock curve (``no_real_signal``) is priced, but every saving is None: not counted."""
+    runs = _price_runs(plan, wait, baseline, optimized, actual, home_actual)
+    figures = _figures(runs, no_signal=bool(no_real_signal(plan)))
+    kind = runs["kind"]
+    return {
+        "report_version": REPORT_VERSION,
+        "dag_run_id": dag_run_id,
+        "generated_at": report_time.isoformat(),
+        "baseline_kind": kind,
+        "no_real_signal": no_real_signal(plan),
+        "baseline": {
+            "kind": kind,
+            "note": BASELINE_NOTES[kind],
+            "source_run": (baseline or {}).get("dag_run_id"),
+            "measured_at": (baseline or {}).get("measured_at"),
+            "key": (baseline or {}).get("key"),
+            "measurement_cost_kg": figures["cost_kg"],
+        },
+        # The original pipeline's blocks: "baseline" is the counterfactual (a plain run started at once).
+        "carbon_savings": {
+            "baseline_emissions_kg": figures["emis_b"],
+            "optimized_emissions_kg": figures["emis_o"],
+            "reduction_kg": figures["reduction_kg"],
+            "reduction_percentage": figures["reduction_pct"],
+        },
+        **_quality_blocks(runs["summary_b"], optimized),
+        **_saving_blocks(plan, runs, figures),
+        "intensities": _intensities_block(plan, runs, figures),
+        "codecarbon_static": _codecarbon_block(runs["summary_b"], optimized),
+        "schedule": _schedule_block(plan, wait),
+        "replay": _replay_block(plan, wait),
+        "replans": wait.get("replans", []),
+        "sources": _sources_block(plan, runs),
+        "runs": {"baseline": _run_block(runs["summary_b"]), "optimized": _run_block(optimized)},
+        "job": {
+            "command": optimized.get("command"),
+            "status": optimized.get("status", "completed"),
+            "attempts": optimized.get("attempts"),
+            "interruptible": bool(plan.get("request", {}).get("interruptible")),
+            "planned_segments": plan.get("segments"),
+            "segments": _segment_blocks(optimized, runs["opt_pieces"], actual, runs["forecast"]),
+        },
+        "stop": optimized.get("stop"),
+    }
+
+
+def _price_runs(plan: dict[str, Any], wait: dict[str, Any], baseline: dict[str, Any] | None,
+                optimized: dict[str, Any], actual: list[IntensityPoint],
+                home_actual: list[IntensityPoint] | None) -> dict[str, Any]:
+    """Each run's timeline priced: ``opt`` (in its window), ``at_now`` (the same timeline at run-now),
+    ``at_now_home`` (that, in the home region) and ``base`` (the baseline config at run-now, at home)."""
     forecast = _points(plan["curve"])
     hours = plan["duration_hours"]
-    compressed = clock.compression != 1
+    compressed = Clock.from_plan(plan).compression != 1
     run_now = datetime.fromisoformat(plan["run_now_start"])
     released = datetime.fromisoformat(wait["woke_at_grid"]) if compressed else None
     opt_pieces = timeline_pieces(optimized, released, hours)
@@ -236,47 +287,47 @@ def build_report(*, dag_run_id: str, plan: dict[str, Any], wait: dict[str, Any],
         home_actual = actual
     at_now_home = (price_run(back_to_back(opt_pieces, run_now), home_actual, home_forecast)
                    if regional else at_now)
-    kind = baseline["kind"] if baseline else "off"
     summary_b = baseline["summary"] if baseline else None
     base_pieces = timeline_pieces(summary_b, run_now if compressed else None, home_hours)
     base = price_run(back_to_back(base_pieces, run_now), home_actual, home_forecast) if baseline else None
+    return {"kind": baseline["kind"] if baseline else "off", "has_baseline": bool(baseline),
+            "summary_b": summary_b, "forecast": forecast,
+            "regional": regional, "opt_pieces": opt_pieces, "opt": opt, "at_now": at_now,
+            "at_now_home": at_now_home, "base": base}
 
-    p_opt, p_now, p_base, p_home = _priced(opt), _priced(at_now), _priced(base), _priced(at_now_home)
-    timing_kg = (p_now["emissions_g"] - p_opt["emissions_g"]) / 1000 if p_opt and p_now else None
-    place_kg = (p_home["emissions_g"] - p_now["emissions_g"]) / 1000 if p_home and p_now else None
-    efficiency_kg = (p_base["emissions_g"] - p_home["emissions_g"]) / 1000 if p_base and p_home else None
-    counterfactual = p_base if baseline else p_home
+
+def _figures(runs: dict[str, Any], no_signal: bool) -> dict[str, Any]:
+    """The saving and its terms (kg), the emissions and energies; every saving None when ``no_signal``
+    (priced on a made-up curve, a difference of two made-up figures is no saving)."""
+    p_opt, p_now, p_base, p_home = (_priced(runs[k]) for k in ("opt", "at_now", "base", "at_now_home"))
+    counterfactual = p_base if runs["has_baseline"] else p_home
     emis_b = counterfactual["emissions_g"] / 1000 if counterfactual else None
     emis_o = p_opt["emissions_g"] / 1000 if p_opt else None
-    reduction = emis_b - emis_o if emis_b is not None and emis_o is not None else None
-    energy_b = p_base["energy_kwh"] if p_base else None
-    energy_o = p_opt["energy_kwh"] if p_opt else None
-    cost_kg = emis_b if kind == "measured" else 0.0
+    saving = {
+        "timing_kg": (p_now["emissions_g"] - p_opt["emissions_g"]) / 1000 if p_opt and p_now else None,
+        "timing_pct": _reduction(p_now and p_now["mean_intensity_g_per_kwh"],
+                                 p_opt and p_opt["mean_intensity_g_per_kwh"]),
+        "place_kg": (p_home["emissions_g"] - p_now["emissions_g"]) / 1000 if p_home and p_now else None,
+        "place_pct": _reduction(p_home and p_home["emissions_g"], p_now and p_now["emissions_g"]),
+        "efficiency_kg": ((p_base["emissions_g"] - p_home["emissions_g"]) / 1000
+                          if p_base and p_home else None),
+        "reduction_kg": emis_b - emis_o if emis_b is not None and emis_o is not None else None,
+        "reduction_pct": _reduction(emis_b, emis_o),
+    }
+    if no_signal:
+        saving = dict.fromkeys(saving)
+    return {**saving, "p_opt": p_opt, "p_now": p_now, "p_home": p_home, "emis_b": emis_b, "emis_o": emis_o,
+            "energy_b": p_base["energy_kwh"] if p_base else None,
+            "energy_o": p_opt["energy_kwh"] if p_opt else None,
+            "cost_kg": emis_b if runs["kind"] == "measured" else 0.0}
 
+
+def _quality_blocks(summary_b: dict[str, Any] | None, optimized: dict[str, Any]) -> dict[str, Any]:
     acc_b = summary_b.get("final_test_accuracy_pct") if summary_b else None
     acc_o = optimized.get("final_test_accuracy_pct")
     mem_b = summary_b.get("peak_memory_mb") if summary_b else None
     mem_o = optimized.get("peak_memory_mb")
     return {
-        "report_version": REPORT_VERSION,
-        "dag_run_id": dag_run_id,
-        "generated_at": report_time.isoformat(),
-        "baseline_kind": kind,
-        "baseline": {
-            "kind": kind,
-            "note": BASELINE_NOTES[kind],
-            "source_run": (baseline or {}).get("dag_run_id"),
-            "measured_at": (baseline or {}).get("measured_at"),
-            "key": (baseline or {}).get("key"),
-            "measurement_cost_kg": cost_kg,
-        },
-        # The original pipeline's blocks: "baseline" is the counterfactual (a plain run started at once).
-        "carbon_savings": {
-            "baseline_emissions_kg": emis_b,
-            "optimized_emissions_kg": emis_o,
-            "reduction_kg": reduction,
-            "reduction_percentage": _reduction(emis_b, emis_o),
-        },
         "accuracy_impact": {
             "baseline_accuracy": acc_b,
             "optimized_accuracy": acc_o,
@@ -288,80 +339,99 @@ def build_report(*, dag_run_id: str, plan: dict[str, Any], wait: dict[str, Any],
             "memory_kind": optimized.get("peak_memory_kind"),
             "reduction_percentage": _reduction(mem_b, mem_o),
         },
-        "timing": {
-            "saving_kg": timing_kg,
-            "saving_percentage": _reduction(
-                p_now and p_now["mean_intensity_g_per_kwh"], p_opt and p_opt["mean_intensity_g_per_kwh"]
-            ),
-            "run_now_intensity_g_per_kwh": p_now["mean_intensity_g_per_kwh"] if p_now else None,
-            "chosen_window_intensity_g_per_kwh": p_opt["mean_intensity_g_per_kwh"] if p_opt else None,
-        },
-        "place": _place_block(plan, place_kg, p_home, p_now) if regional else None,
-        "regions": plan["regions"] if regional else None,
-        "efficiency": {
-            "saving_kg": efficiency_kg,
-            "saving_percentage": _reduction(energy_b, energy_o),
-            "baseline_energy_kwh": energy_b,
-            "optimized_energy_kwh": energy_o,
-        },
-        "intensities": {
-            "planned_run_now_g_per_kwh": plan["run_now_mean_intensity"],
-            "planned_window_g_per_kwh": plan["mean_intensity"],
-            "expected_saving_pct": plan["expected_saving_pct"],
-            "baseline": base,
-            "optimized": opt,
-            "optimized_at_run_now": at_now,
-            **({"optimized_at_run_now_home": at_now_home} if regional else {}),
-        },
-        "codecarbon_static": {
-            "note": "CodeCarbon's own figure: one yearly intensity per country, blind to timing",
-            "baseline_emissions_kg": (
-                (summary_b.get("energy") or {}).get("codecarbon_emissions_kg") if summary_b else None
-            ),
-            "optimized_emissions_kg": (optimized.get("energy") or {}).get("codecarbon_emissions_kg"),
-            "intensity_g_per_kwh": (optimized.get("energy") or {}).get("codecarbon_intensity_g_per_kwh"),
-        },
-        "schedule": {
-            "planned_start": plan["start"],
-            "planned_end": plan["end"],
-            "run_now_start": plan["run_now_start"],
-            "deadline": plan["deadline"],
-            "actual_start": wait.get("woke_at_grid"),
-            "wait_seconds": wait.get("waited_seconds"),
-            "time_compression": clock.compression,
-            "mode": plan["mode"],
-            "reason": plan["reason"],
-            "horizon_note": plan.get("horizon_note"),
-        },
-        "replans": wait.get("replans", []),
-        "sources": {
-            "forecast": plan["source"],
-            "region": plan["region"],
-            "fallback_reasons": plan["fallback_reasons"],
-            "intensity_used": sorted(
-                {r["intensity_source"] for r in (base, opt, at_now, at_now_home)
-                 if r and r.get("intensity_source")}
-            ),
-        },
-        "runs": {"baseline": _run_block(summary_b), "optimized": _run_block(optimized)},
-        "job": {
-            "command": optimized.get("command"),
-            "status": optimized.get("status", "completed"),
-            "attempts": optimized.get("attempts"),
-            "interruptible": bool(plan.get("request", {}).get("interruptible")),
-            "planned_segments": plan.get("segments"),
-            "segments": _segment_blocks(optimized, opt_pieces, actual, forecast),
-        },
-        "stop": optimized.get("stop"),
     }
 
 
-def _place_block(plan: dict[str, Any], place_kg: float | None, home: dict[str, Any] | None,
-                 chosen: dict[str, Any] | None) -> dict[str, Any]:
+def _saving_blocks(plan: dict[str, Any], runs: dict[str, Any], f: dict[str, Any]) -> dict[str, Any]:
+    """timing, place (with a regions file) and efficiency: the three terms of the saving."""
+    p_opt, p_now, regional = f["p_opt"], f["p_now"], runs["regional"]
+    return {
+        "timing": {
+            "saving_kg": f["timing_kg"],
+            "saving_percentage": f["timing_pct"],
+            "run_now_intensity_g_per_kwh": p_now["mean_intensity_g_per_kwh"] if p_now else None,
+            "chosen_window_intensity_g_per_kwh": p_opt["mean_intensity_g_per_kwh"] if p_opt else None,
+        },
+        "place": _place_block(plan, f["place_kg"], f["place_pct"], f["p_home"], p_now) if regional else None,
+        "regions": plan["regions"] if regional else None,
+        "efficiency": {
+            "saving_kg": f["efficiency_kg"],
+            "saving_percentage": _reduction(f["energy_b"], f["energy_o"]),
+            "baseline_energy_kwh": f["energy_b"],
+            "optimized_energy_kwh": f["energy_o"],
+        },
+    }
+
+
+def _intensities_block(plan: dict[str, Any], runs: dict[str, Any], f: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "planned_run_now_g_per_kwh": plan["run_now_mean_intensity"],
+        "planned_window_g_per_kwh": plan["mean_intensity"],
+        "expected_saving_pct": None if no_real_signal(plan) else plan["expected_saving_pct"],
+        "baseline": runs["base"],
+        "optimized": runs["opt"],
+        "optimized_at_run_now": runs["at_now"],
+        **({"optimized_at_run_now_home": runs["at_now_home"]} if runs["regional"] else {}),
+    }
+
+
+def _codecarbon_block(summary_b: dict[str, Any] | None, optimized: dict[str, Any]) -> dict[str, Any]:
+    energy = optimized.get("energy") or {}
+    return {
+        "note": "CodeCarbon's own figure: one yearly intensity per country, blind to timing",
+        "baseline_emissions_kg": (
+            (summary_b.get("energy") or {}).get("codecarbon_emissions_kg") if summary_b else None
+        ),
+        "optimized_emissions_kg": energy.get("codecarbon_emissions_kg"),
+        "intensity_g_per_kwh": energy.get("codecarbon_intensity_g_per_kwh"),
+    }
+
+
+def _schedule_block(plan: dict[str, Any], wait: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "planned_start": plan["start"],
+        "planned_end": plan["end"],
+        "run_now_start": plan["run_now_start"],
+        "deadline": plan["deadline"],
+        "actual_start": wait.get("woke_at_grid"),
+        "wait_seconds": wait.get("waited_seconds"),
+        "time_compression": Clock.from_plan(plan).compression,
+        "mode": plan["mode"],
+        "reason": plan["reason"],
+        "horizon_note": plan.get("horizon_note"),
+    }
+
+
+def _replay_block(plan: dict[str, Any], wait: dict[str, Any]) -> dict[str, Any] | None:
+    """A replayed trace: the schedule's grid times as the trace's own times (grid time + offset)."""
+    offset = trace_offset(plan)
+    if offset is None:
+        return None
+
+    def in_trace(iso: str | None) -> str | None:
+        return (datetime.fromisoformat(iso) + offset).isoformat() if iso else None
+
+    return {"trace": plan["replay"]["trace"], "offset_seconds": plan["replay"]["offset_seconds"],
+            "run_now_start": in_trace(plan["run_now_start"]), "planned_start": in_trace(plan["start"]),
+            "actual_start": in_trace(wait.get("woke_at_grid")), "deadline": in_trace(plan["deadline"])}
+
+
+def _sources_block(plan: dict[str, Any], runs: dict[str, Any]) -> dict[str, Any]:
+    priced = (runs["base"], runs["opt"], runs["at_now"], runs["at_now_home"])
+    return {
+        "forecast": plan["source"],
+        "region": plan["region"],
+        "fallback_reasons": plan["fallback_reasons"],
+        "intensity_used": sorted({r["intensity_source"] for r in priced if r and r.get("intensity_source")}),
+    }
+
+
+def _place_block(plan: dict[str, Any], place_kg: float | None, place_pct: float | None,
+                 home: dict[str, Any] | None, chosen: dict[str, Any] | None) -> dict[str, Any]:
     """Where it ran: the optimized run's timeline at run-now in the home region vs in the chosen one."""
     return {
         "saving_kg": place_kg,
-        "saving_percentage": _reduction(home and home["emissions_g"], chosen and chosen["emissions_g"]),
+        "saving_percentage": place_pct,
         "home_region": plan["home_region"],
         "chosen_region": plan["region"],
         "queue": plan.get("queue"),
@@ -421,6 +491,7 @@ def format_table(report: dict[str, Any]) -> str:
          f"optimized (chosen window in {place['chosen_region']})" if place else "optimized (chosen window)"),
         ("start (grid time, UTC)", report["schedule"]["run_now_start"][:16],
          (report["schedule"]["actual_start"] or "")[:16]),
+        *_trace_time_row(report.get("replay")),
         ("energy", _fmt(e["baseline_energy_kwh"], "{:.3g}", " kWh"),
          _fmt(e["optimized_energy_kwh"], "{:.3g}", " kWh")),
         ("grid intensity", _fmt(run_now_g, "{:.0f}", " g/kWh"),
@@ -442,6 +513,7 @@ def format_table(report: dict[str, Any]) -> str:
     lines.insert(1, "  ".join("-" * w for w in width))
     lines += [
         "",
+        f"saving: not counted: {report['no_real_signal']}" if report.get("no_real_signal") else
         f"saving: {_fmt(_g(c['reduction_kg']), '{:.3g}', ' g')} "
         f"({_fmt(c['reduction_percentage'], '{:.1f}', ' %')}) = "
         + (f"place {_fmt(_g(place['saving_kg']), '{:.3g}', ' g')} ({place['chosen_region']} vs "
@@ -461,6 +533,14 @@ def format_table(report: dict[str, Any]) -> str:
            if report["schedule"]["time_compression"] != 1 else ""),
     ]
     return "\n".join(lines)
+
+
+def _trace_time_row(replay: dict[str, Any] | None) -> list[tuple[str, str, str]]:
+    """A replayed trace: the starts in the trace's own time (the grid time row is the replay's)."""
+    if not replay:
+        return []
+    return [("start (trace time, UTC)", (replay["run_now_start"] or "")[:16],
+             (replay["actual_start"] or "")[:16])]
 
 
 def _region_lines(report: dict[str, Any]) -> list[str]:

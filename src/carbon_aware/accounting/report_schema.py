@@ -178,6 +178,15 @@ class Schedule(_Block):
     time_compression: Number | None = None
 
 
+class Replay(_Block):
+    """A replayed trace: the schedule's times in the trace's own time."""
+
+    trace: Id | None = None
+    run_now_start: IsoTime | None = None
+    planned_start: IsoTime | None = None
+    actual_start: IsoTime | None = None
+
+
 class Timing(_Block):
     saving_kg: Number | None = None
     run_now_intensity_g_per_kwh: Number | None = None
@@ -220,6 +229,7 @@ class Report(_Fields):
     dag_id: AirflowId | None = None
     generated_at: IsoTime | None = None
     baseline_kind: Text | None = None
+    no_real_signal: Text | None = None  # the plan used the mock curve: no saving counted
     tasks: Tasks | None = None
     replans: _items(Any) | None = None  # only counted
     baseline: Baseline | None = None
@@ -234,6 +244,7 @@ class Report(_Fields):
     accuracy_impact: AccuracyImpact | None = None
     memory_savings: _Block | None = None
     schedule: Schedule | None = None
+    replay: Replay | None = None
     sources: Sources | None = None
     codecarbon_static: _Block | None = None
 
@@ -244,8 +255,8 @@ PROBLEMS = {"float_type": "not a number", "int_type": "not a whole number", "fin
             "string_type": "not a string", "string_too_long": "too long", "too_long": "too many items",
             "string_pattern_mismatch": "not an Airflow id", "list_type": "not a list",
             "model_type": "not an object", "dict_type": "not an object", "missing": "missing"}
-MODELS = (Report, Tasks, Job, Segment, Sources, Schedule, Timing, Efficiency, CarbonSavings, Place,
-          AccuracyImpact, Baseline)
+MODELS = (Report, Tasks, Job, Segment, Sources, Schedule, Replay, Timing, Efficiency, CarbonSavings,
+          Place, AccuracyImpact, Baseline)
 KNOWN_KEYS = frozenset(name for model in MODELS for name in model.model_fields)
 
 

@@ -36,6 +36,8 @@ class Forecast:
     region: str | None = None
     actuals: list[IntensityPoint] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # A replayed trace: its file's name and trace time - grid time (the points are in grid time).
+    replay: tuple[str, timedelta] | None = None
 
     @property
     def start(self) -> datetime:

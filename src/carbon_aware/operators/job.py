@@ -73,8 +73,10 @@ def first_open_slot(wait: dict[str, Any]) -> int:
 
 
 class CarbonJobOperator(BaseOperator):
-    """Runs ``command`` (an argv list, templated) in a fresh process in the ``gpu`` pool, streaming its
-    output to the task log and measuring its energy from outside (see :mod:`carbon_aware.accounting.jobs`).
+    """Runs ``command`` (an argv list, templated) in a fresh process, streaming its output to the task
+    log and measuring its energy from outside (see :mod:`carbon_aware.accounting.jobs`). Its pool is
+    Airflow's default unless the DAG passes one (carbon_training passes ``pool="gpu"``, a pool the
+    deployment creates: one slot per GPU).
 
     It follows the plan the window sensor ``wait_task_id`` released: with an interruptible plan it runs
     during each planned slot, sends SIGTERM at a slot's end, waits for the job to checkpoint and exit,
@@ -104,7 +106,6 @@ class CarbonJobOperator(BaseOperator):
         job_params: Sequence[str] = (),
         **kwargs,
     ) -> None:
-        kwargs.setdefault("pool", "gpu")
         super().__init__(**kwargs)
         self.command = command
         self.job_params = tuple(job_params)

@@ -16,6 +16,7 @@ from carbon_aware.settings import OutsideRoot, trainer_config
 log = logging.getLogger(__name__)
 
 DEFAULT_JOB_HOURS = 1.0
+NO_REAL_SIGNAL = "no real signal"
 
 
 def check_params(raw: dict[str, Any], trainer_configs: bool = True) -> RunParams:
@@ -52,9 +53,23 @@ def check_sources(specs: list[dict[str, Any]]) -> None:
     for i, spec in enumerate(specs):
         if spec["name"] == "trace":
             try:
-                load_trace(str(data_dir() / spec["path"]), spec.get("signal", "direct"))
+                trace = load_trace(str(data_dir() / spec["path"]), spec.get("signal", "direct"))
             except ForecastError as error:
                 raise ParamsError(f"param providers[{i}].path: {error}") from None
+            _check_replay(trace, spec, f"param providers[{i}].replay_start")
+
+
+def _check_replay(trace, spec: dict[str, Any], field: str) -> None:
+    """A replay must start inside its trace: else the trace is skipped and the run planned on the
+    fallbacks (the mock curve), which no one asked for."""
+    from carbon_aware.grid.forecast import parse_time
+
+    if not spec.get("replay_start"):
+        return
+    if not trace.start <= parse_time(spec["replay_start"]).timestamp() < trace.end:
+        first, end = (datetime.fromtimestamp(t, timezone.utc) for t in (trace.start, trace.end))
+        raise ParamsError(f"{field}: {spec['replay_start']} is outside {spec['path']}, which runs from "
+                          f"{first:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC")
 
 
 def last_measured_hours(exclude: Path | None = None) -> float | None:
@@ -100,15 +115,52 @@ def make_plan(raw_params: dict[str, Any], dag_run_id: str, now: datetime | None 
                          **segmenting(params.model_dump()))
     plan = chosen.to_dict()
     plan["horizon_note"] = _horizon_note(forecast, deadline)
-    plan["summary"] = (f"{chosen.summary_line()}\nreason: {chosen.reason}; "
+    plan["replay"] = replay_of(forecast)
+    plan["summary"] = (f"{chosen.summary_line(trace_offset(plan))}\nreason: {chosen.reason}; "
                        f"duration {hours:g} h ({duration_note})"
                        + (f"\nfallbacks: {reasons}" if reasons else "")
                        + (f"\nhorizon: {plan['horizon_note']}" if plan["horizon_note"] else ""))
     return _finish(plan, params, duration_note, dag_run_id, now)
 
 
+def replay_of(forecast) -> dict[str, Any] | None:
+    """A replayed trace's own time: ``offset_seconds`` = trace time - grid time (the plan's times are
+    grid time, the replay's moment now), and the trace's file name. None for any other source."""
+    if forecast.replay is None:
+        return None
+    name, offset = forecast.replay
+    return {"trace": name, "offset_seconds": offset.total_seconds()}
+
+
+def trace_offset(plan: dict[str, Any]) -> timedelta | None:
+    replay = plan.get("replay")
+    return timedelta(seconds=replay["offset_seconds"]) if replay else None
+
+
+def no_real_signal(plan: dict[str, Any]) -> str | None:
+    """The label of a plan whose forecast is the mock curve (the chosen region's, or the home region's,
+    which prices the run-now counterfactual): its window and saving follow the curve's made-up shape,
+    not a grid, so no saving is claimed for it. None when the signal is real."""
+    home = (plan.get("regions") or [{}])[0] if plan.get("home_region") is not None else {}
+    mocked = [what for what, source in (("the plan", plan.get("source")),
+                                        (f"the home region {plan.get('home_region')}", home.get("source")))
+              if source == "mock"]
+    if not mocked:
+        return None
+    why = ("every configured provider failed" if any(r.startswith("mock:") for r in
+                                                      plan.get("fallback_reasons") or [])
+           else "the providers name the mock curve")
+    return (f"{NO_REAL_SIGNAL}: {' and '.join(mocked)} used the mock curve ({why}); "
+            "no saving is counted for this run")
+
+
 def _finish(plan: dict[str, Any], params: RunParams, duration_note: str, dag_run_id: str,
             now: datetime) -> dict[str, Any]:
+    plan["no_real_signal"] = no_real_signal(plan)
+    if plan["no_real_signal"]:
+        log.warning("%s", plan["no_real_signal"])
+        first, _, rest = plan["summary"].partition("\n")
+        plan["summary"] = f"{first} [{NO_REAL_SIGNAL}]\n{rest}\n{plan['no_real_signal']}"
     plan["duration_source"] = duration_note
     plan["clock"] = {"anchor": now.isoformat(), "compression": params.time_compression}
     plan["request"] = params.model_dump()
@@ -132,7 +184,8 @@ def plan_across_regions(params: RunParams, now: datetime, duration: timedelta, d
     from dataclasses import fields
 
     from carbon_aware.planning.planner import Plan
-    from carbon_aware.planning.regions import fetch_region_forecasts, format_regions, load_regions, plan_regions
+    from carbon_aware.planning.regions import (fetch_region_forecasts, format_regions, load_regions,
+                                               plan_regions)
 
     regions = load_regions(regions_path())
     forecasts = fetch_region_forecasts(regions, now, timedelta(hours=params.deadline_hours), duration)
@@ -142,7 +195,8 @@ def plan_across_regions(params: RunParams, now: datetime, duration: timedelta, d
     plan["providers"] = chosen.providers
     plan["home_providers"] = regions[0].providers
     plan["horizon_note"] = _horizon_note(forecasts[chosen.name][0], deadline)
-    line = Plan(**{f.name: plan[f.name] for f in fields(Plan)}).summary_line()
+    plan["replay"] = replay_of(forecasts[chosen.name][0])
+    line = Plan(**{f.name: plan[f.name] for f in fields(Plan)}).summary_line(trace_offset(plan))
     reasons = plan["fallback_reasons"]
     plan["summary"] = (f"{line}\nregion {plan['region']} (queue {plan['queue']}; run-now counterfactual: "
                        f"home region {plan['home_region']}; ranking {', '.join(plan['ranking'])})"
@@ -209,6 +263,8 @@ def check_window(plan: dict[str, Any], grid_now: datetime) -> tuple[dict[str, An
     check["new_start"] = fresh["start"]
     updated = {**plan, **{k: fresh[k] for k in ("start", "end", "mean_intensity", "source", "curve",
                                                 "reason", "fallback_reasons", "segments")}}
+    updated["replay"] = replay_of(forecast)
+    updated["no_real_signal"] = no_real_signal(updated)
     updated["replans"] = [*plan.get("replans", []), check]
     return updated, check
 

@@ -96,20 +96,27 @@ class Plan:
     def start_time(self) -> datetime:
         return datetime.fromisoformat(self.start)
 
-    def summary_line(self) -> str:
+    def summary_line(self, trace_offset: timedelta | None = None) -> str:
+        """One line; with ``trace_offset`` (a replayed trace: trace time - grid time) each grid time is
+        followed by the trace's own time."""
         start, deadline = self.start_time, datetime.fromisoformat(self.deadline)
+
+        def at(moment: datetime) -> str:
+            return f"{moment:%Y-%m-%d %H:%M} UTC" + (
+                f" (trace {moment + trace_offset:%Y-%m-%d %H:%M})" if trace_offset else "")
+
         if len(self.segments) > 1:
             return (f"Now {self.run_now_mean_intensity:.0f} g/kWh; best {_hours(self.duration_hours)} in "
-                    f"{len(self.segments)} segments from {start:%Y-%m-%d %H:%M} to "
-                    f"{datetime.fromisoformat(self.end):%Y-%m-%d %H:%M} UTC at "
+                    f"{len(self.segments)} segments from {at(start)} to "
+                    f"{at(datetime.fromisoformat(self.end))} at "
                     f"{self.mean_intensity:.0f} g/kWh "
-                    f"({_signed_pct(-self.expected_saving_pct)}); deadline {deadline:%Y-%m-%d %H:%M} UTC; "
+                    f"({_signed_pct(-self.expected_saving_pct)}); deadline {at(deadline)}; "
                     f"source {self.source}")
         return (f"Now {self.run_now_mean_intensity:.0f} g/kWh; "
                 f"best {_hours(self.duration_hours)} window starts "
-                f"{start:%Y-%m-%d %H:%M} UTC at {self.mean_intensity:.0f} g/kWh "
+                f"{at(start)} at {self.mean_intensity:.0f} g/kWh "
                 f"({_signed_pct(-self.expected_saving_pct)}); "
-                f"deadline {deadline:%Y-%m-%d %H:%M} UTC; source {self.source}")
+                f"deadline {at(deadline)}; source {self.source}")
 
 
 def _signed_pct(value: float) -> str:

@@ -23,7 +23,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from carbon_aware.outputs import PLOT_NAME, REPORT_NAME, output_root
 from carbon_aware.accounting.report_schema import UnreadableReport
-from carbon_aware.web.runs_view import cumulative, load_report, load_runs, report_file, totals, unreadable_row
+from carbon_aware.web.runs_view import (NO_REAL_SIGNAL, cumulative, load_report, load_runs, report_file,
+                                        totals, unreadable_row)
 
 DAG_ID = "carbon_training"
 MOUNT = "/carbon"
@@ -159,12 +160,28 @@ def _with_sub(field: str, show: Callable[[Any], str], sub: Callable[[dict[str, A
     return lambda row: shown(show(row[field]), sub=sub(row))
 
 
+def trace_time(iso: str | None) -> str:
+    """A replayed trace's own time: text, never a <time> (the reader's local time of it means nothing)."""
+    return f"trace time {datetime.fromisoformat(iso):%Y-%m-%d %H:%M} UTC" if iso else ""
+
+
+def _grid_moment(row: dict[str, Any], field: str) -> dict[str, Any]:
+    """A start in grid time (the replay's, for a replayed trace), the trace's own time beneath."""
+    return {**moment(row[field], seconds=False), "sub": trace_time(row.get(f"trace_{field}"))}
+
+
+def _saving(row: dict[str, Any]) -> dict[str, Any]:
+    if row.get("no_real_signal"):  # planned on the mock curve: no saving claimed, none counted
+        return shown(NO_REAL_SIGNAL, sub="not counted")
+    return shown(mass(row["saving_kg"]), css=_saving_class(row["saving_kg"]), sub=percent(row["saving_pct"]))
+
+
 # The runs table after its first column: (header, row field, what the cell shows, right-aligned number?)
 COLUMNS: list[tuple[str, str, Callable[[dict[str, Any]], dict[str, Any]], bool]] = [
     ("provider / region", "provider", _with_sub("provider", str, lambda row: str(row["region"] or "")),
      False),
-    ("planned start", "planned_start", lambda row: moment(row["planned_start"], seconds=False), False),
-    ("actual start", "actual_start", lambda row: moment(row["actual_start"], seconds=False), False),
+    ("planned start", "planned_start", lambda row: _grid_moment(row, "planned_start"), False),
+    ("actual start", "actual_start", lambda row: _grid_moment(row, "actual_start"), False),
     ("wait", "wait_seconds",
      _with_sub("wait_seconds", duration,
                lambda row: compressed(row["wait_seconds"], row["time_compression"])),
@@ -177,8 +194,7 @@ COLUMNS: list[tuple[str, str, Callable[[dict[str, Any]], dict[str, Any]], bool]]
     ("energy optimized", "optimized_energy_kwh", _shown("optimized_energy_kwh", energy), True),
     ("emissions baseline", "baseline_emissions_kg", _shown("baseline_emissions_kg", mass), True),
     ("emissions optimized", "optimized_emissions_kg", _shown("optimized_emissions_kg", mass), True),
-    ("saving", "saving_kg", lambda row: shown(mass(row["saving_kg"]), css=_saving_class(row["saving_kg"]),
-                                               sub=percent(row["saving_pct"])), True),
+    ("saving", "saving_kg", lambda row: _saving(row), True),
     ("by place", "place_saving_kg",
      _with_sub("place_saving_kg", lambda kg: "n/a" if kg is None else mass(kg),
                lambda row: f"{row['home_region']} → {row['chosen_region']}"
@@ -249,11 +265,15 @@ def _chart(points: list[dict[str, Any]], width: int = 640, height: int = 200) ->
 
 def _cards(total: dict[str, Any]) -> list[dict[str, Any]]:
     cards = []
+    left_out = total.get("runs_no_real_signal")
     for key, label, note in CARDS:
         value = total[key]
         css = _saving_class(-value if key == "baseline_cost_kg" else value)
+        note = note.format(priced=total.get(f"{key}_runs_priced"), runs=total["runs"])
+        if left_out:
+            note += f"; {left_out} run{'s' if left_out > 1 else ''} with {NO_REAL_SIGNAL} not counted"
         cards.append({"key": key, "value": value, "label": label, "text": mass(value), "css": css,
-                      "note": note.format(priced=total.get(f"{key}_runs_priced"), runs=total["runs"])})
+                      "note": note})
     return cards
 
 
@@ -364,9 +384,13 @@ def run_page(directory: str, request: Request) -> HTMLResponse:
     shown_blocks = {**report, "job": {key: job.get(key) for key in JOB_FIELDS} if job else None}
     blocks = [{"name": block, "fields": _block_fields(block, shown_blocks[block])}
               for block in RUN_BLOCKS if isinstance(shown_blocks.get(block), dict) and shown_blocks[block]]
+    replay = report.get("replay") or {}
+    for field in (f for block in blocks if block["name"] == "schedule" for f in block["fields"]):
+        field["shown"]["sub"] = trace_time(replay.get(field["path"].removeprefix("schedule.")))
     plot = report_file(directory, PLOT_NAME)
     return _page("run.html", title=f"Carbon · {run_id}", here=here, run_id=run_id, directory=directory,
                  baseline_kind=report.get("baseline_kind") or "", report_name=REPORT_NAME,
+                 no_real_signal=report.get("no_real_signal"), replay=replay,
                  run_link=_run_link(request, report.get("dag_id"), run_id),
                  plot_url=f"{here}/runs/{quote(directory)}/{PLOT_NAME}" if plot else None,
                  blocks=blocks, segment_headers=[column[0] for column in SEGMENT_COLUMNS],

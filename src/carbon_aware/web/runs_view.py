@@ -45,7 +45,15 @@ ROW_FIELDS = {
     "baseline_kind": ("baseline_kind",),
     "baseline_source_run": ("baseline", "source_run"),
     "baseline_cost_kg": ("baseline", "measurement_cost_kg"),
+    "no_real_signal": ("no_real_signal",),
+    "trace": ("replay", "trace"),
+    "trace_planned_start": ("replay", "planned_start"),
+    "trace_actual_start": ("replay", "actual_start"),
 }
+# A run without a real signal (planned on the mock curve) claims none of these and counts in no total.
+SAVINGS = ("saving_kg", "saving_pct", "place_saving_kg", "timing_saving_kg", "efficiency_saving_kg",
+           "net_saving_kg")
+NO_REAL_SIGNAL = "no real signal"
 TOTALS = (
     "saving_kg",
     "place_saving_kg",
@@ -80,7 +88,16 @@ def row_for(report: dict[str, Any], directory: str) -> dict[str, Any]:
         row["baseline_cost_kg"] = row["baseline_emissions_kg"] if measured else 0.0
     row["net_saving_kg"] = (row["saving_kg"] - (row["baseline_cost_kg"] or 0.0)
                             if isinstance(row["saving_kg"], (int, float)) else None)
+    if not row["no_real_signal"] and row["provider"] == "mock":  # a report from before the label
+        row["no_real_signal"] = f"{NO_REAL_SIGNAL}: planned on the mock curve"
+    if row["no_real_signal"]:
+        row.update(dict.fromkeys(SAVINGS))
     return row
+
+
+def counted(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows the totals and the chart sum: those with a real signal."""
+    return [row for row in rows if not row.get("no_real_signal")]
 
 
 def _child_file(directory: str, name: str) -> Path | None:
@@ -131,8 +148,11 @@ def load_rows() -> list[dict[str, Any]]:
 
 
 def totals(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Sums across runs; a run without a figure (e.g. no energy measured) is counted as not priced."""
-    result: dict[str, Any] = {"runs": len(rows)}
+    """Sums across runs; a run without a figure (e.g. no energy measured) is counted as not priced, a
+    run without a real signal (``no_real_signal``) not at all: ``runs`` counts the others."""
+    result: dict[str, Any] = {"runs_no_real_signal": len(rows) - len(counted(rows))}
+    rows = counted(rows)
+    result["runs"] = len(rows)
     for key in TOTALS:
         values = [row[key] for row in rows if isinstance(row[key], (int, float))]
         result[key] = sum(values)
@@ -143,9 +163,10 @@ def totals(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def cumulative(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Oldest first: the running sums of avoided (counterfactual - actual), measurement cost and net."""
+    """Oldest first: the running sums of avoided (counterfactual - actual), measurement cost and net,
+    over the runs with a real signal."""
     points, avoided, cost = [], 0.0, 0.0
-    for row in sorted(rows, key=lambda r: r["generated_at"] or ""):
+    for row in sorted(counted(rows), key=lambda r: r["generated_at"] or ""):
         avoided += row["saving_kg"] if isinstance(row["saving_kg"], (int, float)) else 0.0
         cost += row["baseline_cost_kg"] if isinstance(row["baseline_cost_kg"], (int, float)) else 0.0
         points.append({"run_id": row["run_id"], "generated_at": row["generated_at"], "avoided_kg": avoided,

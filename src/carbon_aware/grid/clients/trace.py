@@ -54,10 +54,14 @@ class TraceProvider(Provider):
         first, last = self.trace.index(moment), self.trace.index(moment + horizon.total_seconds() - 1) + 1
         source = f"trace:{Path(self.trace.path).name}:{self.mode}"
         if self.mode == "history":
-            return self._history_forecast(now, horizon, source)
-        values = self.trace.forecast if self.mode == "file" else self.trace.actual
-        return Forecast(validate_points(self._slots(values, first, last), source), source=source,
-                        region=self.region)
+            forecast = self._history_forecast(now, horizon, source)
+        else:
+            values = self.trace.forecast if self.mode == "file" else self.trace.actual
+            forecast = Forecast(validate_points(self._slots(values, first, last), source), source=source,
+                                region=self.region)
+        if self.offset:
+            forecast.replay = (Path(self.trace.path).name, self.offset)
+        return forecast
 
     def _history_forecast(self, now: datetime, horizon: timedelta, source: str) -> Forecast:
         hourly_start, hourly = self.trace.hourly()
