@@ -39,3 +39,19 @@ def trainer_emissions(config: str, overrides: list[str]) -> dict[str, Any]:
     from training.config import load_config
 
     return load_config(trainer_config(config), overrides).emissions.model_dump()
+
+
+def check_trainer_configs(params) -> None:
+    """Both trainer configs a run's params name (``baseline_config``, ``optimized_config``), each with
+    its ``training_overrides``, load and validate; errors name the param, never the file's content."""
+    from carbon_aware.planning.params import ParamsError
+    from carbon_aware.settings import OutsideRoot
+    from training.config import ConfigError, load_config
+
+    for name in ("baseline_config", "optimized_config"):
+        try:
+            load_config(trainer_config(getattr(params, name), name), params.training_overrides)
+        except OutsideRoot as error:
+            raise ParamsError(f"param {error}") from None
+        except ConfigError as error:
+            raise ParamsError(f"param {name} with training_overrides: {error}") from None

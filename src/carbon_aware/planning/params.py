@@ -98,8 +98,13 @@ class RunParams(BaseModel):
     @field_validator("training_overrides")
     @classmethod
     def _allowed_overrides(cls, overrides: list[str]) -> list[str]:
-        from training.config import ConfigError, check_overrides
-
+        if not overrides:  # a user's own job: the demo trainer need not be installed
+            return overrides
+        try:
+            from training.config import ConfigError, check_overrides
+        except ImportError:
+            raise ValueError("overrides for the built-in trainer, which is not installed "
+                             "(pip install ./training from the provider's repository)") from None
         try:
             return check_overrides(overrides)
         except ConfigError as error:

@@ -11,7 +11,6 @@ from typing import Any
 from carbon_aware.outputs import report_paths, run_dir_for
 from carbon_aware.planning.params import ParamsError, RunParams, validate_params
 from carbon_aware.planning.regions import regions_path
-from carbon_aware.settings import OutsideRoot, trainer_config
 
 log = logging.getLogger(__name__)
 
@@ -21,20 +20,13 @@ NO_REAL_SIGNAL = "no real signal"
 
 def check_params(raw: dict[str, Any], trainer_configs: bool = True) -> RunParams:
     """Validate params and (``trainer_configs``) both trainer configs with the overrides, before anything
-    waits or trains."""
-    from training.config import ConfigError, load_config
-
+    waits or trains. Only the built-in trainer's checks need the demo ``training`` package."""
     params = validate_params(raw)
     check_sources(params.providers)
-    if not trainer_configs:
-        return params
-    for name in ("baseline_config", "optimized_config"):
-        try:
-            load_config(trainer_config(getattr(params, name), name), params.training_overrides)
-        except OutsideRoot as error:
-            raise ParamsError(f"param {error}") from None
-        except ConfigError as error:
-            raise ParamsError(f"param {name} with training_overrides: {error}") from None
+    if trainer_configs:
+        from carbon_aware.accounting.trainer_job import check_trainer_configs
+
+        check_trainer_configs(params)
     return params
 
 
