@@ -133,9 +133,14 @@ def test_the_wheel_installs_into_an_older_airflow_and_runs_a_users_dag(user_venv
     (report_file,) = (root / "carbon" / "output").glob("*/comparison_report.json")
     report = json.loads(report_file.read_text())
     assert not list(Path(python).resolve().parents[1].rglob("comparison_report.json"))  # not in the venv
-    priced = report["carbon_savings"]["optimized"] if "optimized" in report.get("carbon_savings", {}) \
-        else report["optimized"]
-    assert priced["intervals"] and priced["emissions_g"] > 0
-    recomputed = sum(i["kwh"] * i["g_per_kwh"] for i in priced["intervals"])
-    assert recomputed == pytest.approx(priced["emissions_g"], rel=1e-9)
-    assert report["job"]["status"] == "succeeded", report["job"]
+    measured = sum(1 for line in (report_file.parent / "users_job" / "energy_log.jsonl").open())
+    assert measured >= 2, "the job's energy log has its readings"
+    for name in ("optimized", "optimized_at_run_now"):  # the job's energy, priced interval by interval
+        priced = report["intensities"][name]
+        assert priced["intervals"] and priced["emissions_g"] > 0
+        recomputed = sum(i["kwh"] * i["g_per_kwh"] for i in priced["intervals"])
+        assert recomputed == pytest.approx(priced["emissions_g"], rel=1e-9)
+        assert sum(i["kwh"] for i in priced["intervals"]) == pytest.approx(priced["energy_kwh"], rel=1e-9)
+    assert report["sources"]["forecast"].startswith("trace:") and not report["no_real_signal"]
+    assert report["replay"]["planned_start"].startswith("2023-03-01")  # the trace's own time
+    assert report["job"]["status"] == "completed", report["job"]

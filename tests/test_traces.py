@@ -81,7 +81,7 @@ def test_fitting_is_reproducible_and_the_model_round_trips(carbon_dir, tmp_path)
     """Two fits on the same data give the same file; a saved model predicts as it did before saving."""
     series, names = fit_files(carbon_dir)
     small = [(hourly[:24 * 120], start, region) for hourly, start, region in series[:2]]
-    first, second = fit(small, names[:2], rounds=15), fit(small, names[:2], rounds=15)
+    first, second = fit(small, names[:2]), fit(small, names[:2])
     assert first.save(tmp_path / "a.json.gz") == second.save(tmp_path / "b.json.gz")
     assert (tmp_path / "a.json.gz").read_bytes() == (tmp_path / "b.json.gz").read_bytes()
     hourly, start, region = series[0]
