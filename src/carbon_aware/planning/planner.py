@@ -131,6 +131,17 @@ def _iso(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, tz=timezone.utc).isoformat()
 
 
+def _check_fits(forecast: Forecast, duration: timedelta, earliest_start: datetime,
+                deadline: datetime) -> None:
+    """The job fits between ``earliest_start`` and ``deadline`` and the forecast covers its first run."""
+    if earliest_start.tzinfo is None or deadline.tzinfo is None:
+        raise PlanningError("earliest_start and deadline must be timezone-aware")
+    if earliest_start + duration > deadline:
+        raise PlanningError(f"the job ({duration}) cannot finish by the deadline {deadline.isoformat()} "
+                            f"when starting at {earliest_start.isoformat()}")
+    forecast.require_coverage(earliest_start, earliest_start + duration)
+
+
 def plan_window(forecast: Forecast, duration: timedelta, earliest_start: datetime, deadline: datetime, *,
                 mode: Mode = "window", threshold: float | None = None,
                 cost_points: list[IntensityPoint] | None = None,
@@ -148,12 +159,7 @@ def plan_window(forecast: Forecast, duration: timedelta, earliest_start: datetim
                              fallback_reasons=fallback_reasons, planned_at=planned_at)
     if duration <= timedelta(0):
         raise PlanningError(f"duration must be positive, got {duration}")
-    if earliest_start.tzinfo is None or deadline.tzinfo is None:
-        raise PlanningError("earliest_start and deadline must be timezone-aware")
-    if earliest_start + duration > deadline:
-        raise PlanningError(f"the job ({duration}) cannot finish by the deadline {deadline.isoformat()} "
-                            f"when starting at {earliest_start.isoformat()}")
-    forecast.require_coverage(earliest_start, earliest_start + duration)
+    _check_fits(forecast, duration, earliest_start, deadline)
     if mode == "threshold" and threshold is None:
         raise PlanningError("threshold mode needs a threshold (g/kWh)")
 
@@ -425,12 +431,7 @@ def plan_segments(forecast: Forecast, duration: timedelta, earliest_start: datet
         raise PlanningError(f"min_segment must be positive, got {min_segment}")
     if resume_cost < timedelta(0):
         raise PlanningError(f"resume_cost must not be negative, got {resume_cost}")
-    if earliest_start.tzinfo is None or deadline.tzinfo is None:
-        raise PlanningError("earliest_start and deadline must be timezone-aware")
-    if earliest_start + duration > deadline:
-        raise PlanningError(f"the job ({duration}) cannot finish by the deadline {deadline.isoformat()} "
-                            f"when starting at {earliest_start.isoformat()}")
-    forecast.require_coverage(earliest_start, earliest_start + duration)
+    _check_fits(forecast, duration, earliest_start, deadline)
     intensity = Curve(*forecast.arrays())
     objective = Curve(*points_to_arrays(cost_points)) if cost_points else intensity
     seconds, earliest = duration.total_seconds(), earliest_start.timestamp()
