@@ -9,9 +9,9 @@ from carbon_aware import evaluation as evaluate
 from carbon_aware.grid.forecast import Forecast, IntensityPoint, validate_points
 from tests.conftest import REPO_ROOT
 from carbon_aware.planning.planner import PlanningError
-from carbon_aware.planning.regions import (REGIONS_ENV, Region, RegionsError, default_region, deployment_regions,
-                                  fetch_region_forecasts, format_regions, load_regions, parse_regions,
-                                  plan_regions, regions_path)
+from carbon_aware.planning.regions import (REGIONS_ENV, Region, RegionsError, default_region,
+                                           deployment_regions, fetch_region_forecasts, format_regions,
+                                           load_regions, parse_regions, plan_regions, regions_path)
 from carbon_aware.grid.store import import_trace
 from tests.conftest import CARBON_DIR
 from tests.fake_provider_server import FakeProviderServer, Reply

@@ -25,5 +25,6 @@ def get_provider_info() -> dict:
                        "CodeCarbon and priced at the grid's own intensity.",
         "versions": [_version()],
         "connection-types": CONNECTION_TYPES,
-        "plugins": [{"name": "carbon_page", "plugin-class": "carbon_aware.plugins.carbon_page.CarbonPagePlugin"}],
+        "plugins": [{"name": "carbon_page",
+                     "plugin-class": "carbon_aware.plugins.carbon_page.CarbonPagePlugin"}],
     }

@@ -233,7 +233,8 @@ class HistoryModel:
         data = json.loads(gzip.decompress(Path(path).read_bytes()))
         made_for = (data["features"], data["linear"], data["window_hours"])
         if made_for != (list(FEATURES), list(LINEAR), WINDOW_H):
-            raise ValueError(f"{path}: made for other features; run python -m carbon_aware.grid.forecaster --fit")
+            raise ValueError(f"{path}: made for other features; "
+                             "run python -m carbon_aware.grid.forecaster --fit")
         return cls(np.asarray(data["coefficients"], dtype=float), data["fitted_on"])
 
 

@@ -411,7 +411,8 @@ def run_file(directory: str, name: str) -> FileResponse:
 
 @app.get("/icon.svg")
 def icon() -> Response:
-    return Response(PACKAGE_FILES.joinpath("static", "carbon-leaf.svg").read_bytes(), media_type="image/svg+xml")
+    svg = PACKAGE_FILES.joinpath("static", "carbon-leaf.svg").read_bytes()
+    return Response(svg, media_type="image/svg+xml")
 
 
 @app.exception_handler(StarletteHTTPException)
