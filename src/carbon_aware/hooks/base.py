@@ -35,6 +35,18 @@ class GridHook(BaseHook):
         super().__init__(**kwargs)
         self.conn_id = conn_id or self.default_conn_name
 
+    @classmethod
+    def get_connection(cls, conn_id: str) -> Any:
+        """The Task SDK's read; outside a task on Airflow 3.1.0 (``airflow connections test``, the API
+        server's Test button) that read fails to import the task runner's channel, and the connection
+        is read as Airflow's own commands read it there, from the secrets backends and the database."""
+        try:
+            return super().get_connection(conn_id)
+        except ImportError:
+            from airflow.models.connection import Connection
+
+            return Connection.get_connection_from_secrets(conn_id)
+
     def settings(self) -> ConnectionSettings:
         """The connection as the core's clients take it; the type's default id may be undefined (the
         public API, no credentials); any other id must exist and have this hook's type."""
