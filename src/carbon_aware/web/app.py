@@ -32,10 +32,16 @@ PACKAGE_FILES = files("carbon_aware.web")  # templates and static assets ship as
 
 
 def _may_read_runs():
-    """Airflow's own check: a logged-in user allowed to read carbon_training's runs."""
+    """Airflow's own check: a logged-in user allowed to read carbon_training's runs. The first Airflow
+    3.1 releases cannot name a DAG outside its route (no ``param_dag_id``): there the check is the
+    stricter one, a user allowed to read every DAG's runs."""
+    from inspect import signature
+
     from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
     from airflow.api_fastapi.core_api.security import requires_access_dag
 
+    if "param_dag_id" not in signature(requires_access_dag).parameters:
+        return requires_access_dag("GET", DagAccessEntity.RUN)
     return requires_access_dag("GET", DagAccessEntity.RUN, param_dag_id=DAG_ID)
 
 
