@@ -2,6 +2,7 @@
 objective."""
 import json
 import random
+import sys
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
@@ -174,3 +175,23 @@ def test_plan_cli_prints_the_window_and_fallbacks():
     # On California's grid the cleanest 4 hours of 1 July lie around local midday (19:00 UTC), not at night.
     assert plan["source"].endswith(":history") and 16 <= datetime.fromisoformat(plan["start"]).hour <= 21
     assert plan["expected_saving_pct"] > 20
+
+
+def test_a_users_plan_needs_no_demo_trainer_unless_its_configs_or_overrides_are_used(monkeypatch):
+    """The provider is installed without the trainer's distribution: planning a user's job must not
+    import it; naming the trainer's overrides then says what is missing (tests/test_install.py runs
+    this in a virtualenv that really lacks it)."""
+    from carbon_aware.planning.params import ParamsError
+    from carbon_aware.planning.plan import make_plan
+
+    for name in ("training", "training.config"):
+        monkeypatch.setitem(sys.modules, name, None)  # `import training` now raises ImportError
+    request = {"providers": [{"name": "mock"}], "job_duration_hours": 1, "deadline_hours": 6,
+               "baseline": "off"}
+    plan = make_plan(request, "no_trainer", trainer_configs=False)
+    assert plan["start"] and plan["request"]["training_overrides"] == []
+    with pytest.raises(ParamsError, match=r"training_overrides: overrides apply to the demo trainer"):
+        make_plan({**request, "training_overrides": ["training.epochs=1"]}, "no_trainer",
+                  trainer_configs=False)
+    with pytest.raises(ImportError):
+        make_plan(request, "no_trainer", trainer_configs=True)  # the demo's own DAG does need it
