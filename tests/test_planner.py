@@ -190,7 +190,7 @@ def test_a_users_plan_needs_no_demo_trainer_unless_its_configs_or_overrides_are_
                "baseline": "off"}
     plan = make_plan(request, "no_trainer", trainer_configs=False)
     assert plan["start"] and plan["request"]["training_overrides"] == []
-    with pytest.raises(ParamsError, match=r"training_overrides: overrides apply to the demo trainer"):
+    with pytest.raises(ParamsError, match=r"training_overrides: overrides for the built-in trainer"):
         make_plan({**request, "training_overrides": ["training.epochs=1"]}, "no_trainer",
                   trainer_configs=False)
     with pytest.raises(ImportError):
