@@ -18,7 +18,8 @@ from carbon_aware.hooks.carbon_aware_sdk import CarbonAwareSdkHook
 from carbon_aware.hooks.electricitymaps import ElectricityMapsHook
 from carbon_aware.hooks.neso import NesoHook
 from carbon_aware.hooks.watttime import WattTimeHook
-from tests.fake_provider_server import FakeProviderServer, Reply
+from tests.fake_provider_server import Reply
+from tests.test_providers import fast_timeouts, server  # noqa: F401  (the clients' tests' fixtures)
 
 FIXTURES = Path(__file__).parent / "fixtures" / "providers"
 TOKEN = "em-hook-secret-4d1e"
@@ -32,15 +33,6 @@ def fixture(name: str):
     return json.loads((FIXTURES / f"{name}.json").read_text())["reply"]
 
 
-@pytest.fixture
-def server():
-    with FakeProviderServer() as running:
-        yield running
-
-
-@pytest.fixture(autouse=True)
-def fast_timeouts(monkeypatch):
-    monkeypatch.setattr(base, "READ_TIMEOUT_S", 0.5)
 
 
 def connection(monkeypatch, conn_id: str, conn_type: str, **fields) -> str:
