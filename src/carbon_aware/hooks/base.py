@@ -11,7 +11,24 @@ from carbon_aware.grid.forecast import ForecastError
 from carbon_aware.hooks import connection_form_widgets, ui_field_behaviour
 
 
-class GridHook(BaseHook):
+class ConnectionHook(BaseHook):
+    """A hook that reads its connection wherever Airflow runs it: in a task, in ``airflow connections
+    test``, in the API server."""
+
+    @classmethod
+    def get_connection(cls, conn_id: str) -> Any:
+        """The Task SDK's read; outside a task on Airflow 3.1.0 (``airflow connections test``, the API
+        server's Test button) that read fails to import the task runner's channel, and the connection
+        is read as Airflow's own commands read it there, from the secrets backends and the database."""
+        try:
+            return super().get_connection(conn_id)
+        except ImportError:
+            from airflow.models.connection import Connection
+
+            return Connection.get_connection_from_secrets(conn_id)
+
+
+class GridHook(ConnectionHook):
     """A grid-data service's connection: ``settings()`` (base URL from host, or host + schema + port;
     login; password, masked in logs), ``client(**spec_options)`` and ``test_connection()``.
     A connection of another type is refused before anything in it is used."""
@@ -34,18 +51,6 @@ class GridHook(BaseHook):
     def __init__(self, conn_id: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.conn_id = conn_id or self.default_conn_name
-
-    @classmethod
-    def get_connection(cls, conn_id: str) -> Any:
-        """The Task SDK's read; outside a task on Airflow 3.1.0 (``airflow connections test``, the API
-        server's Test button) that read fails to import the task runner's channel, and the connection
-        is read as Airflow's own commands read it there, from the secrets backends and the database."""
-        try:
-            return super().get_connection(conn_id)
-        except ImportError:
-            from airflow.models.connection import Connection
-
-            return Connection.get_connection_from_secrets(conn_id)
 
     def settings(self) -> ConnectionSettings:
         """The connection as the core's clients take it; the type's default id may be undefined (the

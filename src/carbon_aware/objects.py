@@ -1,0 +1,75 @@
+"""Files in object storage: plots, copies of reports for download and jobs' checkpoints, under one
+configured base URL, through Airflow's ``ObjectStoragePath``, so that a task on any machine (a retry on
+another worker, the API server) finds what another wrote.
+
+- ``CARBON_OBJECTS_URL``: the base, e.g. ``s3://bucket/carbon`` (any S3-compatible store) or
+  ``file:///mnt/carbon``. Default: ``file://`` + the output folder (one machine).
+- ``CARBON_OBJECTS_CONN_ID``: the Airflow connection holding the store's credentials (an ``aws``
+  connection; its extra may set ``endpoint_url`` for an S3-compatible store). Default: none (the
+  filesystem's own default credentials).
+
+Keys are ``<dag>/<run>/<name>``, each part escaped as a file name (``outputs.run_dir_name``): a run id
+never reaches outside its own prefix.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from carbon_aware.outputs import run_dir_name
+
+URL_ENV = "CARBON_OBJECTS_URL"
+CONN_ENV = "CARBON_OBJECTS_CONN_ID"
+
+
+def base_url() -> str:
+    if os.environ.get(URL_ENV):
+        return os.environ[URL_ENV].rstrip("/")
+    from carbon_aware.settings import output_root
+
+    return f"file://{output_root()}"
+
+
+def base_path() -> Any:
+    """The base as an ``ObjectStoragePath`` (Airflow's), with the configured connection."""
+    from airflow.sdk import ObjectStoragePath
+
+    return ObjectStoragePath(base_url(), conn_id=os.environ.get(CONN_ENV) or None)
+
+
+def run_path(dag_id: str, run_id: str) -> Any:
+    """Where one DAG run's files live: ``<base>/<dag>/<run>``."""
+    return base_path() / run_dir_name(dag_id) / run_dir_name(run_id)
+
+
+def put_file(local: Path, target: Any) -> str:
+    """Copy a local file to ``target`` (an ``ObjectStoragePath``); returns its URL."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(local, "rb") as source, target.open("wb") as sink:
+        while chunk := source.read(1 << 20):
+            sink.write(chunk)
+    return str(target)
+
+
+def put_bytes(data: bytes, target: Any) -> str:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with target.open("wb") as sink:
+        sink.write(data)
+    return str(target)
+
+
+def get_file(source: Any, local: Path) -> bool:
+    """Copy ``source`` to ``local`` through a temporary file (atomic); False when there is none."""
+    from carbon_aware.files import atomic_write
+
+    if not source.exists():
+        return False
+
+    def write(tmp: Path) -> None:
+        with source.open("rb") as handle, open(tmp, "wb") as sink:
+            while chunk := handle.read(1 << 20):
+                sink.write(chunk)
+
+    atomic_write(local, write)
+    return True

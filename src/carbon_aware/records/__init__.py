@@ -1,0 +1,92 @@
+"""The records: what many writers on many machines append to, in one SQL database that is neither
+Airflow's nor a shared folder (grid store, energy readings, job summaries, reports, baselines).
+
+The database is the Airflow connection ``carbon_records`` (``CARBON_RECORDS_CONN_ID`` names another):
+a ``postgres`` connection in a multi-machine deployment, a ``sqlite`` one (its host is the file) on one
+machine. Without that connection the records are the SQLite file ``carbon_records.db`` in the output
+folder, so that one machine needs no set-up. ``CARBON_RECORDS_URL`` (a SQLAlchemy URL) overrides both
+where no Airflow is installed (the benchmark, the CLI on a laptop).
+
+The first use of a database in a process brings its tables up to date (:mod:`.migrations`).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+
+from sqlalchemy import Engine, create_engine, event
+
+log = logging.getLogger(__name__)
+
+CONN_ID_ENV = "CARBON_RECORDS_CONN_ID"
+URL_ENV = "CARBON_RECORDS_URL"
+DEFAULT_CONN_ID = "carbon_records"
+DEFAULT_FILE = "carbon_records.db"
+
+_engines: dict[str, Engine] = {}
+_lock = threading.Lock()
+
+
+def records_url() -> str:
+    """``CARBON_RECORDS_URL``, else the records connection's URL, else the default SQLite file."""
+    if os.environ.get(URL_ENV):
+        return os.environ[URL_ENV]
+    try:
+        from carbon_aware.hooks.records import RecordsHook
+    except ImportError:  # no Airflow here
+        url = None
+    else:
+        url = RecordsHook(os.environ.get(CONN_ID_ENV) or DEFAULT_CONN_ID).url_if_defined()
+    if url:
+        return url
+    from carbon_aware.settings import output_root
+
+    path = output_root() / DEFAULT_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path}"
+
+
+def engine_for(url: str | None = None) -> Engine:
+    """One engine per database per process, its tables migrated on first use."""
+    url = url or records_url()
+    with _lock:
+        engine = _engines.get(url)
+        if engine is None:
+            engine = _new_engine(url)
+            from carbon_aware.records.migrations import upgrade
+
+            applied = upgrade(engine)
+            if applied:
+                log.info("records database %s: applied migrations %s", engine.url.render_as_string(),
+                         applied)
+            _engines[url] = engine
+    return engine
+
+
+def _new_engine(url: str) -> Engine:
+    if not url.startswith("sqlite"):
+        return create_engine(url, pool_pre_ping=True, pool_size=2, max_overflow=4)
+    engine = create_engine(url, connect_args={"timeout": 60})
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection, _record):
+        dbapi_connection.isolation_level = None  # SQLAlchemy, not the driver, begins transactions
+        dbapi_connection.execute("PRAGMA journal_mode=WAL")
+        dbapi_connection.execute("PRAGMA synchronous=NORMAL")
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection):
+        # Take the write lock at the start: two writers that both read first would otherwise
+        # deadlock on the upgrade, which SQLite's busy timeout does not retry.
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def dispose_all() -> None:
+    """Forget every engine (tests that switch databases; a forked process)."""
+    with _lock:
+        for engine in _engines.values():
+            engine.dispose()
+        _engines.clear()
