@@ -35,6 +35,15 @@ def compression_for_wait(plan: dict, wait_seconds: float) -> float:
 
 
 @pytest.fixture(autouse=True)
+def records_db(tmp_path_factory, monkeypatch) -> str:
+    """Each test writes its records (grid store, energy, summaries, reports, baselines) into its own
+    SQLite database, so one test's rows never feed another's."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('records') / 'records.db'}"
+    monkeypatch.setenv("CARBON_RECORDS_URL", url)
+    return url
+
+
+@pytest.fixture(autouse=True)
 def grid_store(tmp_path_factory, monkeypatch) -> Path:
     """Each test records into its own grid store, so one test's actuals never feed another's fallback."""
     path = tmp_path_factory.mktemp("store") / "grid_store.jsonl"
