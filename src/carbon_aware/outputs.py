@@ -1,4 +1,5 @@
-"""Where runs write their files: one directory per DAG run under the output root."""
+"""Where a task keeps its own files for a run on its machine (one folder per DAG run under the output
+root), and how a run id becomes one file or object name."""
 from __future__ import annotations
 
 import hashlib
@@ -33,10 +34,9 @@ def run_dir_name(dag_run_id: str) -> str:
     return name
 
 
-def run_dir_for(dag_run_id: str) -> Path:
-    """output/<run_dir_name(dag_run_id)>: always a direct child of the output root."""
-    return output_root() / run_dir_name(dag_run_id)
-
-
-def report_paths() -> list[Path]:
-    return [path for path in output_root().glob(f"*/{REPORT_NAME}") if path.parent.name not in NOT_RUNS]
+def run_dir_for(dag_run_id: str, dag_id: str | None = None) -> Path:
+    """This machine's working folder for one run: ``output/<run>`` (``output/<dag>/<run>`` when the DAG
+    is named), each part escaped by :func:`run_dir_name`. Nothing in it is read by another task:
+    hand-offs go through XCom, the records database and object storage."""
+    root = output_root() / run_dir_name(dag_id) if dag_id else output_root()
+    return root / run_dir_name(dag_run_id)

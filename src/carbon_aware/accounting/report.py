@@ -16,6 +16,7 @@ the job would have drawn on another region's GPUs).
 """
 from __future__ import annotations
 
+import json
 import logging
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -25,7 +26,7 @@ import numpy as np
 
 from carbon_aware.clock import Clock
 from carbon_aware.grid.forecast import IntensityPoint
-from carbon_aware.outputs import PLOT_NAME, REPORT_NAME
+from carbon_aware.outputs import PLOT_NAME, REPORT_NAME, run_dir_for
 from carbon_aware.planning.plan import no_real_signal, trace_offset
 
 log = logging.getLogger(__name__)
@@ -604,33 +605,39 @@ def _g(kg):
     return kg * 1000 if kg is not None else None
 
 
-def write_plot(report: dict[str, Any], plan: dict[str, Any], actual: list[IntensityPoint],
-               path: Path) -> None:
+PLOTTED_RUNS = (("baseline", "tab:red", "run now (baseline)"),
+                ("optimized_at_run_now", "tab:orange", "optimized config at run-now"),
+                ("optimized", "tab:green", "chosen window (optimized)"))
+
+
+def plot_png(report: dict[str, Any]) -> bytes:
+    """The report's plot, drawn from the report alone (so the page can draw it wherever it runs): each
+    run's priced intervals as the intensity it met, its window, the deadline; energy and emissions."""
+    import io
+
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from carbon_aware.files import atomic_write
-
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 7), gridspec_kw={"height_ratios": [2, 1]})
-    forecast = _points(plan["curve"])
-    top.step([p.start for p in forecast], [p.value for p in forecast], where="post",
-             label=f"forecast ({plan['source']})")
-    if actual:
-        top.step([p.start for p in actual], [p.value for p in actual], where="post", alpha=0.7,
-                 label="actual")
-    for key, colour, label in (("baseline", "tab:red", "run now (baseline)"),
-                               ("optimized", "tab:green", "chosen window (optimized)")):
-        run = report["intensities"][key]
-        if run and "window_start" in run:
-            top.axvspan(datetime.fromisoformat(run["window_start"]),
-                        datetime.fromisoformat(run["window_end"]), color=colour, alpha=0.25, label=label)
-    top.axvspan(datetime.fromisoformat(plan["start"]), datetime.fromisoformat(plan["end"]), fill=False,
-                hatch="//", edgecolor="tab:green", label="planned window")
-    top.axvline(datetime.fromisoformat(plan["deadline"]), color="black", linestyle="--", label="deadline")
+    intensities = report.get("intensities") or {}
+    for key, colour, label in PLOTTED_RUNS:
+        run = intensities.get(key)
+        if not isinstance(run, dict) or not run.get("intervals"):
+            continue
+        intervals = run["intervals"]
+        times = [datetime.fromisoformat(i["start"]) for i in intervals]
+        times.append(datetime.fromisoformat(intervals[-1]["end"]))
+        values = [i["g_per_kwh"] for i in intervals]
+        top.stairs(values, times, color=colour, linewidth=2, label=f"{label}: intensity met")
+        top.axvspan(times[0], times[-1], color=colour, alpha=0.15)
+    deadline = (report.get("schedule") or {}).get("deadline")
+    if deadline:
+        top.axvline(datetime.fromisoformat(deadline), color="black", linestyle="--", label="deadline")
     top.set_ylabel("gCO2/kWh")
-    top.set_title(f"carbon_training {report['dag_run_id']}: intensity and windows (UTC)")
+    top.set_title(f"{report.get('dag_id') or 'carbon_training'} {report['dag_run_id']}: "
+                  "grid intensity each run met (UTC)")
     top.legend(fontsize=8, loc="upper right")
     names = ["baseline", "optimized"]
     energy = [report["efficiency"]["baseline_energy_kwh"] or 0,
@@ -643,8 +650,30 @@ def write_plot(report: dict[str, Any], plan: dict[str, Any], actual: list[Intens
     bottom.set_xticks(x, names)
     bottom.legend(fontsize=8)
     fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
     plt.close(fig)
+    return buffer.getvalue()
+
+
+def publish(report: dict[str, Any], dag_id: str, run_id: str, local_dir: Path) -> dict[str, str]:
+    """The report's JSON and plot written to ``local_dir`` (this task's own folder, for MLflow), copied
+    to object storage (for download from any machine), then its row in the records database (what the
+    page reads); returns the copies' URLs."""
+    from carbon_aware import objects
+    from carbon_aware.files import atomic_write, atomic_write_json
+    from carbon_aware.records.reports import save_report
+
+    prefix = objects.run_path(dag_id, run_id)
+    files = {"json": str(prefix / REPORT_NAME), "plot": str(prefix / PLOT_NAME)}
+    report["files"] = files
+    plot = plot_png(report)
+    atomic_write(local_dir / PLOT_NAME, lambda tmp: tmp.write_bytes(plot))
+    atomic_write_json(local_dir / REPORT_NAME, report)
+    for name in (PLOT_NAME, REPORT_NAME):
+        objects.put_file(local_dir / name, prefix / name)
+    save_report(dag_id, run_id, report, plot_url=files["plot"], report_url=files["json"])
+    return files
 
 
 def actuals_for_report(plan: dict[str, Any], grid_now: datetime, home: bool = False) -> list:
@@ -684,9 +713,8 @@ def write_report(dag_run_id: str, plan: dict[str, Any], wait: dict[str, Any],
                  baseline: dict[str, Any] | None, optimized: dict[str, Any], now: datetime | None = None,
                  dag_id: str | None = None, route: dict[str, Any] | None = None,
                  tasks: dict[str, str] | None = None) -> tuple[dict[str, Any], str]:
-    """``tasks``: the DAG's task ids by role (wait, job, report), for links to their logs."""
-    from carbon_aware.files import atomic_write_json
-
+    """``tasks``: the DAG's task ids by role (wait, job, report), for links to their logs. The report
+    goes to the records database (the page reads it there); its JSON and plot to object storage."""
     now = now or datetime.now(timezone.utc)
     if plan["clock"]["compression"] != 1:  # a demo: the runs are priced as if they took their planned time
         grid_now = max(datetime.fromisoformat(wait["woke_at_grid"])
@@ -706,9 +734,5 @@ def write_report(dag_run_id: str, plan: dict[str, Any], wait: dict[str, Any],
     report["route"] = route
     report["tasks"] = tasks
     report["job"]["worker_region"] = optimized.get("worker_region")
-    run_dir = Path(plan["run_dir"])
-    report["files"] = {"json": str(run_dir / REPORT_NAME), "plot": str(run_dir / PLOT_NAME)}
-    write_plot(report, plan, actual, run_dir / PLOT_NAME)
-    atomic_write_json(run_dir / REPORT_NAME, report)
-    atomic_write_json(run_dir / "plan.json", plan)
+    publish(report, dag_id or "carbon_training", dag_run_id, run_dir_for(dag_run_id, dag_id))
     return report, format_table(report)

@@ -329,7 +329,14 @@ def _in_file_order(raw: Any, checked: Any) -> Any:
 def read_report(path: Path) -> dict[str, Any]:
     """The validated fields of the report at ``path``, as plain data (fields it lacks stay absent, so
     a report without a ``baseline`` block is still told apart); raises UnreadableReport."""
-    raw = _parse(_read(path))
+    return check_report(_read(path))
+
+
+def check_report(data: bytes) -> dict[str, Any]:
+    """:func:`read_report` of a report's bytes (as stored in the records database)."""
+    if len(data) > MAX_REPORT_BYTES:
+        raise UnreadableReport(f"too big (over {MAX_REPORT_BYTES // 2**20} MiB)")
+    raw = _parse(data)
     try:
         checked = Report.model_validate(raw).model_dump(exclude_unset=True)
     except ValidationError as error:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Sequence
 
 from airflow.sdk import BaseOperator
@@ -12,8 +11,9 @@ from carbon_aware.operators.job import JOB_XCOM_KEY
 
 class CarbonReportOperator(BaseOperator):
     """Prices the job (and the baseline task's record, when there is one) at the grid intensity of
-    their own times and writes the comparison report: JSON (returned to XCom and on disk), plot, table
-    in the log, and MLflow when a tracking URI is configured. Runs after a budget stop too.
+    their own times and writes the comparison report: JSON (returned to XCom, stored in the records
+    database, a copy in object storage), plot (object storage), table in the log, and MLflow when a
+    tracking URI is configured. Runs after a budget stop too.
     ``job_task_id`` may list several tasks (one per region): the one that ran is reported, and
     ``route_task_id``'s choice (region, reason) goes into the report."""
 
@@ -50,9 +50,11 @@ class CarbonReportOperator(BaseOperator):
         self.log.info("\n%s", table)
         self.log.info("report: %s\nplot:   %s", result["files"]["json"], result["files"]["plot"])
         from carbon_aware.accounting.tracking import log_run
+        from carbon_aware.outputs import PLOT_NAME, REPORT_NAME, run_dir_for
 
+        local = run_dir_for(run_id, context["dag"].dag_id)  # publish's own copies on this machine
         mlflow_run = log_run(result, {"optimized": job, "baseline": baseline and baseline["summary"]},
-                             Path(result["files"]["json"]), Path(result["files"]["plot"]),
+                             local / REPORT_NAME, local / PLOT_NAME,
                              experiment=context["dag"].dag_id, run_name=run_id)
         if mlflow_run:
             self.log.info("MLflow: logged as run %s", mlflow_run)

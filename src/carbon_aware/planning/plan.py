@@ -2,13 +2,10 @@
 re-plan on waking when the grid runs dirtier than forecast. Written against plain inputs (no Airflow)."""
 from __future__ import annotations
 
-import json
 import logging
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
 
-from carbon_aware.outputs import report_paths, run_dir_for
 from carbon_aware.planning.params import ParamsError, RunParams, validate_params
 from carbon_aware.planning.regions import regions_path
 
@@ -64,31 +61,18 @@ def _check_replay(trace, spec: dict[str, Any], field: str) -> None:
                           f"{first:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC")
 
 
-def last_measured_hours(exclude: Path | None = None) -> float | None:
-    """The optimized run's wall time in the newest report under the output directory."""
-    reports = sorted(report_paths(), key=lambda p: p.stat().st_mtime, reverse=True)
-    for path in reports:
-        if exclude and path.parent == exclude:
-            continue
-        try:
-            seconds = json.loads(path.read_text())["runs"]["optimized"]["wall_time_seconds"]
-        except (KeyError, TypeError, ValueError):
-            continue
-        return max(seconds / 3600, 1 / 60)
-    return None
-
-
 def make_plan(raw_params: dict[str, Any], dag_run_id: str, now: datetime | None = None,
               trainer_configs: bool = True) -> dict[str, Any]:
     from carbon_aware.planning.planner import plan_window
     from carbon_aware.grid.clients import fetch_forecast
+    from carbon_aware.records.reports import last_measured_hours
 
     params = check_params(raw_params, trainer_configs)
     now = now or datetime.now(timezone.utc)
     hours = params.job_duration_hours
     duration_note = "from params"
     if hours is None:
-        hours = last_measured_hours(exclude=run_dir_for(dag_run_id))
+        hours = last_measured_hours(exclude_run=dag_run_id)
         duration_note = ("the last run's measured duration" if hours
                          else f"no earlier run measured: default {DEFAULT_JOB_HOURS} h")
         hours = hours or DEFAULT_JOB_HOURS
@@ -156,7 +140,6 @@ def _finish(plan: dict[str, Any], params: RunParams, duration_note: str, dag_run
     plan["duration_source"] = duration_note
     plan["clock"] = {"anchor": now.isoformat(), "compression": params.time_compression}
     plan["request"] = params.model_dump()
-    plan["run_dir"] = str(run_dir_for(dag_run_id))
     return plan
 
 

@@ -4,49 +4,63 @@
 Reports are untrusted input: the page shows only what passed report_schema's check, and lists a report
 that failed it as "unreadable report" with the reason, never with its content.
 
-Every route requires an Airflow login allowed to read carbon_training's runs: the browser's session
-cookie or a bearer token, checked by Airflow's own auth manager. Plugin apps are not covered by the
-core API's authentication, so the dependency sits on the app itself.
+Every route requires an Airflow login (the browser's session cookie or a bearer token), and each report
+is shown only to users whom Airflow's own auth manager allows to read *that report's* DAG's runs.
+Plugin apps are not covered by the core API's authentication, so the dependency sits on the app itself.
+Reports come from the records database, wherever the report task ran.
 """
 from __future__ import annotations
 
 from datetime import datetime
 from importlib.resources import files
-from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import quote
 
 import jinja2
 from fastapi import Depends, FastAPI, HTTPException, Request
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from carbon_aware.outputs import PLOT_NAME, REPORT_NAME, output_root
-from carbon_aware.accounting.report_schema import UnreadableReport
-from carbon_aware.web.runs_view import (NO_REAL_SIGNAL, cumulative, load_report, load_runs, report_file,
-                                        totals, unreadable_row)
+from carbon_aware.outputs import PLOT_NAME, REPORT_NAME
+from carbon_aware.accounting.report_schema import UnreadableReport, check_report
+from carbon_aware.records.reports import StoredReport
+from carbon_aware.web.runs_view import (NO_REAL_SIGNAL, cumulative, load_runs, readable_report, totals,
+                                        unreadable_row)
 
 DAG_ID = "carbon_training"
 MOUNT = "/carbon"
 PACKAGE_FILES = files("carbon_aware.web")  # templates and static assets ship as package data
 
 
-def _may_read_runs():
-    """Airflow's own check: a logged-in user allowed to read carbon_training's runs. The first Airflow
-    3.1 releases cannot name a DAG outside its route (no ``param_dag_id``): there the check is the
-    stricter one, a user allowed to read every DAG's runs."""
-    from inspect import signature
+def _signed_in():
+    """Airflow's own dependency: the logged-in user (401 without a valid session or token)."""
+    from airflow.api_fastapi.core_api.security import get_user
 
-    from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
-    from airflow.api_fastapi.core_api.security import requires_access_dag
-
-    if "param_dag_id" not in signature(requires_access_dag).parameters:
-        return requires_access_dag("GET", DagAccessEntity.RUN)
-    return requires_access_dag("GET", DagAccessEntity.RUN, param_dag_id=DAG_ID)
+    return get_user
 
 
-may_read_runs = _may_read_runs()
-app = FastAPI(title="Carbon-aware training", dependencies=[Depends(may_read_runs)])
+signed_in = _signed_in()
+app = FastAPI(title="Carbon-aware training", dependencies=[Depends(signed_in)])
+
+
+def readable_dags(user: Any = Depends(signed_in)) -> Callable[[str], bool]:
+    """Whether the user may read a DAG's runs, asked of Airflow's auth manager once per DAG a request
+    meets."""
+    from airflow.api_fastapi.app import get_auth_manager
+    from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity, DagDetails
+
+    manager, answers = get_auth_manager(), {}
+
+    def may_read(dag_id: str) -> bool:
+        if dag_id not in answers:
+            answers[dag_id] = manager.is_authorized_dag(method="GET", access_entity=DagAccessEntity.RUN,
+                                                        details=DagDetails(id=dag_id), user=user)
+        return answers[dag_id]
+
+    return may_read
+
+
+ReadableDags = Depends(readable_dags)
 
 
 # --- formatting: every number carries its unit; the templates do all the HTML --------------------
@@ -286,20 +300,21 @@ def _cards(total: dict[str, Any]) -> list[dict[str, Any]]:
 def _row(row: dict[str, Any], request: Request) -> dict[str, Any]:
     cells = [{"field": field, "raw": _raw(row[field]), "shown": show(row), "numeric": numeric}
              for _, field, show, numeric in COLUMNS]
-    return {"run_id": row["run_id"], "directory": row["directory"], "cells": cells,
+    return {"run_id": row["run_id"], "report_id": row["report_id"], "dag_id": row.get("dag_id"),
+            "cells": cells,
             "run_link": _run_link(request, row.get("dag_id"), row["run_id"]),
             "wait_task_id": row.get("wait_task_id") or "wait_for_window",
             "report_task_id": row.get("report_task_id") or "report"}
 
 
 @app.get("/", response_class=HTMLResponse)
-def runs_page(request: Request) -> HTMLResponse:
+def runs_page(request: Request, may_read: Callable[[str], bool] = ReadableDags) -> HTMLResponse:
     """Totals and chart count the valid reports only; an unreadable one is listed below them."""
-    rows, unreadable = load_runs()
+    rows, unreadable = load_runs(may_read)
     context: dict[str, Any] = {"title": "Carbon", "dag_id": DAG_ID, "here": _here(request), "rows": [],
                                "unreadable": unreadable}
     if not rows and not unreadable:
-        return _page("runs.html", output_root=str(output_root()), **context)
+        return _page("runs.html", **context)
     points = cumulative(rows)
     return _page("runs.html", **{**context, "rows": [_row(row, request) for row in rows],
                                  "headers": [column[0] for column in COLUMNS],
@@ -307,13 +322,12 @@ def runs_page(request: Request) -> HTMLResponse:
 
 
 @app.get("/api/runs")
-def runs_json() -> JSONResponse:
-    """``runs``: the valid reports (what the totals sum); ``unreadable_runs``: run id, directory and the
-    reason for each report that failed the schema check."""
-    rows, unreadable = load_runs()
+def runs_json(may_read: Callable[[str], bool] = ReadableDags) -> JSONResponse:
+    """``runs``: the valid reports of the DAGs the caller may read (what the totals sum);
+    ``unreadable_runs``: run id, DAG, report id and the reason for each report that failed the check."""
+    rows, unreadable = load_runs(may_read)
     return JSONResponse(
         {
-            "dag_id": DAG_ID,
             "runs": rows,
             "unreadable_runs": unreadable,
             "totals": totals(rows),
@@ -329,11 +343,11 @@ def runs_json() -> JSONResponse:
     )
 
 
-def _report_or_404(directory: str) -> dict[str, Any]:
-    report = load_report(directory)
-    if report is None:
-        raise HTTPException(status_code=404, detail=f"no report for run directory {directory!r}")
-    return report
+def _stored_or_404(report_id: int, may_read: Callable[[str], bool]) -> StoredReport:
+    stored = readable_report(report_id, may_read)
+    if stored is None:
+        raise HTTPException(status_code=404, detail=f"no report {report_id}")
+    return stored
 
 
 # The run page's blocks, in order; a block the report does not have is left out.
@@ -372,19 +386,21 @@ def _segment(segment: dict[str, Any]) -> dict[str, Any]:
                       for _, field, numeric in SEGMENT_COLUMNS]}
 
 
-def _unreadable_page(directory: str, error: UnreadableReport, here: str) -> HTMLResponse:
-    """422: the report is there but fails the schema check; the raw file is still offered for download."""
-    row = unreadable_row(directory, error)
+def _unreadable_page(stored: StoredReport, error: UnreadableReport, here: str) -> HTMLResponse:
+    """422: the report is there but fails the schema check; the raw JSON is still offered for download."""
+    row = unreadable_row(stored, error)
     return _page("unreadable.html", status_code=422, title=f"Carbon · {row['run_id']}", here=here,
                  report_name=REPORT_NAME, **row)
 
 
-@app.get("/runs/{directory}", response_class=HTMLResponse)
-def run_page(directory: str, request: Request) -> HTMLResponse:
+@app.get("/runs/{report_id}", response_class=HTMLResponse)
+def run_page(report_id: int, request: Request, may_read: Callable[[str], bool] = ReadableDags
+             ) -> HTMLResponse:
+    stored = _stored_or_404(report_id, may_read)
     try:
-        report = _report_or_404(directory)
+        report = check_report(stored.text.encode())
     except UnreadableReport as error:
-        return _unreadable_page(directory, error, _here(request))
+        return _unreadable_page(stored, error, _here(request))
     here, run_id = _here(request), report["dag_run_id"]
     job = report.get("job") or {}
     shown_blocks = {**report, "job": {key: job.get(key) for key in JOB_FIELDS} if job else None}
@@ -393,26 +409,33 @@ def run_page(directory: str, request: Request) -> HTMLResponse:
     replay = report.get("replay") or {}
     for field in (f for block in blocks if block["name"] == "schedule" for f in block["fields"]):
         field["shown"]["sub"] = trace_time(replay.get(field["path"].removeprefix("schedule.")))
-    plot = report_file(directory, PLOT_NAME)
-    return _page("run.html", title=f"Carbon · {run_id}", here=here, run_id=run_id, directory=directory,
-                 baseline_kind=report.get("baseline_kind") or "", report_name=REPORT_NAME,
-                 no_real_signal=report.get("no_real_signal"), replay=replay,
-                 run_link=_run_link(request, report.get("dag_id"), run_id),
-                 plot_url=f"{here}/runs/{quote(directory)}/{PLOT_NAME}" if plot else None,
+    return _page("run.html", title=f"Carbon · {run_id}", here=here, run_id=run_id, report_id=report_id,
+                 dag_id=stored.dag_id, baseline_kind=report.get("baseline_kind") or "",
+                 report_name=REPORT_NAME, no_real_signal=report.get("no_real_signal"), replay=replay,
+                 run_link=_run_link(request, stored.dag_id, run_id),
+                 plot_url=f"{here}/runs/{report_id}/{PLOT_NAME}",
                  blocks=blocks, segment_headers=[column[0] for column in SEGMENT_COLUMNS],
                  segments=[_segment(segment) for segment in job.get("segments") or []])
 
 
-@app.get("/runs/{directory}/{name}")
-def run_file(directory: str, name: str) -> FileResponse:
+@app.get("/runs/{report_id}/{name}")
+def run_file(report_id: int, name: str, may_read: Callable[[str], bool] = ReadableDags) -> Response:
+    """The stored report as a download (as stored, even when it fails the check), or its plot drawn
+    from the report's own intervals (a report that fails the check has none)."""
     if name not in (REPORT_NAME, PLOT_NAME):
         raise HTTPException(status_code=404, detail=f"{name!r}: expected {REPORT_NAME} or {PLOT_NAME}")
-    path = report_file(directory, name)
-    if path is None:
-        raise HTTPException(status_code=404, detail=f"no {name} for run directory {directory!r}")
+    stored = _stored_or_404(report_id, may_read)
     if name == REPORT_NAME:
-        return FileResponse(path, media_type="application/json", filename=f"{directory}-{REPORT_NAME}")
-    return FileResponse(path, media_type="image/png")
+        download = f"{stored.dag_id}-{stored.run_id}-{REPORT_NAME}"
+        return Response(stored.text, media_type="application/json",
+                        headers={"content-disposition": f"attachment; filename*=utf-8''{quote(download)}"})
+    try:
+        report = check_report(stored.text.encode())
+    except UnreadableReport:
+        raise HTTPException(status_code=404, detail=f"no plot for report {report_id}") from None
+    from carbon_aware.accounting.report import plot_png
+
+    return Response(plot_png(report), media_type="image/png")
 
 
 @app.get("/icon.svg")

@@ -1,14 +1,14 @@
 """Every run's comparison report as one flat row, and the totals across runs: what the Carbon page
-and its JSON endpoint show. Reads the reports the DAG's report task wrote, each through the schema check
-of report_schema (reports are untrusted input); imports nothing heavy."""
+and its JSON endpoint show. Reads the reports the report tasks stored in the records database, only of
+the DAGs the caller may read, each through the schema check of report_schema (reports are untrusted
+input); imports nothing heavy."""
 from __future__ import annotations
 
 import logging
-from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from carbon_aware.outputs import REPORT_NAME, output_root, report_paths
-from carbon_aware.accounting.report_schema import UnreadableReport, read_report
+from carbon_aware.accounting.report_schema import UnreadableReport, check_report
+from carbon_aware.records.reports import StoredReport, report_dag_ids, stored_report, stored_reports
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +74,8 @@ def _dig(report: dict[str, Any], path: tuple[str, ...]) -> Any:
     return value
 
 
-def row_for(report: dict[str, Any], directory: str) -> dict[str, Any]:
-    row = {"run_id": report["dag_run_id"], "directory": directory}
+def row_for(report: dict[str, Any], report_id: int) -> dict[str, Any]:
+    row = {"run_id": report["dag_run_id"], "report_id": report_id}
     row.update({key: _dig(report, path) for key, path in ROW_FIELDS.items()})
     row["replans"] = len(report.get("replans") or [])
     segments = _dig(report, ("job", "segments"))
@@ -100,51 +100,31 @@ def counted(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [row for row in rows if not row.get("no_real_signal")]
 
 
-def _child_file(directory: str, name: str) -> Path | None:
-    """output/<directory>/<name> when it is a file there (not a link out of the output root)."""
-    root = output_root()
-    try:
-        path = (root / directory / name).resolve()
-        return path if path.parent.parent == root and path.is_file() else None
-    except (OSError, RuntimeError, ValueError):  # a NUL in the name, a link loop (RuntimeError in 3.11)
-        return None
+def readable_report(report_id: int, may_read: Callable[[str], bool]) -> StoredReport | None:
+    """The stored report ``report_id``, or None where there is none or the caller may not read its
+    DAG's runs (the same answer: no hint that it exists). Check its content with ``check_report``."""
+    stored = stored_report(report_id)
+    return stored if stored is not None and may_read(stored.dag_id) else None
 
 
-def load_report(directory: str) -> dict[str, Any] | None:
-    """The validated report in output/<directory>, or None where there is none; ``directory`` must name
-    a direct child of the output root. Raises UnreadableReport for a report that fails the check."""
-    path = _child_file(directory, REPORT_NAME)
-    return None if path is None else read_report(path)
+def unreadable_row(stored: StoredReport, error: UnreadableReport) -> dict[str, Any]:
+    """What the page lists for a report it cannot show: its ids and the reason, no content."""
+    return {"run_id": error.run_id or stored.run_id, "dag_id": stored.dag_id,
+            "report_id": stored.report_id, "unreadable": error.reason}
 
 
-def unreadable_row(directory: str, error: UnreadableReport) -> dict[str, Any]:
-    """What the page lists for a report it cannot show: an id and the reason, no content."""
-    return {"run_id": error.run_id or directory, "directory": directory, "unreadable": error.reason}
-
-
-def _checked_row(path: Path) -> dict[str, Any]:
-    directory = path.parent.name
-    if _child_file(directory, REPORT_NAME) is None:
-        raise UnreadableReport("not a regular file in the output root")
-    return row_for(read_report(path), directory)
-
-
-def load_runs() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(one row per valid report, newest first; one unreadable_row per report that failed the check)."""
+def load_runs(may_read: Callable[[str], bool]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(one row per valid report of the DAGs the caller may read, newest first; one unreadable_row per
+    such report that failed the check)."""
     rows, unreadable = [], []
-    for path in report_paths():
+    for stored in stored_reports({dag_id for dag_id in report_dag_ids() if may_read(dag_id)}):
         try:
-            rows.append(_checked_row(path))
+            rows.append(row_for(check_report(stored.text.encode()), stored.report_id))
         except UnreadableReport as error:
-            log.warning("unreadable report %s: %s", path, error.reason)
-            unreadable.append(unreadable_row(path.parent.name, error))
+            log.warning("unreadable report %s of %s: %s", stored.run_id, stored.dag_id, error.reason)
+            unreadable.append(unreadable_row(stored, error))
     rows.sort(key=lambda row: row["generated_at"] or "", reverse=True)
-    return rows, sorted(unreadable, key=lambda row: row["directory"])
-
-
-def load_rows() -> list[dict[str, Any]]:
-    """One row per valid report, newest first (see load_runs for the unreadable ones)."""
-    return load_runs()[0]
+    return rows, sorted(unreadable, key=lambda row: row["report_id"])
 
 
 def totals(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -172,8 +152,3 @@ def cumulative(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         points.append({"run_id": row["run_id"], "generated_at": row["generated_at"], "avoided_kg": avoided,
                        "baseline_cost_kg": cost, "net_kg": avoided - cost})
     return points
-
-
-def report_file(directory: str, name: str) -> Path | None:
-    """A file the report task wrote for one run (the JSON or the plot), or None."""
-    return _child_file(directory, name)
