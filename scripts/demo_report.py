@@ -61,16 +61,19 @@ def finished_run(log: str) -> str:
 def main(log_path: str, conf_path: str) -> None:
     from carbon_aware.accounting.report import format_table
     from carbon_aware.evaluation import year_line
-    from carbon_aware.outputs import run_dir_for
+    from carbon_aware.records import records_url
+    from carbon_aware.records.reports import report_of
     from carbon_aware.settings import data_dir
 
     log = Path(log_path).read_text()
     print("\n".join(highlights(log)))
-    report_path = run_dir_for(finished_run(log)) / "comparison_report.json"
-    report = json.loads(report_path.read_text())
+    run_id = finished_run(log)
+    report = report_of("carbon_training", run_id)
+    if report is None:
+        sys.exit(f"no report of carbon_training {run_id} in the records database {records_url()}")
     print()
     print(format_table(report))
-    print(f"\nreport: {report_path}\nplot:   {report['files']['plot']}")
+    print(f"\nreport: {report['files']['json']}\nplot:   {report['files']['plot']}")
     # One day's saving is mostly forecast noise: what the same policy saves over the whole trace year.
     conf = json.loads(Path(conf_path).read_text())
     trace = next(spec for spec in conf["providers"] if spec["name"] == "trace")

@@ -1,16 +1,17 @@
-"""The Carbon page's app without the API server: rows, totals, units, files, empty state, and the
-auth dependency in place. The logged-in/logged-out browser path runs in tests/stack/test_browser.py."""
+"""The Carbon page's app without the API server, on reports in the records database: rows, totals,
+units, downloads, empty state, per-DAG visibility, and the auth dependency in place. The
+logged-in/logged-out browser path runs in tests/stack/test_browser.py."""
 
 import json
-import os
 import re
-from urllib.parse import quote
+import time
 
 import pytest
 from fastapi.testclient import TestClient
 
+from carbon_aware.records import engine_for, tables
+from carbon_aware.records.reports import save_report
 from carbon_aware.web import app as web
-from carbon_aware.outputs import run_dir_for
 from carbon_aware.web.runs_view import load_runs, totals
 
 
@@ -70,32 +71,36 @@ def _report(
     }
 
 
+def readable(*hidden: str):
+    """The auth manager's answer, as a test chooses it: every DAG but ``hidden``."""
+    return lambda: (lambda dag_id: dag_id not in hidden)
+
+
 @pytest.fixture
-def client(tmp_path, monkeypatch):
-    monkeypatch.setenv("CARBON_OUTPUT_DIR", str(tmp_path))
-    web.app.dependency_overrides[web.may_read_runs] = lambda: None
+def client():
+    web.app.dependency_overrides[web.signed_in] = lambda: None
+    web.app.dependency_overrides[web.readable_dags] = readable()
     yield TestClient(web.app)
     web.app.dependency_overrides.clear()
 
 
-def _quoted(directory) -> str:
-    """A run directory's name in a test client URL. The name holds %XX for the run id's other
-    characters, so a link quotes it once (as the page does), and a server decodes it once; Starlette's
-    TestClient decodes the path twice, hence quoted twice here."""
-    return quote(quote(directory.name, safe=""), safe="")
+def _write(report: dict) -> int:
+    """The report as the report task stores it; returns its id (the page's link)."""
+    return save_report(report.get("dag_id") or "carbon_training", report["dag_run_id"], report)
 
 
-def _write(report: dict):
-    directory = run_dir_for(report["dag_run_id"])
-    directory.mkdir(parents=True)
-    (directory / "comparison_report.json").write_text(json.dumps(report))
-    return directory
+def _store_raw(run_id: str, text: str | bytes, dag_id: str = "carbon_training") -> int:
+    """A stored report that is not what the report task writes (a corrupt or foreign row)."""
+    text = text.decode("latin-1") if isinstance(text, bytes) else text
+    with engine_for().begin() as connection:
+        return connection.execute(tables.reports.insert().values(
+            dag_id=dag_id, run_id=run_id, report=text, created_at=time.time())).inserted_primary_key[0]
 
 
 def test_empty_state_explains_how_to_start(client):
     page = client.get("/").text
     assert (
-        "No carbon_training report yet" in page
+        "No report you may read yet" in page
         and "Trigger" in page
         and "airflow dags trigger carbon_training" in page
     )
@@ -146,47 +151,53 @@ def test_rows_newest_first_with_units_and_totals(client):
 
 def test_run_page_download_and_plot(client):
     report = _report("manual__2026-11-22T10:00:00+00:00", "2026-11-22T12:00:00+00:00", 0.0004, 0.0003)
-    directory = _write(report)
-    (directory / "comparison.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"0" * 100)
-    page = client.get(f"/runs/{_quoted(directory)}").text
+    report_id = _write(report)
+    page = client.get(f"/runs/{report_id}").text
     assert (
         'id="chart"' in page and "download comparison_report.json" in page and "electricitymaps:DE" in page
     )
     # Intensities in g/kWh, energy in Wh: the unit comes from the key's most specific suffix.
     assert 'data-field="timing.run_now_intensity_g_per_kwh">250 g/kWh<' in page
     assert 'data-field="efficiency.baseline_energy_kwh">8 Wh<' in page
-    download = client.get(f"/runs/{_quoted(directory)}/comparison_report.json")
+    download = client.get(f"/runs/{report_id}/comparison_report.json")
     assert download.json() == report and "attachment" in download.headers["content-disposition"]
-    assert client.get(f"/runs/{_quoted(directory)}/comparison.png").headers["content-type"] == "image/png"
+    plot = client.get(f"/runs/{report_id}/comparison.png")  # drawn from the stored report
+    assert plot.headers["content-type"] == "image/png" and plot.content.startswith(b"\x89PNG")
 
 
-@pytest.mark.parametrize(
-    "path", ["/runs/..%2F..%2Fetc", "/runs/nope", "/runs/x/plan.json", "/runs/..%2F/comparison_report.json"]
-)
-def test_only_report_files_of_known_runs_are_served(client, path):
-    _write(_report("manual__a", "2026-11-22T12:00:00+00:00", 0.0, 0.0))
-    assert client.get(path).status_code == 404
-
-
-def test_without_the_override_anonymous_requests_get_no_data(tmp_path, monkeypatch):
-    monkeypatch.setenv("CARBON_OUTPUT_DIR", str(tmp_path))
-    _write(_report("manual__secret", "2026-11-22T12:00:00+00:00", 0.0004, 0.0003))
+def test_without_the_override_anonymous_requests_get_no_data():
+    report_id = _write(_report("manual__secret", "2026-11-22T12:00:00+00:00", 0.0004, 0.0003))
     anonymous = TestClient(web.app)
-    for path in ("/", "/api/runs", "/runs/manual__secret"):
+    for path in ("/", "/api/runs", f"/runs/{report_id}", f"/runs/{report_id}/comparison_report.json"):
         response = anonymous.get(path, headers={"accept": "text/html"})
         assert response.status_code == 401
         assert "electricitymaps" not in response.text and "CO₂e" not in response.text
     assert "Sign in" in anonymous.get("/", headers={"accept": "text/html"}).text
 
 
-def test_unreadable_report_is_listed_but_not_counted(tmp_path, monkeypatch):
-    monkeypatch.setenv("CARBON_OUTPUT_DIR", str(tmp_path))
-    (tmp_path / "broken").mkdir()
-    (tmp_path / "broken" / "comparison_report.json").write_text("{not json")
+def test_each_report_is_shown_only_to_users_who_may_read_its_dag(client):
+    mine = _write({**_report("manual__mine", "2026-11-22T12:00:00+00:00", 0.0004, 0.0003), "dag_id": "mine"})
+    theirs = _write({**_report("manual__theirs", "2026-11-23T12:00:00+00:00", 0.0009, 0.0003),
+                     "dag_id": "theirs"})
+    _store_raw("manual__theirs_broken", "{", dag_id="theirs")
+    web.app.dependency_overrides[web.readable_dags] = readable("theirs")
+    body = client.get("/api/runs").json()
+    assert [row["run_id"] for row in body["runs"]] == ["manual__mine"] and body["unreadable_runs"] == []
+    assert body["totals"]["saving_kg"] == pytest.approx(0.0004)
+    page = client.get("/").text
+    assert "manual__theirs" not in page and "manual__mine" in page
+    for path in (f"/runs/{theirs}", f"/runs/{theirs}/comparison_report.json", f"/runs/{theirs}/comparison.png"):
+        assert client.get(path).status_code == 404, path  # the same answer as no report at all
+    assert client.get(f"/runs/{mine}").status_code == 200
+
+
+def test_unreadable_report_is_listed_but_not_counted():
+    broken = _store_raw("broken", "{not json")
     _write(_report("manual__ok", "2026-11-22T12:00:00+00:00", 0.0004, 0.0003))
-    rows, unreadable = load_runs()
+    rows, unreadable = load_runs(lambda dag_id: True)
     assert [row["run_id"] for row in rows] == ["manual__ok"] and totals(rows)["runs"] == 1
-    assert unreadable == [{"run_id": "broken", "directory": "broken", "unreadable": "not JSON"}]
+    assert unreadable == [{"run_id": "broken", "dag_id": "carbon_training", "report_id": broken,
+                           "unreadable": "not JSON"}]
 
 
 def test_net_total_subtracts_baseline_measurements_and_charts_the_running_sum(client):
@@ -211,7 +222,7 @@ def test_a_run_without_a_real_signal_is_labelled_and_left_out_of_the_totals(clie
     mocked["carbon_savings"]["reduction_kg"] = None  # as build_report writes it
     legacy = _report("manual__legacy", "2026-11-23T12:00:00+00:00", 0.0011, 0.0011)  # from before the label
     legacy["sources"]["forecast"] = "mock"
-    _write(mocked)
+    mocked_id = _write(mocked)
     _write(legacy)
     body = client.get("/api/runs").json()
     rows = {row["run_id"]: row for row in body["runs"]}
@@ -228,10 +239,10 @@ def test_a_run_without_a_real_signal_is_labelled_and_left_out_of_the_totals(clie
     assert [p["run_id"] for p in body["cumulative"]] == ["manual__real"]
     page = client.get("/").text
     assert page.count("<circle") == 1 and "2 runs with no real signal not counted" in page
-    mock_row = re.search(r'<tr data-run-id="manual__mock">(.*?)</tr>', page, re.S).group(1)
+    mock_row = re.search(r'<tr data-run-id="manual__mock"[^>]*>(.*?)</tr>', page, re.S).group(1)
     assert re.search(r'data-field="saving_kg" data-value="">no real signal<span class="local">not counted',
                      mock_row)
-    run_page = client.get(f"/runs/{_quoted(run_dir_for('manual__mock'))}").text
+    run_page = client.get(f"/runs/{mocked_id}").text
     assert re.search(r'id="no-real-signal">no real signal: the plan used the mock curve', run_page)
 
 
@@ -241,19 +252,19 @@ def test_a_replayed_trace_shows_the_traces_own_time_beside_the_grid_time(client)
                         "run_now_start": "2023-03-01T06:00:00+00:00",
                         "planned_start": "2023-03-01T10:00:00+00:00",
                         "actual_start": "2023-03-01T10:00:02+00:00", "deadline": "2023-03-02T06:00:00+00:00"}
-    directory = _write(report)
+    report_id = _write(report)
     row = client.get("/api/runs").json()["runs"][0]
     assert (row["trace"], row["trace_planned_start"]) == ("neso_2023_national_intensity.csv",
                                                           "2023-03-01T10:00:00+00:00")
     page = client.get("/").text
     assert re.search(r'data-field="planned_start"[^>]*><time datetime="2026-11-23T14:00:00\+00:00">'
                      r'2026-11-23 14:00 UTC</time><span class="local">trace time 2023-03-01 10:00 UTC', page)
-    run_page = client.get(f"/runs/{_quoted(directory)}").text
+    run_page = client.get(f"/runs/{report_id}").text
     assert 'id="replay">A replayed trace, neso_2023_national_intensity.csv' in run_page
     assert re.search(r'data-field="schedule.actual_start"><time[^>]*>2026-11-23 14:00:02 UTC</time>'
                      r'<span class="local">trace time 2023-03-01 10:00 UTC', run_page)
     plain = _write(_report("manual__plain", "2026-11-24T15:00:00+00:00", 0.0, 0.0))
-    assert "trace time" not in client.get(f"/runs/{_quoted(plain)}").text
+    assert "trace time" not in client.get(f"/runs/{plain}").text
 
 
 def test_a_legacy_report_with_a_measured_baseline_counts_it_as_emitted(client):
@@ -326,7 +337,7 @@ def test_a_routed_interruptible_run_shows_its_place_route_and_segments(client):
             },
         ],
     }
-    directory = _write(report)
+    report_id = _write(report)
 
     row = client.get("/api/runs").json()["runs"][0]
     assert (row["place_saving_kg"], row["chosen_region"], row["segments"]) == (0.0009, "gb", 2)
@@ -337,7 +348,7 @@ def test_a_routed_interruptible_run_shows_its_place_route_and_segments(client):
     run_link = "/dags/carbon_own_job/runs/manual__2026-11-24T10%3A00%3A00%2B00%3A00"  # the run's own DAG
     assert f'{run_link}/tasks/wait"' in page and f'{run_link}/tasks/report"' in page
 
-    page = client.get(f"/runs/{_quoted(directory)}").text
+    page = client.get(f"/runs/{report_id}").text
     assert page.count('<tr data-segment="') == 2
     segments = re.findall(r'<tr data-segment="\d">(.*?)</tr>', page, re.S)
     assert [_cells(s, "job.segments.")["job.segments.stopped"] for s in segments] == ["slot_end", "done"]
@@ -352,8 +363,8 @@ def test_report_text_is_escaped_not_markup(client):
     report = _report(
         "manual__<script>x</script>", "2026-11-22T12:00:00+00:00", 0.0, 0.0, fallback=["<b>uk</b> down"]
     )
-    directory = _write(report)
-    for page in (client.get("/").text, client.get(f"/runs/{_quoted(directory)}").text):
+    report_id = _write(report)
+    for page in (client.get("/").text, client.get(f"/runs/{report_id}").text):
         assert "<script>x</script>" not in page and "&lt;script&gt;x&lt;/script&gt;" in page
     assert "&lt;b&gt;uk&lt;/b&gt; down" in client.get("/").text
 
@@ -417,7 +428,7 @@ CORRUPTIONS = {  # name: (file text, the reason listed, or None where only its s
                             "schema: intensities.baseline: text too long"),
     "no run id": (_corrupt(lambda report: report.pop("dag_run_id") and None), "schema: dag_run_id: missing"),
     "not JSON": ("{" + SECRET, "not JSON"),
-    "not UTF-8": (b"\xff\xfe" + SECRET.encode(), "not JSON"),
+    "not UTF-8 JSON": (b"\xff\xfe" + SECRET.encode(), "not JSON"),
     "nested 100000 deep": ("[" * 100_000 + "]" * 100_000, "not JSON"),
     "oversized file": (_corrupt(_oversized_file), "too big (over 8 MiB)"),
 }
@@ -429,20 +440,18 @@ def corrupt_among_good(client, request):
     text, reason = CORRUPTIONS[request.param]
     _write(_report("manual__good1", "2026-11-22T12:00:00+00:00", 0.0004, 0.0003))
     _write(_report("manual__good2", "2026-11-23T12:00:00+00:00", 0.0005, 0.0002))
-    path = run_dir_for(CORRUPT_DIR) / "comparison_report.json"
-    path.parent.mkdir()
-    path.write_bytes(text if isinstance(text, bytes) else text.encode())
-    return client, reason
+    corrupt = _store_raw(CORRUPT_DIR, text)
+    return client, reason, corrupt
 
 
 @pytest.mark.parametrize("corrupt_among_good", list(CORRUPTIONS), indirect=True)
 def test_a_corrupt_report_is_listed_as_unreadable_and_the_others_shown(corrupt_among_good):
-    client, reason = corrupt_among_good
+    client, reason, corrupt = corrupt_among_good
     page = client.get("/")
     assert page.status_code == 200 and SECRET not in page.text
     for run_id in ("manual__good1", "manual__good2"):
-        assert f'<tr data-run-id="{run_id}">' in page.text
-    row = r'<tr data-run-id="manual__corrupt" class="unreadable">(.*?)</tr>'
+        assert f'<tr data-run-id="{run_id}"' in page.text
+    row = r'<tr data-run-id="manual__corrupt"[^>]*class="unreadable">(.*?)</tr>'
     unreadable = re.search(row, page.text, re.S)
     assert unreadable and "unreadable report" in unreadable.group(1) and reason in unreadable.group(1)
     assert page.text.count("<circle") == 2  # the chart, like the totals, counts the valid runs only
@@ -451,57 +460,28 @@ def test_a_corrupt_report_is_listed_as_unreadable_and_the_others_shown(corrupt_a
     assert api.status_code == 200 and SECRET not in api.text
     body = api.json()
     assert [row["run_id"] for row in body["runs"]] == ["manual__good2", "manual__good1"]
-    listed = {"run_id": CORRUPT_DIR, "directory": CORRUPT_DIR, "unreadable": reason}
+    listed = {"run_id": CORRUPT_DIR, "dag_id": "carbon_training", "report_id": corrupt, "unreadable": reason}
     assert body["unreadable_runs"] == [listed]
     assert body["totals"]["runs"] == 2 and body["totals"]["saving_kg"] == pytest.approx(0.0009)
 
-    run_page = client.get(f"/runs/{CORRUPT_DIR}")
+    run_page = client.get(f"/runs/{corrupt}")
     assert run_page.status_code == 422 and SECRET not in run_page.text
     assert "unreadable report" in run_page.text and reason in run_page.text
-    # The file itself is still served as a download (an attachment, never shown on the page).
-    download = client.get(f"/runs/{CORRUPT_DIR}/comparison_report.json")
+    # The stored JSON is still served as a download (an attachment, never shown on the page).
+    download = client.get(f"/runs/{corrupt}/comparison_report.json")
     assert download.status_code == 200 and "attachment" in download.headers["content-disposition"]
 
 
 def test_only_unreadable_reports_still_list_them_with_empty_totals(client):
-    path = run_dir_for("manual__x") / "comparison_report.json"
-    path.parent.mkdir()
-    path.write_text("[]")
+    _store_raw("manual__x", "[]")
     page = client.get("/")
     assert page.status_code == 200 and "unreadable report" in page.text
-    assert "No carbon_training" not in page.text
+    assert "No report you may read" not in page.text
     assert client.get("/api/runs").json()["totals"]["runs"] == 0
 
 
-def _not_a_file(kind: str, path, elsewhere):
-    if kind == "directory":
-        path.mkdir()
-    elif kind == "pipe":  # reading it would block the page for ever
-        os.mkfifo(path)
-    elif kind == "link out of the output root":
-        (elsewhere / "report.json").write_text(json.dumps(_report("manual__x", "2026-11-22", 0.0, 0.0)))
-        path.symlink_to(elsewhere / "report.json")
-
-
-@pytest.mark.parametrize("kind", ["directory", "pipe", "link out of the output root"])
-def test_a_report_that_is_not_a_file_in_the_output_root_is_unreadable(client, tmp_path_factory, kind):
-    path = run_dir_for("manual__x") / "comparison_report.json"
-    path.parent.mkdir()
-    _not_a_file(kind, path, tmp_path_factory.mktemp("elsewhere"))
-    body = client.get("/api/runs").json()
-    assert body["unreadable_runs"] == [{"run_id": "manual__x", "directory": "manual__x",
-                                        "unreadable": "not a regular file in the output root"}]
-    assert client.get("/runs/manual__x").status_code == 404
-
-
-def test_a_report_linked_to_itself_is_no_report(client):
-    path = run_dir_for("manual__x") / "comparison_report.json"
-    path.parent.mkdir()
-    path.symlink_to(path)
-    assert client.get("/").status_code == 200 and client.get("/api/runs").json()["unreadable_runs"] == []
-    assert client.get("/runs/manual__x").status_code == 404
-
-
-@pytest.mark.parametrize("path", ["/runs/a%00b", "/runs/a%00b/comparison_report.json"])
-def test_a_nul_in_the_run_directory_is_404(client, path):
-    assert client.get(path).status_code == 404
+@pytest.mark.parametrize("path", ["/runs/a%00b", "/runs/a%00b/comparison_report.json", "/runs/1x",
+                                  "/runs/..%2F..%2Fetc", "/runs/99999", "/runs/1/plan.json"])
+def test_only_stored_reports_by_their_id_are_served(client, path):
+    _write(_report("manual__a", "2026-11-22T12:00:00+00:00", 0.0, 0.0))
+    assert client.get(path).status_code in (404, 422), path

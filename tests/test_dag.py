@@ -375,12 +375,16 @@ def test_dag_test_end_to_end_report_agrees_with_summaries_and_curve(airflow_db):
     from carbon_aware.outputs import run_dir_for
     from carbon_aware.accounting.energy import ENERGY_LOG_NAME, read_energy_log
 
+    from carbon_aware.records.reports import report_of
+
     run_dir = run_dir_for(run_id)
-    report = json.loads((run_dir / "comparison_report.json").read_text())
-    plan = json.loads((run_dir / "plan.json").read_text())
+    report = report_of("carbon_training", run_id)  # as the report task stored it
+    local = run_dir_for(run_id, "carbon_training")  # the report task's own copies
+    plan = json.loads((local / "plan.json").read_text())
     baseline = json.loads((run_dir / "baseline" / "summary.json").read_text())
     optimized = json.loads((run_dir / "optimized" / "summary.json").read_text())
-    assert (run_dir / "comparison.png").stat().st_size > 10_000
+    assert (local / "comparison.png").stat().st_size > 10_000
+    assert report["files"]["plot"] == f"file://{run_dir.parent}/carbon_training/{run_dir.name}/comparison.png"
     # The trainer is measured from outside, as any command: its own meter is off, the job's energy log
     # counts.
     assert baseline["energy"] is None and optimized["energy"] is None
@@ -424,7 +428,9 @@ def test_without_baseline_the_report_shows_timing_only(airflow_db):
     run_id = log.split("DagRun Finished:")[1].split("run_id=")[1].split(",")[0]
     from carbon_aware.outputs import run_dir_for
 
-    report = json.loads((run_dir_for(run_id) / "comparison_report.json").read_text())
+    from carbon_aware.records.reports import report_of
+
+    report = report_of("carbon_training", run_id)
     assert report["runs"]["baseline"] is None and report["baseline_kind"] == "off"
     assert report["efficiency"]["saving_kg"] is None and report["efficiency"]["baseline_energy_kwh"] is None
     assert report["carbon_savings"]["reduction_kg"] == pytest.approx(report["timing"]["saving_kg"])

@@ -8,6 +8,7 @@ declared ranges against the package registry, as `pip install <wheel>` does on a
 from __future__ import annotations
 
 import json
+import sqlite3
 import os
 import subprocess
 import sys
@@ -130,11 +131,15 @@ def test_the_wheel_installs_into_an_older_airflow_and_runs_a_users_dag(user_venv
     log = out.stdout + out.stderr
     assert out.returncode == 0 and "state=success" in log, log[-5000:]
 
-    (report_file,) = (root / "carbon" / "output").glob("*/comparison_report.json")
-    report = json.loads(report_file.read_text())
+    # No records connection set up: the records are the default SQLite file in the user's output folder.
+    with sqlite3.connect(root / "carbon" / "output" / "carbon_records.db") as records:
+        ((dag_id, text, plot_url),) = records.execute("SELECT dag_id, report, plot_url FROM carbon_reports")
+        (measured,) = records.execute("SELECT count(*) FROM carbon_energy_readings WHERE dag_id = ?",
+                                      (dag_id,)).fetchone()
+    report = json.loads(text)
+    assert dag_id == "users_job" and measured >= 2, "the job's energy readings are in the records"
+    assert plot_url.startswith(f"file://{root / 'carbon' / 'output'}/users_job/")  # the default objects
     assert not list(Path(python).resolve().parents[1].rglob("comparison_report.json"))  # not in the venv
-    measured = sum(1 for line in (report_file.parent / "users_job" / "energy_log.jsonl").open())
-    assert measured >= 2, "the job's energy log has its readings"
     for name in ("optimized", "optimized_at_run_now"):  # the job's energy, priced interval by interval
         priced = report["intensities"][name]
         assert priced["intervals"] and priced["emissions_g"] > 0

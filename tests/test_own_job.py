@@ -44,10 +44,10 @@ def _dags_test(env, conf) -> tuple[subprocess.CompletedProcess, str]:
 
 
 def _report(log: str) -> dict:
-    from carbon_aware.outputs import run_dir_for
+    from carbon_aware.records.reports import report_of
 
     run_id = log.split("DagRun Finished:")[1].split("run_id=")[1].split(",")[0]
-    return json.loads((run_dir_for(run_id) / "comparison_report.json").read_text())
+    return report_of("carbon_own_job", run_id)
 
 
 @pytest.mark.integration

@@ -234,6 +234,7 @@ def test_dags_test_with_a_regions_file_reports_place_timing_and_efficiency(airfl
     history forecasts, both configs trained, the report's three terms adding up to the saving. The
     tasks still run on the one default queue (routing to the region's queue is not wired yet)."""
     from carbon_aware.outputs import run_dir_for
+    from carbon_aware.records.reports import report_of
     from tests.test_dag import _dags_test, trace_params
 
     path = tmp_path / "regions.yaml"
@@ -243,8 +244,8 @@ def test_dags_test_with_a_regions_file_reports_place_timing_and_efficiency(airfl
     log = out.stdout + out.stderr
     assert out.returncode == 0 and "state=success" in log, log[-4000:]
     run_id = log.split("DagRun Finished:")[1].split("run_id=")[1].split(",")[0]
-    report = json.loads((run_dir_for(run_id) / "comparison_report.json").read_text())
-    plan = json.loads((run_dir_for(run_id) / "plan.json").read_text())
+    report = report_of("carbon_training", run_id)
+    plan = json.loads((run_dir_for(run_id, "carbon_training") / "plan.json").read_text())
     assert [r["name"] for r in plan["regions"]] == ["de", "gb"] and plan["home_region"] == "de"
     assert all(r["source"].endswith(":history") and r["fallback_reasons"] == [] for r in plan["regions"])
     assert plan["queue"] == f"training-{plan['region']}"

@@ -58,21 +58,17 @@ def test_the_demo_summary_runs_on_a_finished_run(tmp_path):
     """scripts/demo_report.py as demo.sh runs it: the highlights, the report's table, the year line."""
     from tests.test_report import CURVE, T0, _plan, _summary, at
     from carbon_aware.accounting.report import build_report
+    from carbon_aware.records.reports import save_report
 
     env = {**os.environ, "CARBON_OUTPUT_DIR": str(tmp_path / "output"),
            "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "src"), str(REPO_ROOT)])}
-    code = ("import sys; from carbon_aware.outputs import run_dir_for; "
-            f"print(run_dir_for({RUN_ID!r}))")
-    run_dir = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                             check=True).stdout.strip()
-    os.makedirs(run_dir)
     plan = {**_plan(CURVE, T0, at(240)), "replay": {"trace": "neso.csv",
                                                     "offset_seconds": -timedelta(days=1).total_seconds()}}
     report = build_report(dag_run_id=RUN_ID, plan=plan, wait={"woke_at_grid": at(240).isoformat()},
                           baseline=None, optimized=_summary(at(240), 1.0), actual=[], report_time=at(300))
-    report["files"] = {"plot": f"{run_dir}/comparison.png"}
-    with open(f"{run_dir}/comparison_report.json", "w") as file:
-        json.dump(report, file)
+    report["files"] = {"json": "file:///somewhere/comparison_report.json",
+                       "plot": "file:///somewhere/comparison.png"}
+    save_report("carbon_training", RUN_ID, report)  # in this test's records database (CARBON_RECORDS_URL)
     (tmp_path / "demo.log").write_text(LOG)
     out = subprocess.run([sys.executable, "scripts/demo_report.py", str(tmp_path / "demo.log"),
                           "include/demo_conf.json"], cwd=REPO_ROOT, env=env, capture_output=True, text=True,

@@ -273,9 +273,9 @@ def test_the_dag_logs_each_run_to_mlflow_when_a_tracking_uri_is_set(mlflow_serve
     client = MlflowClient(tracking_uri=mlflow_server)
     experiment = client.get_experiment_by_name("carbon_training")
     [run] = client.search_runs([experiment.experiment_id], filter_string=f"tags.dag_run_id = '{dag_run_id}'")
-    from carbon_aware.outputs import run_dir_for
+    from carbon_aware.records.reports import report_of
 
-    report = json.loads((run_dir_for(dag_run_id) / "comparison_report.json").read_text())
+    report = report_of("carbon_training", dag_run_id)
     emitted = history(client, run.info.run_id, "optimized.emissions_g_cumulative")
     assert emitted[-1].value == pytest.approx(report["intensities"]["optimized"]["emissions_g"], rel=1e-6)
     accuracy = history(client, run.info.run_id, "optimized.test_accuracy_pct")

@@ -638,12 +638,12 @@ def plot_png(report: dict[str, Any]) -> bytes:
     top.set_ylabel("gCO2/kWh")
     top.set_title(f"{report.get('dag_id') or 'carbon_training'} {report['dag_run_id']}: "
                   "grid intensity each run met (UTC)")
-    top.legend(fontsize=8, loc="upper right")
+    if top.get_legend_handles_labels()[0]:
+        top.legend(fontsize=8, loc="upper right")
     names = ["baseline", "optimized"]
-    energy = [report["efficiency"]["baseline_energy_kwh"] or 0,
-              report["efficiency"]["optimized_energy_kwh"] or 0]
-    grams = [_g(report["carbon_savings"]["baseline_emissions_kg"]) or 0,
-             _g(report["carbon_savings"]["optimized_emissions_kg"]) or 0]
+    efficiency, savings = report.get("efficiency") or {}, report.get("carbon_savings") or {}
+    energy = [efficiency.get("baseline_energy_kwh") or 0, efficiency.get("optimized_energy_kwh") or 0]
+    grams = [_g(savings.get("baseline_emissions_kg")) or 0, _g(savings.get("optimized_emissions_kg")) or 0]
     x = np.arange(2)
     bottom.bar(x - 0.2, [v * 1000 for v in energy], 0.4, label="energy (Wh)")
     bottom.bar(x + 0.2, grams, 0.4, label="emissions (g CO2)")
@@ -715,6 +715,8 @@ def write_report(dag_run_id: str, plan: dict[str, Any], wait: dict[str, Any],
                  tasks: dict[str, str] | None = None) -> tuple[dict[str, Any], str]:
     """``tasks``: the DAG's task ids by role (wait, job, report), for links to their logs. The report
     goes to the records database (the page reads it there); its JSON and plot to object storage."""
+    from carbon_aware.files import atomic_write_json
+
     now = now or datetime.now(timezone.utc)
     if plan["clock"]["compression"] != 1:  # a demo: the runs are priced as if they took their planned time
         grid_now = max(datetime.fromisoformat(wait["woke_at_grid"])
@@ -734,5 +736,7 @@ def write_report(dag_run_id: str, plan: dict[str, Any], wait: dict[str, Any],
     report["route"] = route
     report["tasks"] = tasks
     report["job"]["worker_region"] = optimized.get("worker_region")
-    publish(report, dag_id or "carbon_training", dag_run_id, run_dir_for(dag_run_id, dag_id))
+    local_dir = run_dir_for(dag_run_id, dag_id)
+    publish(report, dag_id or "carbon_training", dag_run_id, local_dir)
+    atomic_write_json(local_dir / "plan.json", plan)  # what was priced, beside the report's local copy
     return report, format_table(report)

@@ -67,6 +67,14 @@ def stored_report(report_id: int) -> StoredReport | None:
     return _stored(row) if row else None
 
 
+def report_of(dag_id: str, run_id: str) -> dict[str, Any] | None:
+    """The run's report as stored (a reader that trusts the row: the CLI, tests; the page checks)."""
+    with engine_for().connect() as connection:
+        text = connection.execute(select(T.c.report).where(T.c.dag_id == dag_id, T.c.run_id == run_id)
+                                  ).scalar()
+    return json.loads(text) if text is not None else None
+
+
 def last_measured_hours(exclude_run: str | None = None, scan: int = 50) -> float | None:
     """The optimized run's wall time in the newest stored report that has one (not ``exclude_run``'s)."""
     query = select(T.c.run_id, T.c.report).order_by(T.c.created_at.desc()).limit(scan)
