@@ -269,7 +269,8 @@ def test_a_replay_run_leaves_the_store_empty(carbon_dir):
     from carbon_aware.accounting.report import actuals_for_report
 
     anchor = datetime(2026, 3, 1, 10, 0, tzinfo=timezone.utc)
-    spec = {"name": "trace", "path": str(carbon_dir / NESO_2023), "replay_start": "2023-05-01T10:00:00+00:00"}
+    spec = {"name": "trace", "path": str(carbon_dir / NESO_2023),
+            "replay_start": "2023-05-01T10:00:00+00:00"}
     forecast, reasons = fetch_forecast([spec], anchor, timedelta(hours=24), anchor + timedelta(hours=24))
     assert forecast.source == "trace:neso_2023_national_intensity.csv:file" and reasons == []
     forecast, reasons = fetch_forecast([{**spec, "forecast": "history", "history": True}], anchor,

@@ -32,8 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     plan.add_argument("--threshold", type=float, default=300.0)
     plan.add_argument("--now", help="ISO 8601 time to plan from (default: now)")
     plan.add_argument("--json", action="store_true", help="print the whole plan as JSON")
-    store = sub.add_parser("store", help="the grid store, in the records database ($CARBON_RECORDS_URL, "
-                                         "else the carbon_records connection, else output/carbon_records.db)")
+    store = sub.add_parser("store", help="the grid store in the records database: $CARBON_RECORDS_URL, "
+                                         "else connection carbon_records, else output/carbon_records.db")
     store_sub = store.add_subparsers(dest="store_command", required=True)
     seed = store_sub.add_parser("import",
                                 help="add a trace file's actuals (NESO, Electricity Maps, EIA-930)")

@@ -18,6 +18,7 @@ keeps the name of the source that measured or forecast it.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -43,7 +44,6 @@ SLOT_KEY = ("region", "kind", "source", "issued", "start", "seconds")
 # A read of [since, until) looks this far before ``since`` for slots that start earlier and reach into
 # the window: the bound keeps the read on the index. No source serves slots longer than an hour or two.
 MAX_SLOT_S = 24 * 3600
-CHUNK_ROWS = 500  # rows per INSERT: well under SQLite's and PostgreSQL's limits on bound parameters
 _COLUMNS = (grid_points.c.kind, grid_points.c.region, grid_points.c.source, grid_points.c.issued,
             grid_points.c.start, grid_points.c.seconds, grid_points.c.value)
 
@@ -118,8 +118,7 @@ class GridStore:
             return 0
         try:
             with self.engine.begin() as connection:  # all of one write, or none of it
-                return sum(upsert_chunk(connection, rows[i:i + CHUNK_ROWS])
-                           for i in range(0, len(rows), CHUNK_ROWS))
+                return upsert(connection, rows)
         except SQLAlchemyError as error:
             raise StoreError(f"grid store {self.url}: not written ({_reason(error)})") from None
 
@@ -177,7 +176,7 @@ class GridStore:
             query = query.where(c.issued < _epoch(until))
         issued: dict[int, list[dict[str, Any]]] = {}
         for row in self._read(query):
-            issued.setdefault(row.issued, []).append(_record(row))
+            issued.setdefault(int(row[3]), []).append(_record(row))
         return issued
 
     def summary(self) -> list[tuple[str, str, str, float, int, int]]:
@@ -199,7 +198,7 @@ class GridStore:
 
 def slot_rows(kind: str, region: str, source: str, issued: int,
               points: Iterable[IntensityPoint]) -> list[dict[str, Any]]:
-    """One row per slot, the last value given for a slot winning (one INSERT may not touch a row twice),
+    """One row per slot, the last value given for a slot winning (one statement may not touch a row twice),
     sorted by slot so that concurrent writers on PostgreSQL lock rows in one order and never deadlock."""
     recorded_at = time.time()
     by_slot: dict[tuple[int, int], dict[str, Any]] = {}
@@ -211,24 +210,28 @@ def slot_rows(kind: str, region: str, source: str, issued: int,
     return [by_slot[slot] for slot in sorted(by_slot)]
 
 
-def upsert_chunk(connection, rows: list[dict[str, Any]]) -> int:
+def upsert(connection, rows: list[dict[str, Any]]) -> int:
     """Insert ``rows``, replacing a held slot's value only where it differs; returns how many rows were
     inserted or changed (the rows the statement returns: an unchanged slot is not updated, so not
-    returned). The same Core statement on SQLite (3.35+) and PostgreSQL."""
-    dialect = connection.dialect.name
+    returned). One statement, compiled once and cached; SQLAlchemy sends the rows in multi-row pages
+    ("insertmanyvalues"). The same Core statement on SQLite (3.35+) and PostgreSQL."""
+    return len(connection.execute(_upsert_statement(connection.dialect.name), rows).all())
+
+
+@functools.cache
+def _upsert_statement(dialect: str):
     if dialect == "sqlite":
         from sqlalchemy.dialects.sqlite import insert
     elif dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     else:
         raise StoreError(f"grid store: {dialect} is not a records database (expected sqlite or postgresql)")
-    statement = insert(grid_points).values(rows)
-    statement = statement.on_conflict_do_update(
+    statement = insert(grid_points)
+    return statement.on_conflict_do_update(
         index_elements=list(SLOT_KEY),
         set_={"value": statement.excluded.value, "recorded_at": statement.excluded.recorded_at},
         where=grid_points.c.value != statement.excluded.value,
     ).returning(grid_points.c.id)
-    return len(connection.execute(statement).all())
 
 
 def _overlapping(since: datetime | None, until: datetime | None) -> list:
@@ -244,10 +247,13 @@ def _overlapping(since: datetime | None, until: datetime | None) -> list:
 
 
 def _record(row) -> dict[str, Any]:
-    record = {"kind": row.kind, "region": row.region, "source": row.source, "start": int(row.start),
-              "seconds": int(row.seconds), "value": float(row.value)}
-    if row.kind == FORECAST:
-        record["issued"] = int(row.issued)
+    """A row of ``_COLUMNS`` as the dict callers read (unpacked: a Row's named access costs more than
+    the query on a 28-day read)."""
+    kind, region, source, issued, start, seconds, value = row
+    record = {"kind": kind, "region": region, "source": source, "start": int(start),
+              "seconds": int(seconds), "value": float(value)}
+    if kind == FORECAST:
+        record["issued"] = int(issued)
     return record
 
 
