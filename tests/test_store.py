@@ -161,6 +161,18 @@ def test_two_processes_starting_on_a_fresh_sqlite_file_both_succeed(tmp_path):
         assert connection.execute(text("SELECT count(*) FROM carbon_schema_version")).scalar() == HEAD
 
 
+def test_the_benchmark_measures_each_age_and_leaves_a_shared_database_as_it_was(records_db, capsys):
+    from carbon_aware.grid import store_bench
+
+    GridStore().add_actuals("GB", "uk", hourly_points(SLOT, 3))
+    argv = ["--url", records_db, "--ages", "2,3", "--regions", "2", "--repeats", "1", "--max-ratio", "50"]
+    assert store_bench.main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines[2:]] == ["2", "3", "last/first", "(ms:"]
+    assert int(lines[3].split()[2]) > int(lines[2].split()[2]) > 3  # the store grew with its age
+    assert GridStore().sources("GB") == {"uk": 3.0} and len(GridStore().records()) == 3  # bench rows gone
+
+
 def test_an_unreachable_store_is_a_reason_not_a_crash(tmp_path, monkeypatch):
     """No database: the chain says why in its reasons (naming the database, never its password) and
     plans on the mock curve."""
