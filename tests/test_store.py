@@ -184,6 +184,8 @@ def test_an_unreachable_store_is_a_reason_not_a_crash(tmp_path, monkeypatch):
     with pytest.raises(StoreError, match="unreachable") as error:
         postgres.records()
     assert "s3cret-pw" not in str(error.value) and "carbon:***@127.0.0.1:9" in str(error.value)
+    with pytest.raises(StoreError, match=r"grid store mysql\+nodriver://u:\*\*\*@h/db: unreachable"):
+        GridStore("mysql+nodriver://u:pw@h/db").forecasts("GB")
     connection(monkeypatch, "neso_default", "neso", host="http://127.0.0.1:9")
     forecast, reasons = fetch_forecast([{"name": "uk"}], NOW, timedelta(hours=24), NOW + timedelta(hours=24),
                                        store=postgres)

@@ -62,10 +62,15 @@ def _epoch(moment: datetime | float | int) -> int:
     return int(moment.timestamp()) if isinstance(moment, datetime) else int(moment)
 
 
-def _reason(error: SQLAlchemyError) -> str:
-    """The driver's one-line reason (a locked file, a refused connection), without the statement."""
-    text = str(getattr(error, "orig", None) or type(error).__name__).strip().splitlines()
-    return (text[0] if text else type(error).__name__)[:200]
+def _reason(error: Exception) -> str:
+    """The one-line reason (a locked file, a refused connection, a missing driver), without the
+    statement or URL that SQLAlchemy's own text may carry."""
+    if isinstance(error, SQLAlchemyError):
+        text = str(getattr(error, "orig", None) or type(error).__name__)
+    else:
+        text = f"{type(error).__name__}: {error}"
+    lines = text.strip().splitlines()
+    return (lines[0] if lines else type(error).__name__)[:200]
 
 
 class GridStore:
@@ -83,7 +88,7 @@ class GridStore:
 
             try:
                 self._engine = engine_for(self._url)
-            except SQLAlchemyError as error:
+            except (SQLAlchemyError, ValueError, ImportError) as error:  # down, misnamed, no driver
                 raise StoreError(f"grid store {self.url}: unreachable ({_reason(error)})") from None
         return self._engine
 
@@ -94,7 +99,10 @@ class GridStore:
             return self._engine.url.render_as_string(hide_password=True)
         from carbon_aware.records import records_url
 
-        return make_url(self._url or records_url()).render_as_string(hide_password=True)
+        try:
+            return make_url(self._url or records_url()).render_as_string(hide_password=True)
+        except (SQLAlchemyError, ValueError, ImportError):  # the URL itself is what is wrong
+            return "(the records database)"
 
     # writing -----------------------------------------------------------------------------------
     def add_actuals(self, region: str, source: str, points: Iterable[IntensityPoint],
