@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install system-deps test stack-test demo airflow bench lock clean
+.PHONY: install system-deps test stack-test demo airflow bench bench-store lock clean
 
 install: $(STAMP)
 
@@ -36,6 +36,11 @@ airflow: install
 
 bench: install
 	$(BIN)/python -m training.bench
+
+# The grid store's write and 28-day read times at 1 week, 6 months and 1 year of age, in a temporary
+# SQLite file; BENCH_STORE_ARGS='--url postgresql+psycopg2://...' measures another database.
+bench-store: install
+	$(BIN)/python -m carbon_aware.grid.store_bench $(BENCH_STORE_ARGS)
 
 # Names in requirements-tracking.lock stay there; everything else installed goes to requirements.lock.
 lock:

@@ -43,14 +43,6 @@ def records_db(tmp_path_factory, monkeypatch) -> str:
     return url
 
 
-@pytest.fixture(autouse=True)
-def grid_store(tmp_path_factory, monkeypatch) -> Path:
-    """Each test records into its own grid store, so one test's actuals never feed another's fallback."""
-    path = tmp_path_factory.mktemp("store") / "grid_store.jsonl"
-    monkeypatch.setenv("CARBON_GRID_STORE", str(path))
-    return path
-
-
 @pytest.fixture
 def mnist_dir() -> Path:
     assert (MNIST_DIR / "train-images-idx3-ubyte.gz").is_file(), f"real MNIST expected in {MNIST_DIR}"

@@ -31,8 +31,7 @@ def pooled_share(chosen: list[float], run_now: list[float], oracle: list[float])
 
 
 @pytest.mark.integration
-def test_thirty_days_of_live_history_plan_within_0_03_of_the_trace_fed_forecaster(carbon_dir, grid_store,
-                                                                                  monkeypatch):
+def test_thirty_days_of_live_history_plan_within_0_03_of_the_trace_fed_forecaster(carbon_dir, monkeypatch):
     path = carbon_dir / "electricitymaps_via_green-dcc" / "DE-LU_2023_hourly.csv"
     trace = load_trace(path)
     previous = load_trace(carbon_dir / "electricitymaps_via_green-dcc" / "DE-LU_2022_hourly.csv")

@@ -204,8 +204,7 @@ def test_a_region_that_cannot_finish_is_recorded_not_chosen_and_home_must_plan()
         plan_regions(regions, {"home": forecasts["home"]}, HOUR, NOW, NOW + 3 * HOUR)
 
 
-def test_failed_providers_fall_back_per_region_and_are_recorded(carbon_dir, grid_store, monkeypatch,
-                                                                 tmp_path):
+def test_failed_providers_fall_back_per_region_and_are_recorded(carbon_dir, monkeypatch, tmp_path):
     """A real HTTP server (the connection's host) refusing the token, a trace removed after the file was
     read: each region plans on its fallback."""
     data = tmp_path / "data"

@@ -32,7 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     plan.add_argument("--threshold", type=float, default=300.0)
     plan.add_argument("--now", help="ISO 8601 time to plan from (default: now)")
     plan.add_argument("--json", action="store_true", help="print the whole plan as JSON")
-    store = sub.add_parser("store", help="the grid store ($CARBON_GRID_STORE, else output/grid_store.jsonl)")
+    store = sub.add_parser("store", help="the grid store in the records database: $CARBON_RECORDS_URL, "
+                                         "else connection carbon_records, else output/carbon_records.db")
     store_sub = store.add_subparsers(dest="store_command", required=True)
     seed = store_sub.add_parser("import",
                                 help="add a trace file's actuals (NESO, Electricity Maps, EIA-930)")
@@ -71,25 +72,20 @@ def _store(args: argparse.Namespace) -> int:
     from carbon_aware.grid.store import GridStore, import_trace
 
     store = GridStore()
-    if args.store_command == "import":
-        try:
+    try:
+        if args.store_command == "import":
             added, region, source = import_trace(args.path, store, args.region, args.source)
-        except (ForecastError, OSError) as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
-        print(f"{added} new actuals for {region} from {source} -> {store.path}")
-        return 0
-    summary: dict[tuple[str, str, str], list[int]] = {}
-    for record in store.records():
-        key = (record["region"], record["source"], record["kind"])
-        entry = summary.setdefault(key, [0, record["start"], record["start"]])
-        entry[0] += record["seconds"]
-        entry[1], entry[2] = min(entry[1], record["start"]), max(entry[2], record["start"])
-    print(f"grid store {store.path}")
-    for (region, source, kind), (seconds, first, last) in sorted(summary.items()):
+            print(f"{added} new actuals for {region} from {source} -> {store.url}")
+            return 0
+        summary = store.summary()
+    except (ForecastError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"grid store {store.url}")
+    for region, source, kind, hours, first, last in summary:
         span = f"{datetime.fromtimestamp(first, timezone.utc):%Y-%m-%d %H:%M} to " \
                f"{datetime.fromtimestamp(last, timezone.utc):%Y-%m-%d %H:%M} UTC"
-        print(f"  {region:14} {source:40} {kind:8} {seconds / 3600:9.1f} h  {span}")
+        print(f"  {region:14} {source:40} {kind:8} {hours:9.1f} h  {span}")
     return 0
 
 

@@ -10,7 +10,8 @@ wherever each setting below moves them:
 - ``CARBON_CONFIG_DIR``: trainer configs (``baseline_config``, ``optimized_config``). Default
   ``<home>/configs``.
 - ``CARBON_REGIONS_FILE``: the regions file. Default ``<home>/regions.yaml`` when there is one.
-- ``CARBON_GRID_STORE``: the grid store of recorded actuals. Default ``<output>/grid_store.jsonl``.
+- ``CARBON_RECORDS_URL``: the records database (grid store, energy readings, reports), a SQLAlchemy URL;
+  else the Airflow connection ``carbon_records``; else ``<output>/carbon_records.db`` (``records``).
 
 Params (the trigger form, the API's ``conf``) are untrusted: a file they name is looked up under a
 configured root and must stay inside it (no absolute path elsewhere, no ``..``, no symlink out).

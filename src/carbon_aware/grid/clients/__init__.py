@@ -78,17 +78,19 @@ def spec_region(spec: dict[str, Any], provider: Provider | None = None) -> str |
 
 
 def record(provider: Provider, forecast: Forecast, now: datetime, store: GridStore) -> None:
-    """Keep what a provider returned: its forecast (with the issue time) and its last day of actuals.
-    The mock curve and our own forecasts are not grid data and are never kept. Never raises."""
-    if provider.name == "mock":
+    """Keep what a provider returned: its forecast (with the issue time) and its last day of actuals,
+    under the provider's own source names. Only a real signal is grid data: the mock curve and a
+    replayed trace (``provider.real_signal`` false) are never kept, and neither are our own forecasts
+    (history, oracle). Never raises."""
+    if not provider.real_signal:
         return
     region = provider.region or "unknown"
     try:
         ours = forecast.source.startswith("history") or forecast.source.endswith((":history", ":oracle"))
         if not ours:
-            store.add_forecast(region, forecast.source, now, forecast.points)
+            store.add_forecast(region, forecast.source, now, forecast.points, provider=provider)
         actuals = forecast.actuals or provider.actuals(now - timedelta(hours=24), now)
-        store.add_actuals(region, provider.actuals_source, actuals)
+        store.add_actuals(region, provider.actuals_source, actuals, provider=provider)
     except (ForecastError, ValueError, OSError) as error:
         log.warning("grid store: not recorded from %s: %s", provider.name, error)
 
@@ -149,7 +151,7 @@ def _stored_history_forecast(store: GridStore, region: str, source: str | None, 
     try:
         hourly, used = store.hourly_actuals(region, hour, WINDOW_H, source)
     except OSError as error:
-        reasons.append(f"history: grid store {store.path} unreadable ({type(error).__name__})")
+        reasons.append(f"history: {error}")  # the store names its database and why it failed
         return None
     held = int((~np.isnan(hourly)).sum())
     if held < MIN_HISTORY_H:

@@ -29,6 +29,10 @@ class Provider(ABC):
     region: str | None = None
     conn_type: str | None = None  # the Airflow connection type an HTTP provider reads, and its default id
     default_conn_id: str | None = None
+    # The grid's own signal at its own times, which the grid store keeps. Not the mock curve, not a
+    # replayed trace (another year's values stamped with today's times): a later real run would plan on
+    # them as if the grid had done that today.
+    real_signal: bool = True
 
     @abstractmethod
     def forecast(self, now: datetime, horizon: timedelta) -> Forecast: ...

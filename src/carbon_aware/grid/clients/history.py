@@ -48,21 +48,30 @@ class HistoryProvider(Provider):
     def actuals_source(self) -> str:
         return self.source.actuals_source
 
+    @property
+    def real_signal(self) -> bool:
+        return self.source.real_signal
+
     def forecast(self, now: datetime, horizon: timedelta) -> Forecast:
         hour = now.astimezone(timezone.utc).replace(minute=0, second=0, microsecond=0)
         recent = self.source.actuals(hour - timedelta(hours=WINDOW_H), hour)
         hourly = hourly_means(recent, hour, WINDOW_H)
-        region = self.region or "unknown"
-        try:
-            self.store.add_actuals(region, self.actuals_source, recent)
-            stored, _ = self.store.hourly_actuals(region, hour, WINDOW_H, self.actuals_source)
-            hourly = np.where(np.isnan(hourly), stored, hourly)
-        except OSError:
-            pass  # an unwritable store never stops planning; the fresh actuals still serve
+        if self.real_signal:  # a replay neither feeds the store nor mixes the real grid into its past
+            hourly = self._with_stored(recent, hourly, hour)
         name = f"history({self.source.name})"
         forecast = forecast_from_hourly(hourly, hour, horizon, self.model, name, self.region)
         forecast.actuals = recent
         return forecast
+
+    def _with_stored(self, recent: list[IntensityPoint], hourly: np.ndarray, hour: datetime) -> np.ndarray:
+        """The fresh actuals recorded, and the hours they lack filled from the store's older ones."""
+        region = self.region or "unknown"
+        try:
+            self.store.add_actuals(region, self.actuals_source, recent, provider=self)
+            stored, _ = self.store.hourly_actuals(region, hour, WINDOW_H, self.actuals_source)
+            return np.where(np.isnan(hourly), stored, hourly)
+        except OSError:
+            return hourly  # an unreachable store never stops planning; the fresh actuals still serve
 
     def actuals(self, start: datetime, end: datetime) -> list[IntensityPoint]:
         return self.source.actuals(start, end)

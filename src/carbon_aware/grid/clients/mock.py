@@ -15,6 +15,7 @@ from carbon_aware.grid.clients.base import Provider
 
 class MockProvider(Provider):
     name = "mock"
+    real_signal = False  # a made-up curve: never stored as a region's grid data
 
     def __init__(self, region: str = "mock", timezone_name: str = "UTC", low: float = 200.0,
                  high: float = 450.0, trough_hour: float = 3.0, peak_hour: float = 18.0,

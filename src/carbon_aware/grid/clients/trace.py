@@ -77,8 +77,15 @@ class TraceProvider(Provider):
         return Forecast(validate_points(points, source), source=source, region=self.region)
 
     @property
+    def real_signal(self) -> bool:
+        """A trace at its own times is the grid's past signal; a replay (any offset) is not."""
+        return not self.offset
+
+    @property
     def actuals_source(self) -> str:
-        return f"trace:{Path(self.trace.path).name}"
+        """``trace:<file>``; ``replay:<file>`` for a replay, a name the grid store refuses even from a
+        caller that hands it only the name."""
+        return f"{'replay' if self.offset else 'trace'}:{Path(self.trace.path).name}"
 
     def actuals(self, start: datetime, end: datetime) -> list[IntensityPoint]:
         first = self.trace.index((start + self.offset).timestamp())
