@@ -20,7 +20,7 @@ pytest.importorskip("mlflow", reason="mlflow not installed (the tracking extra: 
 
 from carbon_aware.accounting import tracking  # noqa: E402
 from carbon_aware.grid.forecast import IntensityPoint  # noqa: E402
-from carbon_aware.accounting.report import build_report, write_plot  # noqa: E402
+from carbon_aware.accounting.report import build_report, plot_png  # noqa: E402
 from tests.conftest import MNIST_DIR, REPO_ROOT  # noqa: E402
 from training.config import load_config  # noqa: E402
 from training.trainer import train  # noqa: E402
@@ -130,7 +130,7 @@ def logged_inputs(tmp_path_factory) -> dict:
                           report_time=WINDOW + timedelta(hours=1))
     report_path, plot_path = out / "report.json", out / "report.png"
     report_path.write_text(json.dumps(report, indent=2))
-    write_plot(report, plan, [], plot_path)
+    plot_path.write_bytes(plot_png(report))
     assert len(report["intensities"]["optimized"]["intervals"]) >= 3, "the window should be priced piecewise"
     return {"report": report, "summaries": summaries, "report_path": report_path, "plot_path": plot_path}
 
