@@ -14,8 +14,10 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from contextlib import contextmanager
+from typing import Iterator
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 
 log = logging.getLogger(__name__)
 
@@ -77,11 +79,26 @@ def _new_engine(url: str) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _begin(connection):
-        # Take the write lock at the start: two writers that both read first would otherwise
-        # deadlock on the upgrade, which SQLite's busy timeout does not retry.
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # WAL: readers never wait for the writer. A transaction that reads before it writes asks for the
+        # write lock at its start (``IMMEDIATE``, see :func:`write_first`): taking it later, after
+        # another writer committed, fails at once instead of waiting out the busy timeout.
+        immediate = connection.get_execution_options().get(IMMEDIATE)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
     return engine
+
+
+IMMEDIATE = "carbon_sqlite_immediate"
+
+
+@contextmanager
+def write_first(engine: Engine) -> Iterator[Connection]:
+    """A transaction that reads, then writes (migrations): on SQLite it holds the write lock from its
+    start; elsewhere it is a plain transaction."""
+    with engine.connect() as connection:
+        connection.execution_options(**{IMMEDIATE: True})
+        with connection.begin():
+            yield connection
 
 
 def dispose_all() -> None:

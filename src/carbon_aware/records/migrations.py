@@ -1,8 +1,8 @@
 """Migrations: each creates or changes the records' tables once, in order, recorded in
 ``carbon_schema_version``. ``carbon-aware db upgrade`` runs them; so does the first use of the records
 in a process. Many processes may start at once: on PostgreSQL an advisory lock lets one migrate while
-the others wait; on SQLite every transaction takes the write lock at its start
-(``records.engine_for``)."""
+the others wait; on SQLite the transaction holds the write lock from its start
+(``records.write_first``)."""
 from __future__ import annotations
 
 import time
@@ -37,7 +37,9 @@ def current_version(connection: Connection) -> int:
 def upgrade(engine: Engine) -> list[int]:
     """Apply every migration the database has not had; returns the versions applied."""
     applied = []
-    with engine.begin() as connection:
+    from carbon_aware.records import write_first
+
+    with write_first(engine) as connection:
         if engine.dialect.name == "postgresql":
             connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": LOCK_KEY})
         tables.schema_version.create(connection, checkfirst=True)
