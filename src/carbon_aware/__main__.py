@@ -1,10 +1,13 @@
 """``python -m carbon_aware plan``: fetch a forecast and print the plan the DAG would make, \
 no Airflow needed.
 ``python -m carbon_aware store``: seed the grid store from a trace file, or show what it holds.
+``python -m carbon_aware db upgrade``: create or upgrade the records database's tables (a deployment's
+init step; the first use in a process does it too).
 
     python -m carbon_aware plan --providers '[{"name": "uk"}]' --job-hours 4 --deadline-hours 24 [--json]
     python -m carbon_aware store import PATH [--region GB] [--source NAME]
     python -m carbon_aware store show
+    python -m carbon_aware db upgrade
 """
 from __future__ import annotations
 
@@ -41,10 +44,14 @@ def main(argv: list[str] | None = None) -> int:
     seed.add_argument("--region", help="file under this region (default: the trace's own)")
     seed.add_argument("--source", help="name the source (default: trace:<file name>)")
     store_sub.add_parser("show", help="hours of actuals and forecasts per region and source")
+    db = sub.add_parser("db", help="the records database (same as store)")
+    db.add_argument("db_command", choices=["upgrade"], help="apply the migrations it has not had")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     if args.command == "store":
         return _store(args)
+    if args.command == "db":
+        return _db_upgrade()
     try:
         specs = json.loads(args.providers)
     except json.JSONDecodeError as error:
@@ -89,5 +96,20 @@ def _store(args: argparse.Namespace) -> int:
     return 0
 
 
+def _db_upgrade() -> int:
+    from sqlalchemy.engine import make_url
+
+    from carbon_aware.records import new_engine, records_url
+    from carbon_aware.records.migrations import HEAD, upgrade
+
+    url = records_url()
+    applied = upgrade(new_engine(url))
+    shown = make_url(url).render_as_string(hide_password=True)
+    print(f"records database {shown}: " + (f"applied migrations {applied}" if applied else "up to date")
+          + f" (schema version {HEAD})")
+    return 0
+
+
 if __name__ == "__main__":
     sys.exit(main())
+

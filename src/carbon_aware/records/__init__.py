@@ -55,7 +55,7 @@ def engine_for(url: str | None = None) -> Engine:
     with _lock:
         engine = _engines.get(url)
         if engine is None:
-            engine = _new_engine(url)
+            engine = new_engine(url)
             from carbon_aware.records.migrations import upgrade
 
             applied = upgrade(engine)
@@ -66,7 +66,7 @@ def engine_for(url: str | None = None) -> Engine:
     return engine
 
 
-def _new_engine(url: str) -> Engine:
+def new_engine(url: str) -> Engine:
     if not url.startswith("sqlite"):
         return create_engine(url, pool_pre_ping=True, pool_size=2, max_overflow=4)
     engine = create_engine(url, connect_args={"timeout": 60})
