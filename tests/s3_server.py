@@ -22,10 +22,13 @@ REGION = "us-east-1"
 
 
 class S3Server:
-    """``python -m moto.server`` on a free port; ``start()`` waits for it and creates ``bucket``."""
+    """``python -m moto.server`` on a free port; ``start()`` waits for it and creates ``bucket`` unless
+    ``create_bucket`` is False (a deployment's init step makes it)."""
 
-    def __init__(self, bucket: str = "carbon-objects", log_path: Path | None = None):
+    def __init__(self, bucket: str = "carbon-objects", log_path: Path | None = None,
+                 create_bucket: bool = True):
         self.bucket = bucket
+        self.create_bucket = create_bucket
         self.log_path = log_path
         self.port = free_port()
         # moto accepts any keys; random ones show that they travel through the connection.
@@ -43,7 +46,8 @@ class S3Server:
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         wait_until(self._answers, 60, f"the S3 server on {self.endpoint_url}")
-        self.client().create_bucket(Bucket=self.bucket)
+        if self.create_bucket:
+            self.client().create_bucket(Bucket=self.bucket)
         return self
 
     def _answers(self) -> bool:

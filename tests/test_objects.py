@@ -79,6 +79,15 @@ def test_a_run_id_stays_inside_its_own_prefix(s3, run_id):
     assert parts[2] not in ("", ".", ".."), key
 
 
+def test_a_bucket_that_is_not_there_is_an_error_not_made(s3):
+    missing = f"no-such-bucket-{s3.port}"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CARBON_OBJECTS_URL", f"s3://{missing}/carbon")
+        with pytest.raises(FileNotFoundError):
+            objects.put_bytes(b"x", objects.run_path("carbon_training", "r") / "x")
+    assert missing not in [bucket["Name"] for bucket in s3.client().list_buckets()["Buckets"]]
+
+
 def test_the_default_base_is_the_output_folder(monkeypatch, tmp_path):
     monkeypatch.delenv("CARBON_OBJECTS_URL", raising=False)
     monkeypatch.delenv("CARBON_OBJECTS_CONN_ID", raising=False)

@@ -66,9 +66,16 @@ def read_bytes(source: Any) -> bytes | None:
         return None
 
 
+def _folder_for(target: Any) -> None:
+    """A local target's folder. An object store has no folders, and its bucket is the deployment's to
+    make (airflow-init): a write to a bucket that is not there fails rather than making one."""
+    if target.protocol in ("", "file", "local"):
+        target.parent.mkdir(parents=True, exist_ok=True)
+
+
 def put_file(local: Path, target: Any) -> str:
     """Copy a local file to ``target`` (an ``ObjectStoragePath``); returns its URL."""
-    target.parent.mkdir(parents=True, exist_ok=True)
+    _folder_for(target)
     with open(local, "rb") as source, target.open("wb") as sink:
         while chunk := source.read(1 << 20):
             sink.write(chunk)
@@ -76,7 +83,7 @@ def put_file(local: Path, target: Any) -> str:
 
 
 def put_bytes(data: bytes, target: Any) -> str:
-    target.parent.mkdir(parents=True, exist_ok=True)
+    _folder_for(target)
     with target.open("wb") as sink:
         sink.write(data)
     return str(target)
