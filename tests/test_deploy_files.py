@@ -13,7 +13,8 @@ from tests.compose_file import (COMPOSE_FILE, DuplicateKeyError, InterpolationEr
 from tests.conftest import REPO_ROOT
 
 LONG_RUNNING = ["postgres", "redis", "minio", "airflow-apiserver", "airflow-scheduler",
-                "airflow-dag-processor", "airflow-triggerer", "airflow-worker", "airflow-worker-cpu", "airflow-worker-default"]
+                "airflow-dag-processor", "airflow-triggerer", "airflow-worker", "airflow-worker-cpu",
+                "airflow-worker-default"]
 
 
 @pytest.fixture(scope="module")
