@@ -15,8 +15,8 @@ import glob
 import json
 import os
 import secrets
+import shlex
 import shutil
-import stat
 import signal
 import socket
 import subprocess
@@ -44,9 +44,6 @@ TRAINING_WORKER, DEFAULT_WORKER = "airflow-worker-cpu", "airflow-worker-default"
 DAG_ID = "carbon_training"  # what the API helpers below mean unless given another dag_id
 # The name of the one-shot CLI calls (``AirflowStack.airflow``): the scheduler's environment.
 CLI = "airflow-cli"
-# Private mode, as root: each process its own user id from here on (no account needed), so that no
-# process can write into another's directory.
-PRIVATE_UID_BASE = 61000
 # Test-only timings layered on top of compose's environment: faster heartbeats and failure detection.
 FAST = {
     "AIRFLOW__CORE__PARALLELISM": "8",
@@ -250,10 +247,11 @@ class AirflowStack:
         component, every worker, the init and the CLI calls) has its own directory under
         ``root/private/<name>``: its AIRFLOW_HOME (airflow.cfg and the login file copied from the init's,
         as a deployment hands each machine its configuration), output folder, CARBON_HOME (a copy of
-        include/), HOME and TMPDIR. Run as root, each long-running process has a user id of its own and
-        its directory is its alone (0700), so a write into another process's folder fails. Task logs go
-        to the object store (Airflow's remote logging). What they share: PostgreSQL, Redis, the S3
-        server, and the checkout's code and the read-only data folder."""
+        include/), HOME and TMPDIR. As root (``isolated``), each runs in a mount namespace of its own in
+        which every other process's directory is an empty read-only folder: what one writes, no other
+        can read or write by its path. Task logs go to the object store (Airflow's remote logging).
+        What they share: PostgreSQL, Redis, the S3 server, the checkout's code and the read-only data
+        folder."""
         self.root = root
         self.extra_env = extra_env or {}
         self.region_workers = region_workers or {}
@@ -274,9 +272,7 @@ class AirflowStack:
         self.processes: dict[str, subprocess.Popen] = {}
         self.output_dir = root / "output"
         self.home = root / "airflow_home"
-        self.uids: dict[str, int] = {}
-        if private and os.geteuid() == 0:
-            self.uids = {name: PRIVATE_UID_BASE + n for n, name in enumerate(self.components)}
+        self.isolated = private and os.geteuid() == 0 and shutil.which("unshare") is not None
         self._token: str | None = None
 
     @property
@@ -370,17 +366,27 @@ class AirflowStack:
     def objects_bucket(env: dict[str, str]) -> str:
         return urlsplit(env["CARBON_OBJECTS_URL"]).netloc
 
+    def private_names(self) -> tuple[str, ...]:
+        return ("airflow-init", CLI, *self.components)
+
     def _prepare_private(self, name: str) -> None:
-        """A process's own directory (private mode), owned by its user id and closed to every other."""
+        """A process's own directory (private mode)."""
         own = self.private_dir(name)
         for sub in ("airflow_home/config", "airflow_home/secrets", "airflow_home/logs", "output", "tmp"):
             (own / sub).mkdir(parents=True, exist_ok=True)
         if not (own / "carbon").exists():
             shutil.copytree(REPO_ROOT / "include", own / "carbon")
-        own.chmod(stat.S_IRWXU)
-        if name in self.uids:
-            for path in (own, *own.rglob("*")):
-                os.chown(path, self.uids[name], self.uids[name], follow_symlinks=False)
+
+    def command(self, name: str, argv: list[str]) -> list[str]:
+        """``argv`` as the process ``name`` runs it: isolated, in a mount namespace of its own where an
+        empty read-only tmpfs covers every other process's directory."""
+        if not self.isolated:
+            return argv
+        others = [shlex.quote(str(self.private_dir(other)))
+                  for other in self.private_names() if other != name]
+        cover = " && ".join(f"mount -t tmpfs -o ro,size=4k elsewhere {path}" for path in others)
+        return ["unshare", "--mount", "--propagation", "private", "--",
+                "sh", "-c", f'{cover} && exec "$@"', name, *argv]
 
     def _hand_configuration(self, name: str) -> None:
         """The init's airflow.cfg (its generated keys shared by every service) and login file, copied
@@ -390,12 +396,9 @@ class AirflowStack:
         config = (source / "config" / "airflow.cfg").read_text().replace(str(source), str(target))
         (target / "config" / "airflow.cfg").write_text(config)
         shutil.copy2(source / "secrets" / "passwords.json", target / "secrets" / "passwords.json")
-        if name in self.uids:
-            for path in (target / "config" / "airflow.cfg", target / "secrets" / "passwords.json"):
-                os.chown(path, self.uids[name], self.uids[name])
 
     def airflow(self, *args: str, timeout: float = 300) -> str:
-        done = subprocess.run([str(VENV_BIN / "airflow"), *args], env=self.env(CLI),
+        done = subprocess.run(self.command(CLI, [str(VENV_BIN / "airflow"), *args]), env=self.env(CLI),
                               capture_output=True, text=True, timeout=timeout, cwd=REPO_ROOT)
         if done.returncode != 0:
             raise RuntimeError(f"airflow {' '.join(args)} failed:\n"
@@ -404,7 +407,7 @@ class AirflowStack:
 
     def start(self) -> "AirflowStack":
         if self.private:
-            for name in ("airflow-init", CLI, *self.components):
+            for name in self.private_names():
                 self._prepare_private(name)
         else:
             for directory in (self.home / "config", self.home / "secrets", self.home / "logs",
@@ -436,8 +439,8 @@ class AirflowStack:
         service = self.compose_services()["airflow-init"]
         argv = [service["entrypoint"], *service_command(service)]
         argv = [self.local(arg, "airflow-init") for arg in argv]
-        done = subprocess.run(argv, env=self.env("airflow-init"), cwd=REPO_ROOT, capture_output=True,
-                              text=True, timeout=600)
+        done = subprocess.run(self.command("airflow-init", argv), env=self.env("airflow-init"),
+                              cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
         if done.returncode != 0:
             raise RuntimeError(f"airflow-init failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
 
@@ -449,10 +452,8 @@ class AirflowStack:
         if argv[1:3] == ["celery", "worker"]:  # containers have their own host names; here, name each worker
             argv += ["--celery-hostname", f"{component}@%h"]
         log = open(self.root / f"{component}.log", "a")
-        uid = self.uids.get(component)
-        as_own_user = {"user": uid, "group": uid, "extra_groups": []} if uid is not None else {}
-        process = subprocess.Popen(argv, env=self.env(component), cwd=REPO_ROOT, stdout=log,
-                                   stderr=subprocess.STDOUT, start_new_session=True, **as_own_user)
+        process = subprocess.Popen(self.command(component, argv), env=self.env(component), cwd=REPO_ROOT,
+                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.processes[component] = process
         return process
 

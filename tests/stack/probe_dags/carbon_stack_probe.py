@@ -12,7 +12,7 @@ FILE = "probe.txt"
 
 
 def where() -> dict:
-    """This process: its ids, its folders, and the records database and object store it reaches."""
+    """This process: its id, its folders, and the records database and object store it reaches."""
     import tempfile
 
     from carbon_aware import objects
@@ -23,7 +23,7 @@ def where() -> dict:
     engine = engine_for()
     with engine.connect() as connection:
         version = current_version(connection)
-    return {"pid": os.getpid(), "uid": os.getuid(), "output": str(output_root()),
+    return {"pid": os.getpid(), "output": str(output_root()),
             "tmp": tempfile.gettempdir(), "objects": objects.base_url(),
             "records": {"backend": engine.url.get_backend_name(), "database": engine.url.database,
                         "version": version}}
