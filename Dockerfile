@@ -9,7 +9,9 @@ ENV \
     CARBON_OUTPUT_DIR=/opt/carbon/output
 
 USER root
-RUN mkdir -p /opt/carbon/output && chown -R airflow:root /opt/carbon
+# The output folder is each container's own (compose mounts no volume there): writable by the group root,
+# as compose runs the services as AIRFLOW_UID:0.
+RUN mkdir -p /opt/carbon/output && chown -R airflow:root /opt/carbon && chmod -R g+rwX /opt/carbon/output
 USER airflow
 WORKDIR /opt/carbon
 

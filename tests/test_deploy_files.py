@@ -12,8 +12,9 @@ from tests.compose_file import (COMPOSE_FILE, DuplicateKeyError, InterpolationEr
                                 load_compose, service_command, service_environment)
 from tests.conftest import REPO_ROOT
 
-LONG_RUNNING = ["postgres", "redis", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
-                "airflow-triggerer", "airflow-worker", "airflow-worker-cpu", "airflow-worker-default"]
+LONG_RUNNING = ["postgres", "redis", "minio", "airflow-apiserver", "airflow-scheduler",
+                "airflow-dag-processor", "airflow-triggerer", "airflow-worker", "airflow-worker-cpu",
+                "airflow-worker-default"]
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +99,8 @@ def test_every_mounted_path_exists(compose):
 
 def test_secrets_come_from_the_environment_not_the_file():
     text = (REPO_ROOT / "docker-compose.yaml").read_text()
-    for key in ("ELECTRICITYMAPS_API_TOKEN", "WATTTIME_PASSWORD", "POSTGRES_PASSWORD", "REDIS_PASSWORD"):
+    for key in ("ELECTRICITYMAPS_API_TOKEN", "WATTTIME_PASSWORD", "POSTGRES_PASSWORD", "REDIS_PASSWORD",
+                "CARBON_S3_SECRET_KEY"):
         assert f"${{{key}" in text, f"{key} should come from .env / the environment"
     assert (REPO_ROOT / ".env.example").is_file()
     ignored = subprocess.run(["git", "check-ignore", "-q", ".env"], cwd=REPO_ROOT)
@@ -132,3 +134,64 @@ def test_the_init_creates_each_providers_connection_with_the_providers_own_type(
     for name, service in compose["services"].items():
         held = credentials & set(service_environment(service))
         assert held == (credentials if name == "airflow-init" else set()), (name, held)
+
+
+def _airflow_services(compose) -> dict:
+    return {name: service for name, service in compose["services"].items() if name.startswith("airflow-")}
+
+
+def _mount_targets(service) -> list[str]:
+    return [volume.split(":")[1] if isinstance(volume, str) else volume["target"]
+            for volume in service.get("volumes", [])]
+
+
+def test_no_service_mounts_a_folder_for_output(compose):
+    """Each service's output folder is its own scratch space: what others need goes to the records
+    database and the object store, so no volume is shared between workers for it."""
+    for name, service in _airflow_services(compose).items():
+        output = service_environment(service)["CARBON_OUTPUT_DIR"]
+        for target in _mount_targets(service):
+            assert not (output == target or output.startswith(target.rstrip("/") + "/")
+                        or target.startswith(output.rstrip("/") + "/")), (name, target, output)
+
+
+def test_every_airflow_service_has_the_records_database_and_the_object_store(compose):
+    for name, service in _airflow_services(compose).items():
+        env = service_environment(service)
+        records = env["AIRFLOW_CONN_CARBON_RECORDS"]
+        assert re.fullmatch(r"postgres://airflow:[^@]+@postgres/carbon", records), (name, records)
+        assert env["CARBON_OBJECTS_URL"].startswith("s3://"), name
+        assert env["CARBON_OBJECTS_CONN_ID"] == "carbon_objects", name
+        # The store is up before any of them starts
+        assert compose["services"][name]["depends_on"]["minio"]["condition"] == "service_healthy", name
+    assert load_compose({"CARBON_OBJECTS_URL": "s3://mine/carbon"})["services"]["airflow-worker"][
+        "environment"]["CARBON_OBJECTS_URL"] == "s3://mine/carbon"
+
+
+def test_the_object_stores_connection_reaches_every_airflow_service_and_the_keys_no_other():
+    """The aws connection carbon_objects, in the environment (JSON, so that keys need no URL escaping):
+    tasks, the API server and airflow-init's script all find it there."""
+    dotenv = {"CARBON_S3_ACCESS_KEY": "access-sentinel", "CARBON_S3_SECRET_KEY": "secret/sentinel+",
+              "CARBON_S3_ENDPOINT": "https://s3.eu-west-1.amazonaws.com", "CARBON_S3_REGION": "eu-west-1"}
+    services = load_compose(dotenv)["services"]
+    for name, service in _airflow_services({"services": services}).items():
+        connection = json.loads(service_environment(service)["AIRFLOW_CONN_CARBON_OBJECTS"])
+        assert connection == {"conn_type": "aws", "login": "access-sentinel", "password": "secret/sentinel+",
+                              "extra": {"endpoint_url": "https://s3.eu-west-1.amazonaws.com",
+                                        "region_name": "eu-west-1"}}, name
+    holders = {name for name, service in services.items()
+               if any("secret/sentinel+" in value for value in service_environment(service).values())}
+    assert holders == set(_airflow_services({"services": services})) | {"minio"}, holders
+    # By default, the bundled MinIO with the keys it was started with.
+    default = load_compose()["services"]
+    connection = json.loads(service_environment(default["airflow-worker"])["AIRFLOW_CONN_CARBON_OBJECTS"])
+    minio = default["minio"]["environment"]
+    assert (connection["login"], connection["password"]) == (minio["MINIO_ROOT_USER"],
+                                                             minio["MINIO_ROOT_PASSWORD"])
+    assert connection["extra"]["endpoint_url"] == "http://minio:9000"
+
+
+def test_the_init_makes_the_records_database_and_the_bucket(compose):
+    script = compose["services"]["airflow-init"]["command"][1]
+    assert "CREATE DATABASE" in script and "engine_for(records_url())" in script
+    assert "objects.base_path().mkdir(parents=True, exist_ok=True)" in script

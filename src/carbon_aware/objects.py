@@ -10,6 +10,10 @@ another worker, the API server) finds what another wrote.
 
 Keys are ``<dag>/<run>/<name>``, each part escaped as a file name (``outputs.run_dir_name``): a run id
 never reaches outside its own prefix.
+
+An S3 filesystem caches the listings it has seen for as long as its process lives, so a long-lived
+process (the API server, a worker) would not see what another machine wrote since: every read here
+starts from :func:`fresh`.
 """
 from __future__ import annotations
 
@@ -43,9 +47,35 @@ def run_path(dag_id: str, run_id: str) -> Any:
     return base_path() / run_dir_name(dag_id) / run_dir_name(run_id)
 
 
+def fresh(path: Any) -> Any:
+    """``path``, its filesystem's cached listings dropped: what it then lists or finds is what the store
+    holds now, whoever wrote it."""
+    path.fs.invalidate_cache()
+    # Without a connection, the operations go through the path's own filesystem, not Airflow's.
+    wrapped = getattr(path, "__wrapped__", None)
+    if wrapped is not None:
+        wrapped.fs.invalidate_cache()
+    return path
+
+
+def read_bytes(source: Any) -> bytes | None:
+    """The object's bytes, or None when there is none."""
+    try:
+        return fresh(source).read_bytes()
+    except FileNotFoundError:
+        return None
+
+
+def _folder_for(target: Any) -> None:
+    """A local target's folder. An object store has no folders, and its bucket is the deployment's to
+    make (airflow-init): a write to a bucket that is not there fails rather than making one."""
+    if target.protocol in ("", "file", "local"):
+        target.parent.mkdir(parents=True, exist_ok=True)
+
+
 def put_file(local: Path, target: Any) -> str:
     """Copy a local file to ``target`` (an ``ObjectStoragePath``); returns its URL."""
-    target.parent.mkdir(parents=True, exist_ok=True)
+    _folder_for(target)
     with open(local, "rb") as source, target.open("wb") as sink:
         while chunk := source.read(1 << 20):
             sink.write(chunk)
@@ -53,7 +83,7 @@ def put_file(local: Path, target: Any) -> str:
 
 
 def put_bytes(data: bytes, target: Any) -> str:
-    target.parent.mkdir(parents=True, exist_ok=True)
+    _folder_for(target)
     with target.open("wb") as sink:
         sink.write(data)
     return str(target)
@@ -63,7 +93,7 @@ def get_file(source: Any, local: Path) -> bool:
     """Copy ``source`` to ``local`` through a temporary file (atomic); False when there is none."""
     from carbon_aware.files import atomic_write
 
-    if not source.exists():
+    if not fresh(source).exists():
         return False
 
     def write(tmp: Path) -> None:

@@ -1,23 +1,32 @@
 """The deployed stack without Docker: the services of docker-compose.yaml run as processes on this
-machine. PostgreSQL (metadata DB and Celery result backend) and Redis (the Celery broker) come from the
-Debian packages, listening on 127.0.0.1 with passwords; airflow-init's script, then the API server,
-scheduler, DAG processor, triggerer and the Celery workers (training queue, default queue) run from the
-venv with the environment and command their compose service declares. Only host names, container paths
-and ports are mapped to this machine; every process is tracked and stopped by pid."""
+machine. PostgreSQL (metadata DB, Celery result backend, the provider's records) and Redis (the Celery
+broker) come from the Debian packages, listening on 127.0.0.1 with passwords; compose's MinIO is moto's
+S3 server (tests/s3_server.py); airflow-init's script, then the API server, scheduler, DAG processor,
+triggerer and the Celery workers (training queue, default queue) run from the venv with the environment
+and command their compose service declares. Only host names, container paths and ports are mapped to
+this machine; every process is tracked and stopped by pid.
+
+By default the services share this machine's folders (AIRFLOW_HOME, the output folder), as one host's
+containers sharing volumes. ``private=True`` gives every process a directory of its own instead, as
+separate machines have: see ``AirflowStack``."""
 from __future__ import annotations
 
 import glob
 import json
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
+from urllib.parse import urlsplit
 
 import psutil
 import requests
@@ -32,6 +41,9 @@ ADMIN = "admin"
 COMPONENTS = ("airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer",
               "airflow-worker-cpu", "airflow-worker-default")
 TRAINING_WORKER, DEFAULT_WORKER = "airflow-worker-cpu", "airflow-worker-default"
+DAG_ID = "carbon_training"  # what the API helpers below mean unless given another dag_id
+# The name of the one-shot CLI calls (``AirflowStack.airflow``): the scheduler's environment.
+CLI = "airflow-cli"
 # Test-only timings layered on top of compose's environment: faster heartbeats and failure detection.
 FAST = {
     "AIRFLOW__CORE__PARALLELISM": "8",
@@ -106,6 +118,28 @@ def trainer_processes(output_dir: Path, run_dir: Path | None = None,
         if same_run and (run_name is None or config.parent.name == run_name):
             found.append(process)
     return found
+
+
+@contextmanager
+def running_stack(prefix: str, **options: Any) -> Iterator["AirflowStack"]:
+    """An ``AirflowStack(root, **options)`` started in a new folder; when done, every process stopped
+    and the folder removed (kept if CARBON_KEEP_STACK is set). The processes' logs are printed if it
+    does not start."""
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    os.chmod(root, 0o755)  # PostgreSQL's user (and, in private mode, each process's) reaches into it
+    stack = AirflowStack(root, **options)
+    try:
+        stack.start()
+        yield stack
+    except BaseException:
+        print(stack.diagnostics())
+        raise
+    finally:
+        stack.stop()
+        if os.environ.get("CARBON_KEEP_STACK"):
+            print(f"stack files kept in {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
 
 
 class Postgres:
@@ -197,27 +231,49 @@ class Redis:
 
 
 class AirflowStack:
-    """PostgreSQL, Redis and the Airflow services of docker-compose.yaml, with this checkout's DAGs and
-    plugins."""
+    """PostgreSQL, Redis, the S3 server and the Airflow services of docker-compose.yaml, with this
+    checkout's DAGs and plugins."""
 
     def __init__(self, root: Path, extra_env: dict[str, str] | None = None,
-                 region_workers: dict[str, tuple[str, str]] | None = None):
+                 region_workers: dict[str, tuple[str, str]] | None = None,
+                 private: bool = False, training_workers: int = 1):
         """``region_workers``: component name -> (queue, region): training workers like compose's
         airflow-worker-cpu, each consuming its region's queue with CARBON_REGION set, instead of the one
-        training worker. ``extra_env`` goes to every process (e.g. CARBON_REGIONS_FILE)."""
+        training worker. ``extra_env`` goes to every process (e.g. CARBON_REGIONS_FILE).
+        ``training_workers``: that many workers on the training queue (airflow-worker-cpu, then
+        airflow-worker-cpu-2, ...).
+
+        ``private``: no folder shared between processes, as on separate machines. Each process (every
+        component, every worker, the init and the CLI calls) has its own directory under
+        ``root/private/<name>``: its AIRFLOW_HOME (airflow.cfg and the login file copied from the init's,
+        as a deployment hands each machine its configuration), output folder, CARBON_HOME (a copy of
+        include/), HOME and TMPDIR. As root (``isolated``), each runs in a mount namespace of its own in
+        which every other process's directory is an empty read-only folder: what one writes, no other
+        can read or write by its path. Task logs go to the object store (Airflow's remote logging).
+        What they share: PostgreSQL, Redis, the S3 server, the checkout's code and the read-only data
+        folder."""
         self.root = root
         self.extra_env = extra_env or {}
         self.region_workers = region_workers or {}
+        self.private = private
+        self.extra_training = tuple(f"{TRAINING_WORKER}-{n}" for n in range(2, training_workers + 1))
         self.components = tuple(c for c in COMPONENTS
                                 if not (self.region_workers and c == TRAINING_WORKER)) \
-            + tuple(self.region_workers)
+            + tuple(self.region_workers) + self.extra_training
         self.postgres = Postgres(root / "pgdata")
         self.redis = Redis(root / "redis")
+        from tests.s3_server import S3Server
+
+        (root / "s3").mkdir(parents=True, exist_ok=True)
+        # compose's airflow-init makes the bucket (the one in CARBON_OBJECTS_URL, set in start()).
+        self.s3 = S3Server(bucket="", log_path=root / "s3" / "moto.log", create_bucket=False)
         self.port = free_port()
         self.password = secrets.token_hex(8)
         self.processes: dict[str, subprocess.Popen] = {}
+        self.environments: dict[str, dict[str, str]] = {}  # what each component was last started with
         self.output_dir = root / "output"
         self.home = root / "airflow_home"
+        self.isolated = private and os.geteuid() == 0 and shutil.which("unshare") is not None
         self._token: str | None = None
 
     @property
@@ -229,51 +285,121 @@ class AirflowStack:
         return {"POSTGRES_PASSWORD": self.postgres.password, "REDIS_PASSWORD": self.redis.password,
                 "AIRFLOW_ADMIN_USERNAME": ADMIN, "AIRFLOW_ADMIN_PASSWORD": self.password,
                 "CARBON_TRAINING_SCHEDULE": "none",  # only the runs the tests trigger
+                "CARBON_S3_ACCESS_KEY": self.s3.access_key, "CARBON_S3_SECRET_KEY": self.s3.secret_key,
                 "AIRFLOW_UID": str(os.getuid())}
 
     def compose_services(self) -> dict[str, Any]:
         """docker-compose.yaml as Compose reads it, with this stack's .env."""
         return load_compose(self.dotenv())["services"]
 
-    def local(self, value: str) -> str:
-        """A compose value with the containers' host names and paths mapped to this machine."""
+    def service(self, name: str) -> str:
+        """The compose service a process runs: extra and region training workers are the training
+        worker, the CLI calls the scheduler's."""
+        if name in self.region_workers or name in self.extra_training:
+            return TRAINING_WORKER
+        return "airflow-scheduler" if name == CLI else name
+
+    def private_dir(self, name: str) -> Path:
+        return self.root / "private" / name
+
+    def home_of(self, name: str) -> Path:
+        """A process's AIRFLOW_HOME."""
+        return self.private_dir(name) / "airflow_home" if self.private else self.home
+
+    def output_dir_of(self, name: str) -> Path:
+        """A process's CARBON_OUTPUT_DIR."""
+        return self.private_dir(name) / "output" if self.private else self.output_dir
+
+    def output_dirs(self) -> list[Path]:
+        return [self.output_dir_of(name) for name in self.components] if self.private else [self.output_dir]
+
+    def local(self, value: str, name: str) -> str:
+        """A compose value with the containers' host names and paths mapped to this machine, for the
+        process ``name``."""
         mapping = {
             "@postgres/": f"@127.0.0.1:{self.postgres.port}/",
             "@redis:6379/": f"@127.0.0.1:{self.redis.port}/",
             "http://airflow-apiserver:8080/": f"{self.base_url}/",
-            "/opt/carbon/output": str(self.output_dir),
+            "http://minio:9000": self.s3.endpoint_url,
+            "/opt/carbon/output": str(self.output_dir_of(name)),
             "/opt/shared/data": str(SHARED_DATA),
+            **({"/opt/carbon/include": str(self.private_dir(name) / "carbon")} if self.private else {}),
             "/opt/carbon": str(REPO_ROOT),
-            "/opt/airflow": str(self.home),
+            "/opt/airflow": str(self.home_of(name)),
         }
         for container, here in mapping.items():
             value = value.replace(container, here)
         return value
 
-    def env(self, service: str) -> dict[str, str]:
+    def env(self, name: str) -> dict[str, str]:
         """The process environment of a compose service here: its environment from the compose file (host
         names and paths mapped) over its .env, the test's faster timings, this machine's ports."""
-        if service in self.region_workers:
-            return {**self.env(TRAINING_WORKER), "CARBON_REGION": self.region_workers[service][1]}
-        declared = service_environment(self.compose_services()[service])
+        declared = service_environment(self.compose_services()[self.service(name)])
         env = {key: value for key, value in os.environ.items() if not key.startswith(("AIRFLOW", "CARBON_"))}
         env.update(self.dotenv())
-        env.update({key: self.local(value) for key, value in declared.items()})
+        env.update({key: self.local(value, name) for key, value in declared.items()})
         env.update(FAST)
         env.update({
-            "AIRFLOW_HOME": str(self.home),
+            "AIRFLOW_HOME": str(self.home_of(name)),
             "AIRFLOW__API__BASE_URL": self.base_url,
             "AIRFLOW__API__PORT": str(self.port),
             # Several servers on one host: each its own log-server port (containers each have their own).
             "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
             "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
         })
+        if self.private:
+            own = self.private_dir(name)
+            env.update({"HOME": str(own), "TMPDIR": str(own / "tmp"), "USER": f"carbon-{name}",
+                        "LOGNAME": f"carbon-{name}",
+                        # The API server cannot reach a log server by a port of its own choosing here:
+                        # every task's log goes to the object store, where any machine reads it.
+                        "AIRFLOW__LOGGING__REMOTE_LOGGING": "True",
+                        "AIRFLOW__LOGGING__REMOTE_BASE_LOG_FOLDER":
+                            f"s3://{self.objects_bucket(env)}/logs",
+                        "AIRFLOW__LOGGING__REMOTE_LOG_CONN_ID": env["CARBON_OBJECTS_CONN_ID"]})
         env["PATH"] = f"{VENV_BIN}:{env.get('PATH', '')}"
         env.update(self.extra_env)
+        if name in self.region_workers:
+            env["CARBON_REGION"] = self.region_workers[name][1]
         return env
 
+    @staticmethod
+    def objects_bucket(env: dict[str, str]) -> str:
+        return urlsplit(env["CARBON_OBJECTS_URL"]).netloc
+
+    def private_names(self) -> tuple[str, ...]:
+        return ("airflow-init", CLI, *self.components)
+
+    def _prepare_private(self, name: str) -> None:
+        """A process's own directory (private mode)."""
+        own = self.private_dir(name)
+        for sub in ("airflow_home/config", "airflow_home/secrets", "airflow_home/logs", "output", "tmp"):
+            (own / sub).mkdir(parents=True, exist_ok=True)
+        if not (own / "carbon").exists():
+            shutil.copytree(REPO_ROOT / "include", own / "carbon")
+
+    def command(self, name: str, argv: list[str]) -> list[str]:
+        """``argv`` as the process ``name`` runs it: isolated, in a mount namespace of its own where an
+        empty read-only tmpfs covers every other process's directory."""
+        if not self.isolated:
+            return argv
+        others = [shlex.quote(str(self.private_dir(other)))
+                  for other in self.private_names() if other != name]
+        cover = " && ".join(f"mount -t tmpfs -o ro,size=4k elsewhere {path}" for path in others)
+        return ["unshare", "--mount", "--propagation", "private", "--",
+                "sh", "-c", f'{cover} && exec "$@"', name, *argv]
+
+    def _hand_configuration(self, name: str) -> None:
+        """The init's airflow.cfg (its generated keys shared by every service) and login file, copied
+        into the process's own home: what a deployment gives each machine. Paths in airflow.cfg that name
+        the init's home name the process's own."""
+        source, target = self.home_of("airflow-init"), self.home_of(name)
+        config = (source / "config" / "airflow.cfg").read_text().replace(str(source), str(target))
+        (target / "config" / "airflow.cfg").write_text(config)
+        shutil.copy2(source / "secrets" / "passwords.json", target / "secrets" / "passwords.json")
+
     def airflow(self, *args: str, timeout: float = 300) -> str:
-        done = subprocess.run([str(VENV_BIN / "airflow"), *args], env=self.env("airflow-scheduler"),
+        done = subprocess.run(self.command(CLI, [str(VENV_BIN / "airflow"), *args]), env=self.env(CLI),
                               capture_output=True, text=True, timeout=timeout, cwd=REPO_ROOT)
         if done.returncode != 0:
             raise RuntimeError(f"airflow {' '.join(args)} failed:\n"
@@ -281,40 +407,55 @@ class AirflowStack:
         return done.stdout
 
     def start(self) -> "AirflowStack":
-        for directory in (self.home / "config", self.home / "secrets", self.home / "logs", self.output_dir):
-            directory.mkdir(parents=True)
+        if self.private:
+            for name in self.private_names():
+                self._prepare_private(name)
+        else:
+            for directory in (self.home / "config", self.home / "secrets", self.home / "logs",
+                              self.output_dir):
+                directory.mkdir(parents=True)
         self.postgres.start()
         self.redis.start()
+        self.s3.bucket = self.objects_bucket(self.env(DEFAULT_WORKER))
+        self.s3.start()
         self.init()
+        if self.private:
+            for name in (CLI, *self.components):
+                self._hand_configuration(name)
         for component in self.components:
             self.start_component(component)
         self.wait_healthy()
-        wait_until(lambda: self.get("/api/v2/dags/carbon_training", ok_only=False).status_code == 200, 240,
-                   "the DAG processor to register carbon_training", interval=2)
-        self.patch("/api/v2/dags/carbon_training", {"is_paused": False})
+        self.unpause(DAG_ID)
         return self
+
+    def unpause(self, dag_id: str) -> None:
+        """Once the DAG processor has registered the DAG (they are paused at creation)."""
+        wait_until(lambda: self.get(f"/api/v2/dags/{dag_id}", ok_only=False).status_code == 200, 240,
+                   f"the DAG processor to register {dag_id}", interval=2)
+        self.patch(f"/api/v2/dags/{dag_id}", {"is_paused": False})
 
     def init(self) -> None:
         """compose's airflow-init, its own script: the shared airflow.cfg, the login, DB migration, the
         pool."""
         service = self.compose_services()["airflow-init"]
         argv = [service["entrypoint"], *service_command(service)]
-        argv = [self.local(arg) for arg in argv]
-        done = subprocess.run(argv, env=self.env("airflow-init"), cwd=REPO_ROOT, capture_output=True,
-                              text=True, timeout=600)
+        argv = [self.local(arg, "airflow-init") for arg in argv]
+        done = subprocess.run(self.command("airflow-init", argv), env=self.env("airflow-init"),
+                              cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
         if done.returncode != 0:
             raise RuntimeError(f"airflow-init failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
 
     def start_component(self, component: str) -> subprocess.Popen:
-        service = TRAINING_WORKER if component in self.region_workers else component
-        argv = [str(VENV_BIN / "airflow"), *service_command(self.compose_services()[service])]
+        service = self.compose_services()[self.service(component)]
+        argv = [str(VENV_BIN / "airflow"), *service_command(service)]
         if component in self.region_workers:  # the training worker's command, on its region's queue
             argv[argv.index("--queues") + 1] = self.region_workers[component][0]
         if argv[1:3] == ["celery", "worker"]:  # containers have their own host names; here, name each worker
             argv += ["--celery-hostname", f"{component}@%h"]
         log = open(self.root / f"{component}.log", "a")
-        process = subprocess.Popen(argv, env=self.env(component), cwd=REPO_ROOT, stdout=log,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+        self.environments[component] = env = self.env(component)
+        process = subprocess.Popen(self.command(component, argv), env=env, cwd=REPO_ROOT,
+                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.processes[component] = process
         return process
 
@@ -355,9 +496,10 @@ class AirflowStack:
             pool = self.get("/api/v2/pools/gpu")
             return busy["total_entries"] == 0 and pool["occupied_slots"] == 0
         wait_until(settled, 120, "no task instance left active and the gpu pool free", interval=1)
-        for process in trainer_processes(self.output_dir):
-            done.append(f"killed trainer {process.pid}")
-            kill_tree(process.pid)
+        for output_dir in self.output_dirs():
+            for process in trainer_processes(output_dir):
+                done.append(f"killed trainer {process.pid}")
+                kill_tree(process.pid)
         return done
 
     def _mark_failed(self, run_id: str) -> None:
@@ -390,6 +532,7 @@ class AirflowStack:
             if component in self.processes:
                 stop_process(self.processes[component])
         self.redis.stop()
+        self.s3.stop()
         self.postgres.stop()
 
     def _workers_answer(self) -> bool:
@@ -403,8 +546,7 @@ class AirflowStack:
             return False
         finally:
             app.close()
-        workers = {c for c in self.components if c == DEFAULT_WORKER or c == TRAINING_WORKER
-                   or c in self.region_workers}
+        workers = {c for c in self.components if c == DEFAULT_WORKER or self.service(c) == TRAINING_WORKER}
         return {name.split("@")[0] for name in replies} >= workers
 
     def _healthy(self) -> bool:
@@ -444,29 +586,29 @@ class AirflowStack:
         self._request("POST", "/api/v2/connections",
                       json={"connection_id": conn_id, "conn_type": conn_type, **fields})
 
-    def trigger(self, conf: dict[str, Any], run_id: str | None = None) -> str:
+    def trigger(self, conf: dict[str, Any], run_id: str | None = None, dag_id: str = DAG_ID) -> str:
         body = {"logical_date": None, "conf": conf, **({"dag_run_id": run_id} if run_id else {})}
-        run = self._request("POST", "/api/v2/dags/carbon_training/dagRuns", json=body).json()
+        run = self._request("POST", f"/api/v2/dags/{dag_id}/dagRuns", json=body).json()
         return run["dag_run_id"]
 
-    def run(self, run_id: str) -> dict:
-        return self.get(f"/api/v2/dags/carbon_training/dagRuns/{run_id}")
+    def run(self, run_id: str, dag_id: str = DAG_ID) -> dict:
+        return self.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")
 
-    def task_instances(self, run_id: str) -> dict[str, dict]:
-        rows = self.get(f"/api/v2/dags/carbon_training/dagRuns/{run_id}/taskInstances")["task_instances"]
+    def task_instances(self, run_id: str, dag_id: str = DAG_ID) -> dict[str, dict]:
+        rows = self.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]
         return {row["task_id"]: row for row in rows}
 
-    def tries(self, run_id: str, task_id: str) -> list[dict]:
-        return self.get(f"/api/v2/dags/carbon_training/dagRuns/{run_id}"
+    def tries(self, run_id: str, task_id: str, dag_id: str = DAG_ID) -> list[dict]:
+        return self.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}"
                         f"/taskInstances/{task_id}/tries")["task_instances"]
 
-    def xcom(self, run_id: str, task_id: str) -> Any:
-        return self.get(f"/api/v2/dags/carbon_training/dagRuns/{run_id}"
+    def xcom(self, run_id: str, task_id: str, dag_id: str = DAG_ID) -> Any:
+        return self.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}"
                         f"/taskInstances/{task_id}/xcomEntries/return_value",
                         deserialize="true")["value"]
 
-    def log(self, run_id: str, task_id: str, try_number: int) -> str:
-        body = self.get(f"/api/v2/dags/carbon_training/dagRuns/{run_id}"
+    def log(self, run_id: str, task_id: str, try_number: int, dag_id: str = DAG_ID) -> str:
+        body = self.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}"
                         f"/taskInstances/{task_id}/logs/{try_number}",
                         full_content="true")
         lines = []
@@ -479,16 +621,17 @@ class AirflowStack:
                 lines.append(json.dumps(part["error_detail"]))
         return "\n".join(lines)
 
-    def wait_for_run(self, run_id: str, timeout: float = 600, on_poll=None) -> dict:
+    def wait_for_run(self, run_id: str, timeout: float = 600, on_poll=None, dag_id: str = DAG_ID) -> dict:
         def finished():
             if on_poll:
                 on_poll()
-            run = self.run(run_id)
+            run = self.run(run_id, dag_id)
             return run if run["state"] in ("success", "failed") else None
         run = wait_until(finished, timeout, f"run {run_id} to finish", interval=1)
         if run["state"] != "success":
-            tis = self.task_instances(run_id)
-            failed = "\n".join(f"--- {task} log ---\n{self.log(run_id, task, ti['try_number'])[-4000:]}"
+            tis = self.task_instances(run_id, dag_id)
+            failed = "\n".join(f"--- {task} log ---\n"
+                               f"{self.log(run_id, task, ti['try_number'], dag_id)[-4000:]}"
                                for task, ti in tis.items() if ti["state"] == "failed")
             states = {task: ti["state"] for task, ti in tis.items()}
             raise AssertionError(f"run {run_id} ended {run['state']}: {states}\n{failed}\n"
