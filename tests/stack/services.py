@@ -602,6 +602,43 @@ class AirflowStack:
         return self.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}"
                         f"/taskInstances/{task_id}/tries")["task_instances"]
 
+    @property
+    def records_url(self) -> str:
+        """The records database (compose's AIRFLOW_CONN_CARBON_RECORDS), as this test process reaches it."""
+        return (f"postgresql+psycopg2://airflow:{self.postgres.password}@127.0.0.1:{self.postgres.port}"
+                "/carbon")
+
+    def records(self, sql: str, **params: Any) -> list[Any]:
+        """Rows of a query on the records database."""
+        from sqlalchemy import create_engine, text
+
+        engine = create_engine(self.records_url)
+        try:
+            with engine.connect() as connection:
+                return list(connection.execute(text(sql), params))
+        finally:
+            engine.dispose()
+
+    def stored_report(self, run_id: str, dag_id: str = DAG_ID) -> dict | None:
+        """The run's report as the report task stored it in the records database."""
+        rows = self.records("SELECT report FROM carbon_reports WHERE dag_id = :dag AND run_id = :run",
+                            dag=dag_id, run=run_id)
+        return json.loads(rows[0][0]) if rows else None
+
+    def object_keys(self, run_id: str, dag_id: str = DAG_ID) -> list[str]:
+        """The keys under the run's prefix in the object store (carbon_aware.objects.run_path)."""
+        from carbon_aware.outputs import run_dir_name
+
+        base = urlsplit(self.env(DEFAULT_WORKER)["CARBON_OBJECTS_URL"]).path.strip("/")
+        prefix = f"{base}/{run_dir_name(dag_id)}/{run_dir_name(run_id)}/"
+        listed = self.s3.client().list_objects_v2(Bucket=self.s3.bucket, Prefix=prefix)
+        return [item["Key"][len(prefix):] for item in listed.get("Contents", [])]
+
+    def read_object(self, url: str) -> bytes:
+        """An object the tasks wrote, by its s3:// URL."""
+        parts = urlsplit(url)
+        return self.s3.client().get_object(Bucket=parts.netloc, Key=parts.path.lstrip("/"))["Body"].read()
+
     def xcom(self, run_id: str, task_id: str, dag_id: str = DAG_ID) -> Any:
         return self.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}"
                         f"/taskInstances/{task_id}/xcomEntries/return_value",

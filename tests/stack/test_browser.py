@@ -1,5 +1,5 @@
 """The Carbon page in a real browser: log in to the Airflow UI, trigger carbon_training from its Trigger
-button, open the Carbon page from the nav, check the run's row against its comparison_report.json,
+button, open the Carbon page from the nav, check the run's row against its stored report,
 the chart, the download, and that a logged-out browser gets nothing. Screenshots: output/screenshots/."""
 import json
 import re
@@ -75,7 +75,7 @@ def test_carbon_page_in_the_browser(stack, browser):
     assert run["conf"] == conf and run["run_type"] == "manual" and run["triggering_user_name"] == ADMIN
     stack.wait_for_run(run_id, timeout=600)
     report = stack.xcom(run_id, "report")
-    assert json.loads(Path(report["files"]["json"]).read_text()) == report
+    assert stack.stored_report(run_id) == report  # what the page reads, whichever worker wrote it
 
     # The Carbon entry of the UI's nav opens the page inside the UI.
     browser.get(f"{stack.base_url}/dags/carbon_training")
@@ -104,8 +104,8 @@ def test_carbon_page_in_the_browser(stack, browser):
     assert cells["planned_start"]["datetime"] == report["schedule"]["planned_start"]
     assert "your time" in cells["planned_start"]["text"]  # local time beside UTC
 
-    # The totals add up every report on disk.
-    all_reports = [json.loads(p.read_text()) for p in stack.output_dir.glob("*/comparison_report.json")]
+    # The totals add up every stored report.
+    all_reports = [json.loads(text) for (text,) in stack.records("SELECT report FROM carbon_reports")]
     shown = {key: float(browser.find_element(By.CSS_SELECTOR, f'[data-total="{key}"]')
                         .get_attribute("data-value"))
              for key in ("saving_kg", "baseline_cost_kg", "net_saving_kg")}
@@ -141,8 +141,8 @@ def test_carbon_page_in_the_browser(stack, browser):
 
     # Logged out: the page, its JSON and the report file are refused, and no number leaks.
     browser.delete_all_cookies()
-    for path in ("/carbon/", f"/carbon/runs/{Path(report['files']['json']).parent.name}",
-                 "/carbon/api/runs"):
+    ((report_id,),) = stack.records("SELECT id FROM carbon_reports WHERE run_id = :run", run=run_id)
+    for path in ("/carbon/", f"/carbon/runs/{report_id}", "/carbon/api/runs"):
         browser.get(f"{stack.base_url}{path}")
         assert run_id not in browser.page_source.replace(quote(run_id, safe=""), "")
         assert "Not authenticated" in browser.page_source

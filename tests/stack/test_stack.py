@@ -2,7 +2,6 @@
 triggered through the authenticated REST API."""
 import json
 from datetime import datetime
-from pathlib import Path
 
 import pytest
 
@@ -71,11 +70,12 @@ def test_triggered_run_defers_trains_in_the_gpu_pool_and_reports(stack):
     for task_id in TRAINING_TASKS:
         assert tis[task_id]["pool"] == "gpu" and tis[task_id]["state"] == "success", tis[task_id]
 
-    # The report is in XCom and on disk, and they agree.
+    # The report is in XCom, in the records database and (a copy, and its plot) in the object store, and
+    # they agree.
     report = stack.xcom(run_id, "report")
-    on_disk = json.loads(Path(report["files"]["json"]).read_text())
-    assert on_disk == report
-    assert Path(report["files"]["plot"]).stat().st_size > 10_000
+    assert stack.stored_report(run_id) == report
+    assert json.loads(stack.read_object(report["files"]["json"])) == report
+    assert stack.read_object(report["files"]["plot"]).startswith(b"\x89PNG")
     assert report["dag_run_id"] == run_id
     assert report["sources"]["fallback_reasons"] == [] and report["sources"]["forecast"].startswith("trace:")
     assert report["runs"]["baseline"]["final_test_accuracy_pct"] > 80
@@ -106,15 +106,16 @@ def test_two_runs_back_to_back_stay_apart(stack):
     for earlier, later in zip(attempts, attempts[1:]):
         assert later[0] >= earlier[1], attempts
 
-    # Separate outputs, each report about its own run.
-    reports = [stack.xcom(run_id, "report") for run_id in (first, second)]
-    directories = {Path(report["files"]["json"]).parent for report in reports}
-    assert len(directories) == 2 and {d.parent for d in directories} == {stack.output_dir.resolve()}
-    for run_id, report in zip((first, second), reports):
-        assert json.loads(Path(report["files"]["json"]).read_text())["dag_run_id"] == run_id
-        for name in ("baseline", "optimized"):
-            summary = json.loads((Path(report["files"]["json"]).parent / name / "summary.json").read_text())
-            assert summary["status"] == "completed"
+    # Separate records, each report about its own run: in the records database, and its copies under
+    # the run's own prefix in the object store.
+    for run_id in (first, second):
+        report = stack.xcom(run_id, "report")
+        assert stack.stored_report(run_id) == report and report["dag_run_id"] == run_id
+        assert sorted(stack.object_keys(run_id))[:2] == ["comparison.png", "comparison_report.json"]
+        assert json.loads(stack.read_object(report["files"]["json"]))["dag_run_id"] == run_id
+        summaries = dict(stack.records("SELECT job, summary FROM carbon_job_summaries WHERE run_id = :run",
+                                       run=run_id))
+        assert {json.loads(summaries[name])["status"] for name in ("baseline", "optimized")} == {"completed"}
 
 
 def test_whatever_a_failed_test_leaves_is_cleared_before_the_next(stack):
