@@ -4,7 +4,6 @@ the chart, the download, and that a logged-out browser gets nothing. Screenshots
 import json
 import re
 import time
-from pathlib import Path
 from urllib.parse import quote
 
 import pytest
