@@ -72,17 +72,14 @@ with DAG(
 
     @task(pool=GPU_POOL, queue=REGIONS[0].queue if REGIONS else TRAINING_QUEUE, retries=2)
     def train_baseline(plan: dict) -> dict | None:
-        from pathlib import Path
-
+        from carbon_aware.accounting.baselines import baseline_for_run
         from carbon_aware.compat import AirflowSkipException
-
-        from carbon_aware.accounting.baselines import train_or_reuse_baseline
 
         context = get_current_context()
         params = dict(context["params"])
         if params["baseline"] == "off":
             raise AirflowSkipException("baseline is off: the report shows the timing saving only")
-        return train_or_reuse_baseline(params, context["dag_run"].run_id, Path(plan["run_dir"]))
+        return baseline_for_run(params, context["dag"].dag_id, context["dag_run"].run_id)
 
     wait_for_window = CarbonWindowSensor(task_id="wait_for_window", plan_task_id="plan_window")
     baseline_summary = train_baseline(plan.output)

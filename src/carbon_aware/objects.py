@@ -103,3 +103,66 @@ def get_file(source: Any, local: Path) -> bool:
 
     atomic_write(local, write)
     return True
+
+
+CHECKPOINTS = "checkpoints"  # the folder of a job's that follows it from machine to machine
+
+
+class FolderMirror:
+    """A job's checkpoint folder kept in the object store, so that a retry on another machine resumes
+    where the killed attempt left off: :meth:`restore` before an attempt fetches what the store has and
+    the local folder lacks; :meth:`sync` while it runs (at most every ``every_seconds``) and after it
+    uploads each file that changed. Files being written (a name starting with ``.`` or holding
+    ``.tmp``, as atomic writers name them) are left until they are renamed into place."""
+
+    def __init__(self, local: Path, remote: Any, every_seconds: float = 5.0):
+        self.local, self.remote, self.every_seconds = local, remote, every_seconds
+        self._sent: dict[str, tuple[int, int]] = {}
+        self._last = 0.0
+
+    @staticmethod
+    def _settled(name: str) -> bool:
+        return not name.startswith(".") and ".tmp" not in name
+
+    def restore(self) -> list[str]:
+        """The store's files missing here, fetched; returns their names."""
+        remote = fresh(self.remote)
+        if not remote.exists():
+            return []
+        fetched = []
+        for item in remote.iterdir():
+            target = self.local / item.name
+            if self._settled(item.name) and item.is_file() and not target.exists():
+                get_file(item, target)
+                self._sent[item.name] = self._stamp(target)
+                fetched.append(item.name)
+        return fetched
+
+    def sync(self, force: bool = True) -> list[str]:
+        """Upload every settled file that changed since the last upload; returns their names."""
+        import time
+
+        if not force and time.monotonic() - self._last < self.every_seconds:
+            return []
+        self._last = time.monotonic()
+        sent = []
+        for path in sorted(self.local.glob("*")) if self.local.is_dir() else []:
+            if not (path.is_file() and self._settled(path.name)):
+                continue
+            try:
+                stamp = self._stamp(path)
+                if self._sent.get(path.name) != stamp:
+                    put_file(path, self.remote / path.name)
+                    self._sent[path.name] = stamp
+                    sent.append(path.name)
+            except FileNotFoundError:  # replaced between the listing and the copy: the next sync sends it
+                continue
+        return sent
+
+    def tick(self) -> None:
+        self.sync(force=False)
+
+    @staticmethod
+    def _stamp(path: Path) -> tuple[int, int]:
+        info = path.stat()
+        return info.st_size, info.st_mtime_ns

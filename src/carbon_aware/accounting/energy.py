@@ -12,7 +12,7 @@ import os
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -38,6 +38,35 @@ def utc_now_iso() -> str:
 
 ENERGY_LOG_NAME = "energy_log.jsonl"
 TOTAL_KEYS = ("kwh", "cpu_kwh", "gpu_kwh", "ram_kwh", "co2_kg", "seconds")
+ENTRY_KEYS = ("time", "label", "attempt", "attempt_kwh", *TOTAL_KEYS)
+
+
+class EnergyLog(Protocol):
+    """Where a job's readings go, every attempt's, in order: a job's log outlives its attempts (a
+    retry, maybe on another machine, continues its cumulative totals)."""
+
+    def read(self) -> list[dict[str, Any]]:
+        """Every reading so far, oldest first: ``ENTRY_KEYS``."""
+
+    def append(self, entry: dict[str, Any]) -> None:
+        """One reading, durable before this returns (a SIGKILL right after loses nothing)."""
+
+
+class FileEnergyLog:
+    """The log as an append-only JSON-lines file (the trainer run by hand, without Airflow)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def read(self) -> list[dict[str, Any]]:
+        return read_energy_log(self.path)
+
+    def append(self, entry: dict[str, Any]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a") as handle:
+            handle.write(json.dumps(entry) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
 
 
 def read_energy_log(path: Path) -> list[dict[str, Any]]:
@@ -59,20 +88,21 @@ class EnergyMeter:
     """Wraps ``OfflineEmissionsTracker`` (no network). Never raises: if CodeCarbon cannot start,
     training goes on and :meth:`summary` reports ``None`` with the reason.
 
-    Every reading is appended to ``energy_log.jsonl`` in the run directory and fsynced before training
-    goes on, cumulative over all attempts of the run. A new attempt (a retry after a kill, OOM or
-    SIGTERM) continues from the log's last line, so every attempt's kWh counts and the timeline stays
-    monotonic; at most ``emissions.log_every_seconds`` of a killed attempt's energy goes unrecorded."""
+    Every reading is appended to the job's :class:`EnergyLog` (``energy_log.jsonl`` in the run
+    directory by default; the records database for an Airflow job) before training goes on, cumulative
+    over all attempts of the run. A new attempt (a retry after a kill, OOM or SIGTERM) continues from
+    the log's last reading, so every attempt's kWh counts and the timeline stays monotonic; at most
+    ``emissions.log_every_seconds`` of a killed attempt's energy goes unrecorded."""
 
     def __init__(self, config: EmissionsConfig, output_dir: Path, run_name: str,
-                 resumed_from: dict | None = None):
+                 resumed_from: dict | None = None, log: EnergyLog | None = None):
         self.config = config
         self.output_dir = output_dir
         self.run_name = run_name
         self.error: str | None = None if config.enabled else "disabled in config (emissions.enabled: false)"
         self._tracker = None
-        self.log_path = output_dir / ENERGY_LOG_NAME
-        logged = read_energy_log(self.log_path)
+        self.log = log or FileEnergyLog(output_dir / ENERGY_LOG_NAME)
+        logged = self.log.read()
         # Energy of earlier attempts of the same run: the log, else (older runs) the checkpoint's copy.
         previous = logged[-1] if logged else (resumed_from or {})
         self._offset = {key: float(previous.get(key, 0.0)) for key in TOTAL_KEYS}
@@ -138,14 +168,8 @@ class EnergyMeter:
     def _append(self, label: str, totals: dict[str, float], attempt_kwh: float) -> None:
         now = utc_now_iso()
         self.timeline.append({"time": now, "kwh": totals["kwh"], "label": label, "attempt": self.attempt})
-        line = json.dumps(
-            {"time": now, "label": label, "attempt": self.attempt, "attempt_kwh": attempt_kwh, **totals}
-        )
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "a") as handle:
-            handle.write(line + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+        self.log.append({"time": now, "label": label, "attempt": self.attempt, "attempt_kwh": attempt_kwh,
+                         **totals})
         self._last_mark = time.monotonic()
 
     def mark(self, label: str) -> float | None:

@@ -1,13 +1,15 @@
 """Run any training command in a fresh process and measure it from outside.
 
 CodeCarbon runs around the child (GPU via NVML, CPU and RAM as CodeCarbon reads them), appending to
-the job's append-only ``energy_log.jsonl`` exactly as the built-in trainer's meter does, so the report
-prices any command the way it prices ours. Each launch is one *attempt*; a retry, or the next slot of
-an interruptible job, is a new attempt that continues the same log. No Airflow here.
+the job's energy log exactly as the built-in trainer's meter does, so the report prices any command
+the way it prices ours. The log is the caller's (``accounting.energy.EnergyLog``): under Airflow the
+records database, so a retry on another machine continues it. Each launch is one *attempt*; a retry,
+or the next slot of an interruptible job, is a new attempt that continues the same log. No Airflow here.
 
 The child gets ``CARBON_JOB_DIR`` (its directory, for checkpoints and an optional ``summary.json``),
-``CARBON_RUN_NAME`` and ``CARBON_ATTEMPT``. It is stopped with SIGTERM (a slot's end, the carbon budget,
-the task being killed) and given ``grace_seconds`` to checkpoint and exit before SIGKILL.
+``CARBON_RUN_NAME``, ``CARBON_ATTEMPT`` and whatever the caller adds (the job operator adds
+``CARBON_CHECKPOINT_URL``). It is stopped with SIGTERM (a slot's end, the carbon budget, the task being
+killed) and given ``grace_seconds`` to checkpoint and exit before SIGKILL.
 """
 
 from __future__ import annotations
@@ -21,7 +23,10 @@ import time
 from collections import deque
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:
+    from carbon_aware.accounting.energy import EnergyLog
 
 SUMMARY_NAME = "summary.json"
 DEFAULT_GRACE_SECONDS = 300.0
@@ -84,13 +89,16 @@ def run_attempt(
     grace_seconds: float = DEFAULT_GRACE_SECONDS,
     emit: Callable[[str], None] = print,
     on_start: Callable[[subprocess.Popen], None] | None = None,
+    energy_log: EnergyLog | None = None,
+    tick: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
-    """One launch of ``command``, measured. Stops it with SIGTERM at ``until`` (real time) or when
-    ``check(cumulative_kwh)`` names a reason. Returns the attempt's record."""
+    """One launch of ``command``, measured into ``energy_log`` (default: the job folder's file). Stops
+    it with SIGTERM at ``until`` (real time) or when ``check(cumulative_kwh)`` names a reason; ``tick``
+    runs every poll while it runs (e.g. copying its checkpoints away). Returns the attempt's record."""
     from carbon_aware.accounting.energy import EmissionsConfig, EnergyMeter
 
     job_dir.mkdir(parents=True, exist_ok=True)
-    meter = EnergyMeter(EmissionsConfig(**(emissions or {})), job_dir, run_name)
+    meter = EnergyMeter(EmissionsConfig(**(emissions or {})), job_dir, run_name, log=energy_log)
     emit(f"attempt {meter.attempt}: launching {' '.join(command)}")
     meter.start()
     if meter.error:
@@ -105,7 +113,7 @@ def run_attempt(
     reader = _stream_output(process, tail, emit)
     stopped = None
     try:
-        stopped = _supervise(process, meter, until, check, grace_seconds, emit)
+        stopped = _supervise(process, meter, until, check, grace_seconds, emit, tick)
         code = process.wait()
     finally:
         _stop_if_running(process, grace_seconds)  # the task itself is being stopped
@@ -144,7 +152,7 @@ def _stream_output(process: subprocess.Popen, tail: deque[str],
 
 def _supervise(process: subprocess.Popen, meter, until: datetime | None,
                check: Callable[[float], str | None] | None, grace_seconds: float,
-               emit: Callable[[str], None]) -> str | None:
+               emit: Callable[[str], None], tick: Callable[[], None] | None = None) -> str | None:
     """Until the child exits: the meter marks its readings (a killed worker loses at most one interval),
     and the child is asked to stop (SIGTERM, SIGKILL after ``grace_seconds``) at ``until`` or when
     ``check`` names a reason. Returns that reason, None when it exited on its own."""
@@ -152,6 +160,8 @@ def _supervise(process: subprocess.Popen, meter, until: datetime | None,
     while process.poll() is None:
         time.sleep(POLL_SECONDS)
         meter.maybe_mark()
+        if tick is not None:
+            tick()
         if stopped is None:
             if until is not None and datetime.now(timezone.utc) >= until:
                 stopped = SLOT_END
@@ -218,12 +228,14 @@ def job_summary(
     segments: list[dict[str, Any]],
     status: str = "completed",
     stop: dict[str, Any] | None = None,
+    energy_log: EnergyLog | None = None,
 ) -> dict[str, Any]:
-    """What the report reads about a job: its measured energy and timeline (every attempt), its
-    segments, and what the command said about itself in ``summary.json`` (accuracy, memory, ...)."""
-    from carbon_aware.accounting.energy import ENERGY_LOG_NAME, read_energy_log
+    """What the report reads about a job: its measured energy and timeline (every attempt, from
+    ``energy_log``, default the job folder's file), its segments, and what the command said about
+    itself in ``summary.json`` (accuracy, memory, ...)."""
+    from carbon_aware.accounting.energy import ENERGY_LOG_NAME, FileEnergyLog
 
-    entries = read_energy_log(job_dir / ENERGY_LOG_NAME)
+    entries = (energy_log or FileEnergyLog(job_dir / ENERGY_LOG_NAME)).read()
     own_path = job_dir / SUMMARY_NAME
     try:
         own = json.loads(own_path.read_text()) if own_path.is_file() else {}

@@ -27,6 +27,9 @@ from carbon_aware.triggers.window import CarbonWindowTrigger
 
 WORKER_REGION_ENV = "CARBON_REGION"  # set on each region's Celery workers: the summary names it
 JOB_PARAMS_ENV = "CARBON_JOB_PARAMS"  # the path of the job's params file (CarbonJobOperator.job_params)
+# The object-store URL of the job's checkpoint folder; files it writes in $CARBON_JOB_DIR/checkpoints are
+# copied there and fetched back before a retry, wherever that runs.
+CHECKPOINT_URL_ENV = "CARBON_CHECKPOINT_URL"
 JOB_XCOM_KEY = "job"  # the job's summary, pushed also when the job ends failed (the carbon budget)
 # Between slots: the job's progress (next slot, segments so far, the budget's books), read back on resume.
 STATE_XCOM_KEY = "job_state"
@@ -48,6 +51,9 @@ class _Job:
     budget: float | None
     grace: float
     worker_region: str | None
+    energy: Any  # the job's energy log in the records database (records.jobs.RecordsEnergyLog)
+    checkpoints: Any  # its checkpoint folder mirrored to the object store (objects.FolderMirror)
+    key: tuple[str, str]  # (dag_id, run_id)
 
 
 def _intensity_at(curve: list[dict[str, Any]], moment: datetime) -> float:
@@ -154,7 +160,7 @@ class CarbonJobOperator(BaseOperator):
             index = state["next"]
             until = self._enter_slot(context, job, state, index)
             segment = self._segment(job, state, index)
-            check = (self._budget_check(job.budget, job.plan, job.clock, job.dir, state)
+            check = (self._budget_check(job.budget, job, state)
                      if job.budget is not None else None)
             record = self._attempt(job, until, check)
             segment["attempts"].append(record)
@@ -169,24 +175,41 @@ class CarbonJobOperator(BaseOperator):
         """What stays the same across the job's slots: its plan, clock, folder, command and limits."""
         from carbon_aware.accounting.jobs import DEFAULT_GRACE_SECONDS
         from carbon_aware.clock import Clock
+        from carbon_aware.records.jobs import RecordsEnergyLog
 
         plan = state["wait"]["plan"]
         clock = Clock.after_wake(state["wait"])
         if state.get("released") and clock.compression != 1:
             clock = Clock(datetime.fromisoformat(state["released"]["grid"]), clock.compression,
                           datetime.fromisoformat(state["released"]["real"]))
-        job_dir = Path(plan["run_dir"]) / self.run_name
+        job_dir, dag_id, run_id = self._job_dir(context), context["dag"].dag_id, context["dag_run"].run_id
         slots = plan.get("segments") or [{"start": plan["start"], "end": plan["end"]}]
         budget = self.carbon_budget_g if self.carbon_budget_g is not None else plan["request"].get(
             "carbon_budget_g")
         worker_region = os.environ.get(WORKER_REGION_ENV)
         if worker_region:
             self.log.info("running on a worker of region %s (queue %s)", worker_region, self.queue)
-        return _Job(plan=plan, clock=clock, dir=job_dir, command=self.build_command(plan, job_dir),
-                    env={**(self.env or {}), **self._job_params_file(context, job_dir)}, slots=slots,
-                    interruptible=bool(plan["request"].get("interruptible")) and len(slots) > 1,
+        checkpoints = self._checkpoints(dag_id, run_id, job_dir)
+        env = {**(self.env or {}), **self._job_params_file(context, job_dir),
+               CHECKPOINT_URL_ENV: str(checkpoints.remote)}
+        return _Job(plan=plan, clock=clock, dir=job_dir, command=self.build_command(plan, job_dir), env=env,
+                    slots=slots, interruptible=bool(plan["request"].get("interruptible")) and len(slots) > 1,
                     budget=budget, grace=self.grace_seconds or DEFAULT_GRACE_SECONDS,
-                    worker_region=worker_region)
+                    worker_region=worker_region, energy=RecordsEnergyLog(dag_id, run_id, self.run_name),
+                    checkpoints=checkpoints, key=(dag_id, run_id))
+
+    def _job_dir(self, context) -> Path:
+        """The job's folder on this machine (nothing in it is read by another task or machine)."""
+        from carbon_aware.outputs import run_dir_for
+
+        return run_dir_for(context["dag_run"].run_id, context["dag"].dag_id) / self.run_name
+
+    def _checkpoints(self, dag_id: str, run_id: str, job_dir: Path):
+        """``<job dir>/checkpoints`` mirrored at ``<objects>/<dag>/<run>/<job>/checkpoints``."""
+        from carbon_aware import objects
+
+        remote = objects.run_path(dag_id, run_id) / self.run_name / objects.CHECKPOINTS
+        return objects.FolderMirror(job_dir / objects.CHECKPOINTS, remote)
 
     def _enter_slot(self, context, job: "_Job", state: dict[str, Any], index: int) -> datetime | None:
         """Waits for slot ``index`` of an interruptible job (deferring when it is far enough away) and
@@ -227,11 +250,19 @@ class CarbonJobOperator(BaseOperator):
         }
 
     def _attempt(self, job: "_Job", until: datetime | None, check) -> dict[str, Any]:
+        """One launch: the checkpoints an earlier attempt left in the object store fetched first (it may
+        have run on another machine), this one's copied there while it runs and when it ends."""
         from carbon_aware.accounting.jobs import run_attempt
 
-        return run_attempt(job.command, job.dir, self.run_name, emissions=self.emissions, env=job.env,
-                           cwd=self.cwd, until=until, check=check, grace_seconds=job.grace,
-                           emit=self.log.info)
+        restored = job.checkpoints.restore()
+        if restored:
+            self.log.info("checkpoints from %s: %s", job.checkpoints.remote, ", ".join(restored))
+        try:
+            return run_attempt(job.command, job.dir, self.run_name, emissions=self.emissions, env=job.env,
+                               cwd=self.cwd, until=until, check=check, grace_seconds=job.grace,
+                               emit=self.log.info, energy_log=job.energy, tick=job.checkpoints.tick)
+        finally:
+            job.checkpoints.sync()
 
     def _finish(self, context, job: "_Job", state: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:
         """The job is done (its summary, also in XCom) or stopped by the carbon budget (a failure)."""
@@ -241,16 +272,24 @@ class CarbonJobOperator(BaseOperator):
         if record["stopped"] == CARBON_BUDGET:
             stop = {"reason": "carbon_budget", "budget_g": job.budget, **state.get("budget", {})}
             summary = job_summary(job.dir, self.run_name, job.command, state["segments"],
-                                  status="stopped_by_budget", stop=stop)
-            context["ti"].xcom_push(key=JOB_XCOM_KEY, value=summary)
+                                  status="stopped_by_budget", stop=stop, energy_log=job.energy)
+            self._keep(context, job, summary)
             raise AirflowFailException(
                 f"stopped by the carbon budget at {stop['spent_g']:.4g} g (budget {job.budget:g} g; "
-                f"finishing was projected at {stop['projected_g']:.4g} g); the job checkpointed in {job.dir}"
+                f"finishing was projected at {stop['projected_g']:.4g} g); the job checkpointed in "
+                f"{job.checkpoints.remote}"
             )
-        summary = job_summary(job.dir, self.run_name, job.command, state["segments"])
+        summary = job_summary(job.dir, self.run_name, job.command, state["segments"], energy_log=job.energy)
         summary["worker_region"] = job.worker_region
-        context["ti"].xcom_push(key=JOB_XCOM_KEY, value=summary)
+        self._keep(context, job, summary)
         return summary
+
+    def _keep(self, context, job: "_Job", summary: dict[str, Any]) -> None:
+        """The summary in XCom (the report's hand-off) and in the records database."""
+        from carbon_aware.records.jobs import save_summary
+
+        context["ti"].xcom_push(key=JOB_XCOM_KEY, value=summary)
+        save_summary(*job.key, self.run_name, summary)
 
     def _job_params_file(self, context, job_dir: Path) -> dict[str, str]:
         """The DAG params named in ``job_params`` go to the command as data, never in its argv or
@@ -273,15 +312,13 @@ class CarbonJobOperator(BaseOperator):
             return state["released"]["grid"] if not state["segments"] else slot["start"]
         return clock.grid(datetime.now(timezone.utc)).isoformat()
 
-    def _budget_check(
-        self, budget: float, plan: dict[str, Any], clock, job_dir: Path, state: dict[str, Any]
-    ):
+    def _budget_check(self, budget: float, job: "_Job", state: dict[str, Any]):
         """Prices each new reading at the intensity of its time (the plan's curve) and projects the
         energy still to come from the share of the expected duration already run."""
         from carbon_aware.accounting.jobs import CARBON_BUDGET
-        from carbon_aware.accounting.energy import ENERGY_LOG_NAME, read_energy_log
 
-        logged = read_energy_log(job_dir / ENERGY_LOG_NAME)
+        plan, clock = job.plan, job.clock
+        logged = job.energy.read()
         books = state.setdefault("budget", {"spent_g": 0.0, "kwh": 0.0, "projected_g": 0.0})
         if logged and logged[-1]["kwh"] > books["kwh"]:  # attempts this operator did not see (a retry)
             books["spent_g"] += (logged[-1]["kwh"] - books["kwh"]) * _intensity_at(

@@ -7,6 +7,8 @@
 - ``carbon_energy_readings``: every reading of every attempt of every job, written while it runs.
 - ``carbon_job_summaries``, ``carbon_reports``: one row per job, one per DAG run.
 - ``carbon_baselines``: the cached baseline measurements, by what they depend on.
+- ``carbon_task_state`` (v2): a rescheduled sensor's state between its pokes (each poke may run on
+  another worker).
 """
 from __future__ import annotations
 
@@ -89,4 +91,16 @@ baselines = Table(
     Column("key", String(200), primary_key=True),
     Column("entry", Text, nullable=False),  # JSON
     Column("measured_at", Float, nullable=False),
+)
+
+task_state = Table(
+    "carbon_task_state", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("dag_id", String(ID_CHARS), nullable=False),
+    Column("run_id", String(ID_CHARS), nullable=False),
+    Column("task_id", String(ID_CHARS), nullable=False),
+    Column("try_number", Integer, nullable=False),
+    Column("state", Text, nullable=False),  # JSON
+    Column("updated_at", Float, nullable=False),
+    UniqueConstraint("dag_id", "run_id", "task_id", "try_number", name="uq_carbon_task_state"),
 )

@@ -2,10 +2,8 @@
 or poking (``deferrable=False``, with ``mode``, ``timeout`` and ``soft_fail`` as for any sensor)."""
 from __future__ import annotations
 
-import json
 import time
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any, Sequence
 
 from airflow.sdk import BaseSensorOperator
@@ -142,20 +140,26 @@ class CarbonWindowSensor(BaseSensorOperator):
         plan = context["ti"].xcom_pull(task_ids=self.plan_task_id)
         first = context["ti"].get_first_reschedule_date(context) if self.reschedule else None
         self._wait = {"plan": plan, "started_at": (first or _now()).isoformat()}
-        if self.reschedule and (kept := self._kept_path(context, plan)).is_file():
-            self._wait = json.loads(kept.read_text())
+        if self.reschedule:
+            from carbon_aware.records.task_state import kept
+
+            self._wait = kept(self._state_key(context)) or self._wait
         return self._wait
 
     def _keep(self, context, wait: dict[str, Any]) -> None:
-        from carbon_aware.files import atomic_write_json
-
         self._wait = wait
         if self.reschedule:
-            atomic_write_json(self._kept_path(context, wait["plan"]), wait)
+            from carbon_aware.records.task_state import keep
 
-    def _kept_path(self, context, plan: dict[str, Any]) -> Path:
-        """Per try: a retry waits on the plan task's plan again, as a deferred sensor's retry does."""
-        return Path(plan["run_dir"]) / f"{self.task_id}.try{context['ti'].try_number}.wait.json"
+            keep(self._state_key(context), wait)
+
+    def _state_key(self, context):
+        """Per try: a retry waits on the plan task's plan again, as a deferred sensor's retry does. In the
+        records database, not a file: the next poke may run on another worker."""
+        from carbon_aware.records.task_state import TaskKey
+
+        ti = context["ti"]
+        return TaskKey(ti.dag_id, ti.run_id, self.task_id, ti.try_number)
 
 
 class CarbonRegionSensor(BaseSensorOperator):
