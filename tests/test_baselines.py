@@ -39,7 +39,7 @@ def test_measured_once_then_reused_then_measured_again_when_too_old(output):
     lines = []
     first = train_or_reuse_baseline(_params(), "manual__1", output / "run1", now=now, emit=lines.append)
     assert first["kind"] == "measured" and (output / "run1" / "baseline" / "summary.json").is_file()
-    stored = json.loads((baselines.store_dir() / f"{first['key']}.json").read_text())
+    stored, _ = baselines.lookup(first["key"], 30.0, now)  # from the records database
     assert stored["dag_run_id"] == "manual__1" and stored["summary"]["energy"]["energy_kwh"] > 0
     assert stored["identity"]["config"]["data"]["dataset"] == "synthetic"
     assert "run_name" not in stored["identity"]["config"]["training"]
@@ -90,3 +90,18 @@ def test_identity_ignores_names_and_places_but_not_the_device():
     assert key == baselines.key_of(baselines.identity(renamed, "cpu A", "2"))
     assert key != baselines.key_of(baselines.identity(config, "NVIDIA H100", "2"))
     assert key != baselines.key_of(baselines.identity(config, "cpu A", "3"))
+
+
+def test_a_dag_runs_baseline_is_measured_into_the_records_and_found_by_any_worker(output, monkeypatch):
+    from carbon_aware.records.jobs import RecordsEnergyLog, summary_of
+
+    measured = baselines.baseline_for_run(_params(), "carbon_training", "manual__r1")
+    readings = RecordsEnergyLog("carbon_training", "manual__r1", "baseline").read()
+    assert len(readings) >= 2 and readings[-1]["kwh"] == measured["summary"]["energy"]["energy_kwh"]
+    assert summary_of("carbon_training", "manual__r1", "baseline") == json.loads(json.dumps(
+        measured["summary"]))
+    # Another worker (its own output folder) finds the stored measurement: nothing to train.
+    monkeypatch.setenv("CARBON_OUTPUT_DIR", str(output / "elsewhere"))
+    reused = baselines.baseline_for_run(_params(), "carbon_training", "manual__r2")
+    assert reused["kind"] == "cached" and reused["dag_run_id"] == "manual__r1"
+    assert RecordsEnergyLog("carbon_training", "manual__r2", "baseline").read() == []
