@@ -56,10 +56,16 @@ def carbon_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def airflow_db() -> dict:
+def migrated_airflow_db() -> None:
     """A migrated Airflow metadata DB with the gpu pool, via the real CLI."""
     airflow = str(Path(sys.executable).parent / "airflow")
     subprocess.run([airflow, "db", "migrate"], check=True, capture_output=True, timeout=300)
     subprocess.run([airflow, "pools", "set", "gpu", "1", "training"], check=True, capture_output=True,
                    timeout=120)
+
+
+@pytest.fixture
+def airflow_db(migrated_airflow_db) -> dict:
+    """The environment an Airflow command of this test runs with: the migrated metadata DB, and this
+    test's own records database (``records_db``), which the test then reads."""
     return dict(os.environ)

@@ -186,7 +186,8 @@ def test_each_report_is_shown_only_to_users_who_may_read_its_dag(client):
     assert body["totals"]["saving_kg"] == pytest.approx(0.0004)
     page = client.get("/").text
     assert "manual__theirs" not in page and "manual__mine" in page
-    for path in (f"/runs/{theirs}", f"/runs/{theirs}/comparison_report.json", f"/runs/{theirs}/comparison.png"):
+    for path in (f"/runs/{theirs}", *(f"/runs/{theirs}/{name}"
+                                      for name in ("comparison_report.json", "comparison.png"))):
         assert client.get(path).status_code == 404, path  # the same answer as no report at all
     assert client.get(f"/runs/{mine}").status_code == 200
 

@@ -373,23 +373,25 @@ def test_dag_test_end_to_end_report_agrees_with_summaries_and_curve(airflow_db):
     assert "deferring until" in log and "woke at" in log  # a real, short wait through the trigger
     run_id = log.split("DagRun Finished:")[1].split("run_id=")[1].split(",")[0]
     from carbon_aware.outputs import run_dir_for
-    from carbon_aware.accounting.energy import ENERGY_LOG_NAME, read_energy_log
-
+    from carbon_aware.records.jobs import RecordsEnergyLog, summary_of
     from carbon_aware.records.reports import report_of
 
-    run_dir = run_dir_for(run_id)
     report = report_of("carbon_training", run_id)  # as the report task stored it
-    local = run_dir_for(run_id, "carbon_training")  # the report task's own copies
+    local = run_dir_for(run_id, "carbon_training")  # this machine's folder for the run (every task's)
+    run_dir = local
     plan = json.loads((local / "plan.json").read_text())
     baseline = json.loads((run_dir / "baseline" / "summary.json").read_text())
     optimized = json.loads((run_dir / "optimized" / "summary.json").read_text())
     assert (local / "comparison.png").stat().st_size > 10_000
-    assert report["files"]["plot"] == f"file://{run_dir.parent}/carbon_training/{run_dir.name}/comparison.png"
+    objects = local.parent.parent / "objects" / "carbon_training" / local.name  # the default store
+    assert report["files"]["plot"] == f"file://{objects}/comparison.png"
     # The trainer is measured from outside, as any command: its own meter is off, the job's energy log
     # counts.
     assert baseline["energy"] is None and optimized["energy"] is None
-    measured = {name: read_energy_log(run_dir / name / ENERGY_LOG_NAME)[-1]["kwh"]
+    measured = {name: RecordsEnergyLog("carbon_training", run_id, name).read()[-1]["kwh"]
                 for name in ("baseline", "optimized")}
+    stored = summary_of("carbon_training", run_id, "optimized")
+    assert stored["energy"]["energy_kwh"] == measured["optimized"]
     assert report["efficiency"]["baseline_energy_kwh"] == pytest.approx(measured["baseline"], rel=1e-6)
     assert report["efficiency"]["optimized_energy_kwh"] == pytest.approx(measured["optimized"], rel=1e-6)
     assert report["accuracy_impact"]["optimized_accuracy"] == optimized["final_test_accuracy_pct"]
@@ -434,7 +436,7 @@ def test_without_baseline_the_report_shows_timing_only(airflow_db):
     assert report["runs"]["baseline"] is None and report["baseline_kind"] == "off"
     assert report["efficiency"]["saving_kg"] is None and report["efficiency"]["baseline_energy_kwh"] is None
     assert report["carbon_savings"]["reduction_kg"] == pytest.approx(report["timing"]["saving_kg"])
-    assert not (run_dir_for(run_id) / "baseline").exists()
+    assert not (run_dir_for(run_id, "carbon_training") / "baseline").exists()
 
 
 def test_the_installed_provider_registers_its_connection_types_and_the_carbon_page():

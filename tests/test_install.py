@@ -138,7 +138,8 @@ def test_the_wheel_installs_into_an_older_airflow_and_runs_a_users_dag(user_venv
                                       (dag_id,)).fetchone()
     report = json.loads(text)
     assert dag_id == "users_job" and measured >= 2, "the job's energy readings are in the records"
-    assert plot_url.startswith(f"file://{root / 'carbon' / 'output'}/users_job/")  # the default objects
+    default_store = root / "carbon" / "output" / "objects"
+    assert plot_url.startswith(f"file://{default_store}/users_job/")
     assert not list(Path(python).resolve().parents[1].rglob("comparison_report.json"))  # not in the venv
     for name in ("optimized", "optimized_at_run_now"):  # the job's energy, priced interval by interval
         priced = report["intensities"][name]

@@ -79,7 +79,7 @@ def test_a_budget_check_stops_the_command_at_its_checkpoint(tmp_path):
         emit=lines.append,
     )
     assert record["stopped"] == CARBON_BUDGET and record["exit_code"] == 143
-    assert (job_dir / "checkpoint.pt").is_file() and not (job_dir / "summary.json").exists()
+    assert (job_dir / "checkpoints" / "checkpoint.pt").is_file() and not (job_dir / "summary.json").exists()
     assert seen == sorted(seen) and seen[-1] > 0
 
 

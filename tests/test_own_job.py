@@ -43,6 +43,13 @@ def _dags_test(env, conf) -> tuple[subprocess.CompletedProcess, str]:
     return out, log
 
 
+def _job_dir(report: dict) -> Path:
+    """The job's folder on the machine that ran it (here, this one)."""
+    from carbon_aware.outputs import run_dir_for
+
+    return run_dir_for(report["dag_run_id"], "carbon_own_job") / "own_training"
+
+
 def _report(log: str) -> dict:
     from carbon_aware.records.reports import report_of
 
@@ -52,7 +59,7 @@ def _report(log: str) -> dict:
 
 @pytest.mark.integration
 def test_own_job_runs_offline_and_its_report_prices_the_measured_energy(airflow_db):
-    from carbon_aware.accounting.energy import ENERGY_LOG_NAME, read_energy_log
+    from carbon_aware.records.jobs import RecordsEnergyLog, summary_of
 
     conf = own_conf()
     probe = {k: v for k, v in conf.items() if k != "steps"}
@@ -60,9 +67,10 @@ def test_own_job_runs_offline_and_its_report_prices_the_measured_energy(airflow_
     out, log = _dags_test(airflow_db, conf)
     assert out.returncode == 0 and "state=success" in log, log[-4000:]
     report = _report(log)
-    job_dir = Path(report["files"]["json"]).parent / "own_training"
-    measured = read_energy_log(job_dir / ENERGY_LOG_NAME)
+    job_dir = _job_dir(report)
+    measured = RecordsEnergyLog("carbon_own_job", report["dag_run_id"], "own_training").read()
     own = json.loads((job_dir / "summary.json").read_text())
+    assert summary_of("carbon_own_job", report["dag_run_id"], "own_training")["steps"] == 300
     assert report["job"]["command"][-1].endswith("/include/examples/own_training.py")  # no param in its argv
     assert json.loads((job_dir / "job_params.json").read_text()) == {"steps": 300}  # its params, as data
     assert own["steps"] == 300  # the script trained the steps the run asked for
@@ -99,8 +107,8 @@ def test_a_carbon_budget_stops_the_job_at_its_checkpoint_without_retry(airflow_d
     assert "stopped by the carbon budget at" in log, log[-4000:]
     assert "SIGTERM: checkpoint written at step" in log  # the script checkpointed before it exited
     report = _report(log)
-    job_dir = Path(report["files"]["json"]).parent / "own_training"
-    assert (job_dir / "checkpoint.pt").is_file() and not (job_dir / "summary.json").exists()
+    job_dir = _job_dir(report)
+    assert (job_dir / "checkpoints" / "checkpoint.pt").is_file() and not (job_dir / "summary.json").exists()
     assert report["stop"]["reason"] == "carbon_budget" and report["stop"]["spent_g"] > 1e-7
     assert report["job"]["status"] == "stopped_by_budget" and report["job"]["attempts"] == 1
     assert log.count("attempt 1: launching") == 1 and "attempt 2: launching" not in log  # not retried
@@ -131,7 +139,6 @@ def test_between_slots_the_job_defers_with_a_small_trigger_and_resumes_from_its_
     now = datetime.now(timezone.utc)
     conf = {k: v for k, v in own_conf(interruptible=True).items() if k != "steps"}
     plan = make_plan(conf, "slots", now=now)
-    plan["run_dir"] = str(tmp_path)
     hour = timedelta(hours=1)
     plan["segments"] = [{"start": (now + k * hour).isoformat(),
                          "end": (now + k * hour + hour / 2).isoformat()} for k in (1, 3)]

@@ -5,8 +5,11 @@ behaves as any well-mannered long job should under a scheduler that pauses it:
 - on SIGTERM it finishes the current step, writes a checkpoint (atomically) and exits with 143;
 - started again, it resumes from that checkpoint (same model, optimizer, RNG, step);
 - when done it writes ``summary.json`` (accuracy, loss, steps) and exits 0.
-Files go to ``$CARBON_JOB_DIR`` (set by CarbonJobOperator), else ``--out``. The DAG run's own params
-(``steps``) come as data in the JSON file ``$CARBON_JOB_PARAMS``; a flag on the command line wins.
+Files go to ``$CARBON_JOB_DIR`` (set by CarbonJobOperator), else ``--out``; the checkpoint goes to its
+``checkpoints/`` folder, which the operator copies to the object store and restores before a retry on
+any machine (``$CARBON_CHECKPOINT_URL`` says where, for a script that writes there itself). The DAG
+run's own params (``steps``) come as data in the JSON file ``$CARBON_JOB_PARAMS``; a flag on the
+command line wins.
 
     python include/examples/own_training.py --steps 1500 --out /tmp/own
 """
@@ -62,7 +65,8 @@ def main() -> int:
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    checkpoint_path = out / "checkpoint.pt"
+    checkpoint_path = out / "checkpoints" / "checkpoint.pt"
+    checkpoint_path.parent.mkdir(exist_ok=True)
 
     torch.manual_seed(0)
     data = torch.Generator().manual_seed(0)

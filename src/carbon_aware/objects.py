@@ -3,7 +3,7 @@ configured base URL, through Airflow's ``ObjectStoragePath``, so that a task on 
 another worker, the API server) finds what another wrote.
 
 - ``CARBON_OBJECTS_URL``: the base, e.g. ``s3://bucket/carbon`` (any S3-compatible store) or
-  ``file:///mnt/carbon``. Default: ``file://`` + the output folder (one machine).
+  ``file:///mnt/carbon``. Default: ``file://<output folder>/objects`` (one machine).
 - ``CARBON_OBJECTS_CONN_ID``: the Airflow connection holding the store's credentials (an ``aws``
   connection; its extra may set ``endpoint_url`` for an S3-compatible store). Default: none (the
   filesystem's own default credentials).
@@ -24,6 +24,7 @@ from typing import Any
 from carbon_aware.outputs import run_dir_name
 
 URL_ENV = "CARBON_OBJECTS_URL"
+DEFAULT_FOLDER = "objects"  # under the output folder: apart from the tasks' own folders beside it
 CONN_ENV = "CARBON_OBJECTS_CONN_ID"
 
 
@@ -32,7 +33,7 @@ def base_url() -> str:
         return os.environ[URL_ENV].rstrip("/")
     from carbon_aware.settings import output_root
 
-    return f"file://{output_root()}"
+    return f"file://{output_root() / DEFAULT_FOLDER}"
 
 
 def base_path() -> Any:
@@ -74,7 +75,10 @@ def _folder_for(target: Any) -> None:
 
 
 def put_file(local: Path, target: Any) -> str:
-    """Copy a local file to ``target`` (an ``ObjectStoragePath``); returns its URL."""
+    """Copy a local file to ``target`` (an ``ObjectStoragePath``); returns its URL. A ``file://`` target
+    that is the file itself is left as it is (opening it to write would empty it first)."""
+    if target.protocol in ("", "file", "local") and Path(target.path).resolve() == local.resolve():
+        return str(target)
     _folder_for(target)
     with open(local, "rb") as source, target.open("wb") as sink:
         while chunk := source.read(1 << 20):

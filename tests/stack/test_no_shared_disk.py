@@ -1,7 +1,7 @@
 """The Celery stack as on separate machines: every component and every worker in a directory of its own
-(its own AIRFLOW_HOME, output folder, CARBON_HOME, HOME and TMPDIR; as root, in a mount namespace where
-every other process's directory is an empty read-only folder). What they share: PostgreSQL (Airflow's database and the records'
-database ``carbon``), Redis, and an S3 server on 127.0.0.1 (moto, through the real S3 client stack),
+(its own AIRFLOW_HOME, output folder, CARBON_HOME, HOME and TMPDIR; as root, in a mount namespace
+where every other process's directory is an empty read-only folder). What they share: PostgreSQL
+(Airflow's database and the records' database ``carbon``), Redis, and an S3 server on 127.0.0.1 (moto, through the real S3 client stack),
 configured as docker-compose.yaml configures a multi-machine deployment."""
 import json
 from pathlib import Path

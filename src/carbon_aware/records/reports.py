@@ -39,7 +39,8 @@ def save_report(dag_id: str, run_id: str, report: dict[str, Any], plot_url: str 
     engine = engine_for()
     with engine.begin() as connection:
         upsert(connection, T, values, keys=("dag_id", "run_id"))
-        return connection.execute(select(T.c.id).where(T.c.dag_id == dag_id, T.c.run_id == run_id)).scalar_one()
+        return connection.execute(select(T.c.id).where(T.c.dag_id == dag_id, T.c.run_id == run_id)
+                                  ).scalar_one()
 
 
 def _stored(row: Any) -> StoredReport:
