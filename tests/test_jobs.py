@@ -43,7 +43,7 @@ def test_a_command_is_stopped_at_its_slot_end_resumes_and_every_attempt_is_measu
         emit=lines.append,
     )
     assert second["stopped"] is None and second["exit_code"] == 0
-    assert f"resumed from {job_dir / 'checkpoint.pt'} at step {stopped_at}" in lines
+    assert f"resumed from {job_dir / 'checkpoints' / 'checkpoint.pt'} at step {stopped_at}" in lines
     log = read_energy_log(job_dir / ENERGY_LOG_NAME)
     assert sorted({e["attempt"] for e in log}) == [1, 2]
     assert [e["kwh"] for e in log] == sorted(e["kwh"] for e in log) and log[-1]["kwh"] > 0
@@ -113,3 +113,70 @@ def test_a_retry_of_an_interruptible_job_goes_on_from_the_first_slot_that_has_no
     assert first_open_slot(wait(2)) == 1  # the first slot is over: a retry does not replay it
     assert first_open_slot(wait(6.5)) == 2
     assert first_open_slot(wait(9)) == 2  # all ended: the last slot runs on until the job is done
+
+
+# One attempt as a worker runs it (records energy log, checkpoints mirrored), in a process of its own.
+WORKER = """
+import sys
+from pathlib import Path
+from carbon_aware import objects
+from carbon_aware.accounting.jobs import run_attempt
+from carbon_aware.records.jobs import RecordsEnergyLog
+
+job_dir, command = Path(sys.argv[1]), sys.argv[2:]
+remote = objects.run_path("dag", "run") / "own" / "checkpoints"
+mirror = objects.FolderMirror(job_dir / "checkpoints", remote, every_seconds=0.5)
+mirror.restore()
+run_attempt(command, job_dir, "own", emissions={"measure_power_secs": 0.5, "log_every_seconds": 1.0},
+            energy_log=RecordsEnergyLog("dag", "run", "own", worker=job_dir.parent.name), tick=mirror.tick)
+mirror.sync()
+"""
+
+
+def test_a_worker_killed_mid_run_leaves_its_energy_and_checkpoint_for_a_retry_on_another_machine(
+        tmp_path, monkeypatch):
+    """Two machines: each its own folder; what they share is the records database and the object store.
+    The first worker (its process group) is SIGKILLed mid-run; the retry on the second resumes from the
+    checkpoint it finds in the store and continues the energy log: both attempts' energy counts."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from carbon_aware.records.jobs import RecordsEnergyLog
+
+    monkeypatch.setenv("CARBON_OBJECTS_URL", f"file://{tmp_path / 'store'}")
+    command = [*SCRIPT, "--steps", "1000000", "--checkpoint-every", "50"]
+    first = subprocess.Popen([sys.executable, "-c", WORKER, str(tmp_path / "machine-a" / "own"),
+                              *command], start_new_session=True, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    stored = tmp_path / "store" / "dag" / "run" / "own" / "checkpoints" / "checkpoint.pt"
+    log = RecordsEnergyLog("dag", "run", "own")
+    deadline = time.monotonic() + 120
+    while not (stored.exists() and len(log.read()) >= 3) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert stored.exists() and len(log.read()) >= 3, "the first attempt's checkpoint and readings"
+    os.killpg(first.pid, signal.SIGKILL)  # the machine dies: the worker and the job under it
+    first.wait(timeout=30)
+    killed = log.read()
+    assert {e["attempt"] for e in killed} == {1} and killed[-1]["worker"] == "machine-a"
+
+    lines: list[str] = []
+    from carbon_aware import objects
+
+    job_dir = tmp_path / "machine-b" / "own"
+    remote = objects.run_path("dag", "run") / "own" / "checkpoints"
+    mirror = objects.FolderMirror(job_dir / "checkpoints", remote)
+    assert mirror.restore() == ["checkpoint.pt"]
+    record = run_attempt([*SCRIPT, "--steps", "200", "--checkpoint-every", "50"], job_dir, "own",
+                         emissions=FAST_METER, energy_log=RecordsEnergyLog("dag", "run", "own"),
+                         emit=lines.append)
+    assert record["attempt"] == 2 and record["exit_code"] == 0
+    resumed = f"resumed from {job_dir / 'checkpoints' / 'checkpoint.pt'}"
+    assert any(line.startswith(resumed) for line in lines), lines[-5:]
+    entries = log.read()
+    assert [e["kwh"] for e in entries] == sorted(e["kwh"] for e in entries), "the timeline went backwards"
+    assert entries[-1]["kwh"] == pytest.approx(killed[-1]["kwh"] + entries[-1]["attempt_kwh"], rel=1e-9)
+    summary = job_summary(job_dir, "own", SCRIPT, [{"index": 0, "attempts": [record]}],
+                          energy_log=RecordsEnergyLog("dag", "run", "own"))
+    assert summary["attempts"] == 2 and summary["energy"]["energy_kwh"] == entries[-1]["kwh"]

@@ -88,17 +88,44 @@ def test_a_bucket_that_is_not_there_is_an_error_not_made(s3):
     assert missing not in [bucket["Name"] for bucket in s3.client().list_buckets()["Buckets"]]
 
 
-def test_the_default_base_is_the_output_folder(monkeypatch, tmp_path):
+def test_the_default_base_is_a_folder_in_the_output_folder(monkeypatch, tmp_path):
     monkeypatch.delenv("CARBON_OBJECTS_URL", raising=False)
     monkeypatch.delenv("CARBON_OBJECTS_CONN_ID", raising=False)
     output = tmp_path / "output"
     monkeypatch.setenv("CARBON_OUTPUT_DIR", str(output))
-    assert objects.base_url() == f"file://{output}"
+    assert objects.base_url() == f"file://{output / 'objects'}"  # apart from the tasks' own folders
 
     local = tmp_path / "plot.png"
     local.write_bytes(b"png bytes")
     url = objects.put_file(local, objects.run_path("carbon_training", "../r") / "plot.png")
-    on_disk = output / "carbon_training" / "%2E%2E%2Fr" / "plot.png"
+    on_disk = output / "objects" / "carbon_training" / "%2E%2E%2Fr" / "plot.png"
     assert url == f"file://{on_disk}" and on_disk.read_bytes() == b"png bytes"
     assert objects.get_file(objects.run_path("carbon_training", "../r") / "plot.png", tmp_path / "b.png")
     assert (tmp_path / "b.png").read_bytes() == b"png bytes"
+
+
+def test_a_file_store_never_shows_a_part_and_a_file_copied_onto_itself_is_kept(monkeypatch, tmp_path):
+    monkeypatch.setenv("CARBON_OBJECTS_URL", f"file://{tmp_path}")
+    target = objects.run_path("d", "r") / "big.bin"
+    data = b"x" * (3 << 20)  # more than one chunk
+    objects.put_bytes(data, target)
+    on_disk = tmp_path / "d" / "r" / "big.bin"
+    assert on_disk.read_bytes() == data and [p.name for p in on_disk.parent.iterdir()] == ["big.bin"]
+    objects.put_file(on_disk, target)  # the store's own file as the source: left as it is
+    assert on_disk.read_bytes() == data
+
+
+def test_a_mirror_sends_settled_files_once_and_restores_what_is_missing(monkeypatch, tmp_path):
+    monkeypatch.setenv("CARBON_OBJECTS_URL", f"file://{tmp_path / 'store'}")
+    remote = objects.run_path("d", "r") / "job" / "checkpoints"
+    here = objects.FolderMirror(tmp_path / "a", remote)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "last.pt").write_bytes(b"epoch 1")
+    (tmp_path / "a" / ".last.pt.123.tmp").write_bytes(b"half")  # an atomic writer's file in progress
+    assert here.sync() == ["last.pt"] and here.sync() == []  # unchanged: not sent again
+    (tmp_path / "a" / "last.pt").write_bytes(b"epoch 2 and more")
+    assert here.sync() == ["last.pt"]
+    there = objects.FolderMirror(tmp_path / "b", remote)
+    assert there.restore() == ["last.pt"]
+    assert (tmp_path / "b" / "last.pt").read_bytes() == b"epoch 2 and more"
+    assert there.restore() == [] and there.sync() == []  # what it fetched is not sent back

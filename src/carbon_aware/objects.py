@@ -67,29 +67,42 @@ def read_bytes(source: Any) -> bytes | None:
         return None
 
 
-def _folder_for(target: Any) -> None:
-    """A local target's folder. An object store has no folders, and its bucket is the deployment's to
-    make (airflow-init): a write to a bucket that is not there fails rather than making one."""
-    if target.protocol in ("", "file", "local"):
-        target.parent.mkdir(parents=True, exist_ok=True)
+def _local(target: Any) -> Path | None:
+    return Path(target.path) if target.protocol in ("", "file", "local") else None
 
 
 def put_file(local: Path, target: Any) -> str:
-    """Copy a local file to ``target`` (an ``ObjectStoragePath``); returns its URL. A ``file://`` target
-    that is the file itself is left as it is (opening it to write would empty it first)."""
-    if target.protocol in ("", "file", "local") and Path(target.path).resolve() == local.resolve():
-        return str(target)
-    _folder_for(target)
-    with open(local, "rb") as source, target.open("wb") as sink:
-        while chunk := source.read(1 << 20):
-            sink.write(chunk)
-    return str(target)
+    """Copy a local file to ``target`` (an ``ObjectStoragePath``); returns its URL. Readers see the old
+    object or the new one, never a part: an object store publishes an upload when it completes; a
+    ``file://`` target is written beside and renamed into place (and left alone when it is the file
+    itself)."""
+    with open(local, "rb") as source:
+        return _put(source.read, target, same=local)
 
 
 def put_bytes(data: bytes, target: Any) -> str:
-    _folder_for(target)
-    with target.open("wb") as sink:
-        sink.write(data)
+    import io
+
+    return _put(io.BytesIO(data).read, target)
+
+
+def _put(read: Any, target: Any, same: Path | None = None) -> str:
+    from carbon_aware.files import atomic_write
+
+    def copy(sink: Any) -> None:
+        while chunk := read(1 << 20):
+            sink.write(chunk)
+
+    path = _local(target)
+    if path is None:
+        with target.open("wb") as sink:
+            copy(sink)
+    elif same is None or path.resolve() != same.resolve():
+        def write(tmp: Path) -> None:
+            with open(tmp, "wb") as sink:
+                copy(sink)
+
+        atomic_write(path, write)
     return str(target)
 
 
