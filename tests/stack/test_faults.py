@@ -19,7 +19,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.stack, pytest.mark.timeout(90
 def test_training_worker_killed_mid_epoch_retries_when_it_is_back_and_resumes(stack):
     run_id = stack.trigger(trace_conf(wait_seconds=3, baseline="off",
                                       training_overrides=["training.epochs=3"]))
-    run_dir = stack.output_dir / run_dir_name(run_id)
+    run_dir = stack.output_dir / run_dir_name("carbon_training") / run_dir_name(run_id)  # the worker's
     checkpoint = run_dir / "optimized" / "checkpoints" / "last.pt"
 
     # Once epoch 1's checkpoint is on disk the trainer is inside epoch 2: SIGKILL the Celery worker that
@@ -50,15 +50,18 @@ def test_training_worker_killed_mid_epoch_retries_when_it_is_back_and_resumes(st
     assert tries[0]["hostname"] and tries[1]["queue"] == tries[0]["queue"] == "training", tries
     assert "resumed from" in stack.log(run_id, "train_optimized", 2)
 
-    summary = json.loads((run_dir / "optimized" / "summary.json").read_text())
+    ((text,),) = stack.records("SELECT summary FROM carbon_job_summaries WHERE run_id = :run AND "
+                               "job = 'optimized'", run=run_id)
+    summary = json.loads(text)
     assert epoch_at_kill < 3
     assert [e["epoch"] for e in summary["epochs"]] == [1, 2, 3] and summary["attempts"] == 2
-    # No energy lost: the append-only energy log (written by the operator's meter around the trainer)
-    # holds both attempts' readings, and the report's energy is the killed attempt's last reading plus
-    # everything the retry measured.
+    # No energy lost: the energy readings in the records (written by the operator's meter around the
+    # trainer, one row each) hold both attempts', and the report's energy is the killed attempt's last
+    # reading plus everything the retry measured.
     priced = stack.xcom(run_id, "report")["intensities"]["optimized"]
-    log = [json.loads(line)
-           for line in (run_dir / "optimized" / "energy_log.jsonl").read_text().splitlines()]
+    log = [row._asdict() for row in stack.records(
+        "SELECT attempt, kwh, attempt_kwh FROM carbon_energy_readings WHERE run_id = :run AND "
+        "job = 'optimized' ORDER BY id", run=run_id)]
     attempts = sorted({entry["attempt"] for entry in log})
     assert attempts == [1, 2], attempts
     last = {attempt: [e for e in log if e["attempt"] == attempt][-1] for attempt in attempts}
@@ -70,6 +73,7 @@ def test_training_worker_killed_mid_epoch_retries_when_it_is_back_and_resumes(st
     final = torch.load(checkpoint, map_location="cpu", weights_only=False)  # loads: not corrupt
     assert final["state"]["epoch"] == 3
     assert not list(checkpoint.parent.glob("*.tmp*")), "a temporary checkpoint was left behind"
+    assert "optimized/checkpoints/last.pt" in stack.object_keys(run_id)  # where a retry elsewhere finds it
 
 
 def _wait_deferred_in_a_triggerer(stack, run_id: str) -> int:
@@ -94,7 +98,7 @@ def test_redis_restarted_while_the_sensor_is_deferred_the_run_still_finishes(sta
 
 
 def test_api_server_restarted_the_carbon_page_answers_again_with_the_same_data(stack):
-    if not list(stack.output_dir.glob("*/comparison_report.json")):
+    if not stack.records("SELECT id FROM carbon_reports"):
         stack.wait_for_run(stack.trigger(trace_conf(wait_seconds=3, baseline="off")), timeout=600)
     headers = {"Authorization": f"Bearer {stack.token()}"}
     before = requests.get(f"{stack.base_url}/carbon/api/runs", headers=headers, timeout=30)

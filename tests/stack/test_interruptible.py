@@ -4,7 +4,6 @@ no trainer process), and the next slot resumes from the checkpoint; the report p
 
 import json
 from datetime import datetime
-from pathlib import Path
 
 import pytest
 
@@ -85,7 +84,7 @@ def test_an_interruptible_run_pauses_deferred_between_slots_and_resumes(stack):
     assert "deferring" in log and "holding no worker slot" in log
 
     report = stack.xcom(run_id, "report")
-    assert json.loads(Path(report["files"]["json"]).read_text()) == report
+    assert stack.stored_report(run_id) == report
     job = report["job"]
     assert job["interruptible"] and len(job["planned_segments"]) >= 2
     assert len(job["segments"]) >= 2 and job["attempts"] >= 2, job
