@@ -1,7 +1,6 @@
 """Files in object storage (carbon_aware.objects): through Airflow's ObjectStoragePath to a real S3 HTTP
 API (moto's server, tests/s3_server.py), with the credentials and endpoint from an Airflow connection in
 the environment, and to the default file:// base under the output folder."""
-from pathlib import Path
 
 import pytest
 

@@ -2,7 +2,6 @@
 environment (no scheduled run that would hold the UI's first trigger behind max_active_runs=1)."""
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess

@@ -2,7 +2,6 @@
 the slot's end, the operator defers through the dirty hours (the triggerer holds it, no worker slot,
 no trainer process), and the next slot resumes from the checkpoint; the report prices each segment."""
 
-import json
 from datetime import datetime
 
 import pytest

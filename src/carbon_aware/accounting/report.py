@@ -16,7 +16,6 @@ the job would have drawn on another region's GPUs).
 """
 from __future__ import annotations
 
-import json
 import logging
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
