@@ -132,7 +132,7 @@ class FolderMirror:
     uploads each file that changed. Files being written (a name starting with ``.`` or holding
     ``.tmp``, as atomic writers name them) are left until they are renamed into place."""
 
-    def __init__(self, local: Path, remote: Any, every_seconds: float = 5.0):
+    def __init__(self, local: Path, remote: Any, every_seconds: float = 2.0):
         self.local, self.remote, self.every_seconds = local, remote, every_seconds
         self._sent: dict[str, tuple[int, int]] = {}
         self._last = 0.0
