@@ -119,6 +119,7 @@ class _JobTI:
     """The task instance a job operator sees: the sensor's release, its own XComs, its try."""
 
     try_number = 1
+    dag_id, run_id = "carbon_own_job", "manual__slots"
 
     def __init__(self, wait):
         self.wait, self.pushed = wait, {}

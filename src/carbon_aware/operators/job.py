@@ -182,7 +182,8 @@ class CarbonJobOperator(BaseOperator):
         if state.get("released") and clock.compression != 1:
             clock = Clock(datetime.fromisoformat(state["released"]["grid"]), clock.compression,
                           datetime.fromisoformat(state["released"]["real"]))
-        job_dir, dag_id, run_id = self._job_dir(context), context["dag"].dag_id, context["dag_run"].run_id
+        dag_id, run_id = context["ti"].dag_id, context["ti"].run_id
+        job_dir = self._job_dir(dag_id, run_id)
         slots = plan.get("segments") or [{"start": plan["start"], "end": plan["end"]}]
         budget = self.carbon_budget_g if self.carbon_budget_g is not None else plan["request"].get(
             "carbon_budget_g")
@@ -198,11 +199,11 @@ class CarbonJobOperator(BaseOperator):
                     worker_region=worker_region, energy=RecordsEnergyLog(dag_id, run_id, self.run_name),
                     checkpoints=checkpoints, key=(dag_id, run_id))
 
-    def _job_dir(self, context) -> Path:
+    def _job_dir(self, dag_id: str, run_id: str) -> Path:
         """The job's folder on this machine (nothing in it is read by another task or machine)."""
         from carbon_aware.outputs import run_dir_for
 
-        return run_dir_for(context["dag_run"].run_id, context["dag"].dag_id) / self.run_name
+        return run_dir_for(run_id, dag_id) / self.run_name
 
     def _checkpoints(self, dag_id: str, run_id: str, job_dir: Path):
         """``<job dir>/checkpoints`` mirrored at ``<objects>/<dag>/<run>/<job>/checkpoints``."""
