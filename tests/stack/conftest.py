@@ -1,12 +1,8 @@
-import os
-import shutil
-import tempfile
-from pathlib import Path
 
 import pytest
 
 from tests.conftest import CARBON_DIR, compression_for_wait
-from tests.stack.services import AirflowStack
+from tests.stack.services import cleared, running_stack
 
 NESO_TRACE = CARBON_DIR / "neso_carbon_intensity_api" / "neso_2023_national_intensity.csv"
 REPLAY_START = "2023-03-01T06:00:00Z"
@@ -17,32 +13,14 @@ TEST_CONFIG = "test.yaml"  # a file in the config folder (CARBON_CONFIG_DIR)
 def stack():
     """One stack for the tests of this package: started once, every process stopped and the data
     removed when they are done (before the rest of the suite runs)."""
-    root = Path(tempfile.mkdtemp(prefix="carbon-stack-"))
-    os.chmod(root, 0o755)
-    airflow = AirflowStack(root)
-    try:
-        airflow.start()
+    with running_stack("carbon-stack-") as airflow:
         yield airflow
-    except BaseException:
-        print(airflow.diagnostics())
-        raise
-    finally:
-        airflow.stop()
-        keep = os.environ.get("CARBON_KEEP_STACK")
-        if keep:
-            print(f"stack files kept in {root}")
-        else:
-            shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
 def clean_stack(stack):
-    """Each stack test starts from a clean state, whatever the one before left behind: one failure is
-    one red test, never a cascade."""
-    cleared = stack.clear()
-    if cleared:
-        print("before this test:", "; ".join(cleared))
-    yield stack
+    """Each stack test starts from a clean state, whatever the one before left behind."""
+    yield cleared(stack)
 
 
 def trace_conf(wait_seconds: float, **extra) -> dict:

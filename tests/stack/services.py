@@ -120,6 +120,15 @@ def trainer_processes(output_dir: Path, run_dir: Path | None = None,
     return found
 
 
+def cleared(stack: "AirflowStack") -> "AirflowStack":
+    """The stack made clean before a test, whatever the one before left behind (one failure is one red
+    test, never a cascade); what was cleared is printed."""
+    done = stack.clear()
+    if done:
+        print("before this test:", "; ".join(done))
+    return stack
+
+
 @contextmanager
 def running_stack(prefix: str, **options: Any) -> Iterator["AirflowStack"]:
     """An ``AirflowStack(root, **options)`` started in a new folder; when done, every process stopped

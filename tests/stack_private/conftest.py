@@ -10,23 +10,16 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO_ROOT
-from tests.stack.services import running_stack
-from tests.stack_regions.conftest import REGIONS, regions_file
+from tests.stack.services import cleared, running_stack
+from tests.stack_regions.conftest import REGIONS, regions_conf, regions_file
 
 LOCAL_BUNDLE = "airflow.dag_processing.bundles.local.LocalDagBundle"
 BUNDLES = [{"name": "dags-folder", "classpath": LOCAL_BUNDLE, "kwargs": {"path": str(REPO_ROOT / "dags")}},
            {"name": "stack-probes", "classpath": LOCAL_BUNDLE,
             "kwargs": {"path": str(REPO_ROOT / "tests" / "stack" / "probe_dags")}}]
-TEST_CONFIG = "test.yaml"  # a file in each process's config folder (its CARBON_HOME's configs)
 
 
-def run_conf(**extra) -> dict:
-    """carbon_training across the two regions; one hour of grid time passes in 30 real seconds."""
-    conf = {"job_duration_hours": 1, "deadline_hours": 3, "time_compression": 120,
-            "baseline_config": TEST_CONFIG, "optimized_config": TEST_CONFIG,
-            "training_overrides": ["training.epochs=1"]}
-    conf.update(extra)
-    return conf
+run_conf = regions_conf
 
 
 def planned_region(regions: Path) -> str:
@@ -68,7 +61,4 @@ def private_stack(tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def clean_stack(private_stack):
-    cleared = private_stack.clear()
-    if cleared:
-        print("before this test:", "; ".join(cleared))
-    yield private_stack
+    yield cleared(private_stack)

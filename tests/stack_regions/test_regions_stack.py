@@ -7,21 +7,9 @@ from datetime import datetime
 import pytest
 
 from tests.stack.services import stop_process
-from tests.stack_regions.conftest import REGIONS
+from tests.stack_regions.conftest import REGIONS, regions_conf
 
 pytestmark = [pytest.mark.integration, pytest.mark.stack, pytest.mark.timeout(900)]
-
-TEST_CONFIG = "test.yaml"  # a file in the config folder (CARBON_CONFIG_DIR)
-
-
-def regions_conf(**extra) -> dict:
-    # One hour of grid time passes in 30 real seconds while waiting.
-    conf = {"job_duration_hours": 1, "deadline_hours": 3, "time_compression": 120,
-            "baseline_config": TEST_CONFIG, "optimized_config": TEST_CONFIG,
-            "training_overrides": ["training.epochs=1"]}
-    conf.update(extra)
-    return conf
-
 
 def planned_region(stack, monkeypatch, conf: dict) -> str:
     from carbon_aware.planning.plan import make_plan
