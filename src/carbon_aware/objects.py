@@ -18,6 +18,7 @@ starts from :func:`fresh`.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,12 @@ def base_path() -> Any:
     from airflow.sdk import ObjectStoragePath
 
     return ObjectStoragePath(base_url(), conn_id=os.environ.get(CONN_ENV) or None)
+
+
+def url(path: Any) -> str:
+    """The object's URL as people and other tools write it: ``ObjectStoragePath`` puts its connection id
+    in front of the bucket (``s3://conn@bucket/key``), which no S3 client reads."""
+    return re.sub(r"^([a-z0-9+.-]+://)[^/@]*@", r"\1", str(path))
 
 
 def run_path(dag_id: str, run_id: str) -> Any:
@@ -103,7 +110,7 @@ def _put(read: Any, target: Any, same: Path | None = None) -> str:
                 copy(sink)
 
         atomic_write(path, write)
-    return str(target)
+    return url(target)
 
 
 def get_file(source: Any, local: Path) -> bool:

@@ -664,7 +664,7 @@ def publish(report: dict[str, Any], dag_id: str, run_id: str, local_dir: Path) -
     from carbon_aware.records.reports import save_report
 
     prefix = objects.run_path(dag_id, run_id)
-    files = {"json": str(prefix / REPORT_NAME), "plot": str(prefix / PLOT_NAME)}
+    files = {"json": objects.url(prefix / REPORT_NAME), "plot": objects.url(prefix / PLOT_NAME)}
     report["files"] = files
     plot = plot_png(report)
     atomic_write(local_dir / PLOT_NAME, lambda tmp: tmp.write_bytes(plot))

@@ -175,6 +175,7 @@ class CarbonJobOperator(BaseOperator):
         """What stays the same across the job's slots: its plan, clock, folder, command and limits."""
         from carbon_aware.accounting.jobs import DEFAULT_GRACE_SECONDS
         from carbon_aware.clock import Clock
+        from carbon_aware.objects import url
         from carbon_aware.records.jobs import RecordsEnergyLog
 
         plan = state["wait"]["plan"]
@@ -192,7 +193,7 @@ class CarbonJobOperator(BaseOperator):
             self.log.info("running on a worker of region %s (queue %s)", worker_region, self.queue)
         checkpoints = self._checkpoints(dag_id, run_id, job_dir)
         env = {**(self.env or {}), **self._job_params_file(context, job_dir),
-               CHECKPOINT_URL_ENV: str(checkpoints.remote)}
+               CHECKPOINT_URL_ENV: url(checkpoints.remote)}
         return _Job(plan=plan, clock=clock, dir=job_dir, command=self.build_command(plan, job_dir), env=env,
                     slots=slots, interruptible=bool(plan["request"].get("interruptible")) and len(slots) > 1,
                     budget=budget, grace=self.grace_seconds or DEFAULT_GRACE_SECONDS,
@@ -254,10 +255,11 @@ class CarbonJobOperator(BaseOperator):
         """One launch: the checkpoints an earlier attempt left in the object store fetched first (it may
         have run on another machine), this one's copied there while it runs and when it ends."""
         from carbon_aware.accounting.jobs import run_attempt
+        from carbon_aware.objects import url
 
         restored = job.checkpoints.restore()
         if restored:
-            self.log.info("checkpoints from %s: %s", job.checkpoints.remote, ", ".join(restored))
+            self.log.info("checkpoints from %s: %s", url(job.checkpoints.remote), ", ".join(restored))
         try:
             return run_attempt(job.command, job.dir, self.run_name, emissions=self.emissions, env=job.env,
                                cwd=self.cwd, until=until, check=check, grace_seconds=job.grace,
@@ -269,6 +271,7 @@ class CarbonJobOperator(BaseOperator):
         """The job is done (its summary, also in XCom) or stopped by the carbon budget (a failure)."""
         from carbon_aware.accounting.jobs import CARBON_BUDGET, job_summary
         from carbon_aware.compat import AirflowFailException
+        from carbon_aware.objects import url
 
         if record["stopped"] == CARBON_BUDGET:
             stop = {"reason": "carbon_budget", "budget_g": job.budget, **state.get("budget", {})}
@@ -278,7 +281,7 @@ class CarbonJobOperator(BaseOperator):
             raise AirflowFailException(
                 f"stopped by the carbon budget at {stop['spent_g']:.4g} g (budget {job.budget:g} g; "
                 f"finishing was projected at {stop['projected_g']:.4g} g); the job checkpointed in "
-                f"{job.checkpoints.remote}"
+                f"{url(job.checkpoints.remote)}"
             )
         summary = job_summary(job.dir, self.run_name, job.command, state["segments"], energy_log=job.energy)
         summary["worker_region"] = job.worker_region
