@@ -127,9 +127,9 @@ job_dir, command = Path(sys.argv[1]), sys.argv[2:]
 remote = objects.run_path("dag", "run") / "own" / "checkpoints"
 mirror = objects.FolderMirror(job_dir / "checkpoints", remote, every_seconds=0.5)
 mirror.restore()
-run_attempt(command, job_dir, "own", emissions={"measure_power_secs": 0.5, "log_every_seconds": 1.0},
-            energy_log=RecordsEnergyLog("dag", "run", "own", worker=job_dir.parent.name), tick=mirror.tick)
-mirror.sync()
+with mirror.watching(print):
+    run_attempt(command, job_dir, "own", emissions={"measure_power_secs": 0.5, "log_every_seconds": 1.0},
+                energy_log=RecordsEnergyLog("dag", "run", "own", worker=job_dir.parent.name))
 """
 
 
@@ -180,3 +180,37 @@ def test_a_worker_killed_mid_run_leaves_its_energy_and_checkpoint_for_a_retry_on
     summary = job_summary(job_dir, "own", SCRIPT, [{"index": 0, "attempts": [record]}],
                           energy_log=RecordsEnergyLog("dag", "run", "own"))
     assert summary["attempts"] == 2 and summary["energy"]["energy_kwh"] == entries[-1]["kwh"]
+
+
+def test_a_long_jobs_summary_goes_to_xcom_with_a_thinned_timeline_that_prices_the_same():
+    """14 hours at a reading every 10 s, over two attempts: XCom gets under 100 KB, every attempt's first
+    and last and every labelled reading, and the report prices it within 0.5 % of the whole timeline."""
+    import math
+
+    from carbon_aware.accounting.jobs import XCOM_SUMMARY_BYTES, summary_for_xcom
+    from carbon_aware.accounting.report import grid_timeline, price_run
+    from carbon_aware.grid.forecast import IntensityPoint
+
+    timeline, kwh = [], 0.0
+    for k in range(5040):
+        kwh += 0.0005 * (1.5 + math.sin(k / 97))  # the power varies within every grid slot
+        label = "start" if k in (0, 2520) else "end" if k in (2519, 5039) else "reading"
+        label = f"epoch {k // 400}" if k % 400 == 399 else label
+        timeline.append({"time": (NOW + timedelta(seconds=10 * k)).isoformat(), "kwh": kwh, "label": label,
+                         "attempt": 1 if k < 2520 else 2})
+    summary = {"run_name": "own", "energy_timeline": timeline, "segments": [
+        {"index": 0, "attempts": [{"attempt": 1}]}, {"index": 1, "attempts": [{"attempt": 2}]}]}
+    handed = summary_for_xcom(summary)
+    assert len(json.dumps(handed)) < XCOM_SUMMARY_BYTES < len(json.dumps(summary))
+    assert handed["energy_timeline_points"] == 5040 and summary["energy_timeline"] is timeline
+    kept = handed["energy_timeline"]
+    assert all(point in kept for point in timeline if point["label"] != "reading")
+    assert [p["attempt"] for p in kept].index(2) == kept.index(timeline[2520])  # attempt 2's first reading
+    slots = [IntensityPoint(NOW + timedelta(minutes=30 * k), timedelta(minutes=30), 100 + 80 * (k % 3))
+             for k in range(30)]
+    whole = price_run(grid_timeline(summary, None, 14), slots, [])
+    thinned = price_run(grid_timeline(handed, None, 14), slots, [])
+    assert thinned["energy_kwh"] == pytest.approx(whole["energy_kwh"], rel=1e-9)
+    assert thinned["emissions_g"] == pytest.approx(whole["emissions_g"], rel=0.005)
+    small = {"run_name": "own", "energy_timeline": timeline[:100]}
+    assert summary_for_xcom(small) is small

@@ -17,10 +17,12 @@ starts from :func:`fresh`.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator, NamedTuple
 
 from carbon_aware.outputs import run_dir_name
 
@@ -132,61 +134,176 @@ def get_file(source: Any, local: Path) -> bool:
 CHECKPOINTS = "checkpoints"  # the folder of a job's that follows it from machine to machine
 
 
+Stamp = tuple[int, int, int]  # a local file's (size, mtime_ns, inode): an atomic rename changes the inode
+
+
+class _Synced(NamedTuple):
+    """A file as this machine last synced it: its local stamp and the store's version."""
+
+    local: Stamp
+    remote: str
+
+
+def _settled(relative: str) -> bool:
+    """Not a file being written: no part of its path starts with ``.`` or ``tmp-`` or holds ``.tmp``,
+    as atomic writers name a file or folder until they rename it into place."""
+    return not any(part.startswith((".", "tmp-")) or ".tmp" in part for part in relative.split("/"))
+
+
+def _stamp(path: Path) -> Stamp:
+    info = path.stat()
+    return info.st_size, info.st_mtime_ns, info.st_ino
+
+
+def _version(info: dict[str, Any]) -> str:
+    """Changes whenever the object is written again: its ETag (S3, GCS), else its modification time."""
+    for key in ("ETag", "etag", "md5Hash", "mtime", "LastModified", "updated", "last_modified"):
+        if info.get(key) is not None:
+            return f"{info.get('size')}:{info[key]}"
+    return str(info.get("size"))
+
+
 class FolderMirror:
     """A job's checkpoint folder kept in the object store, so that a retry on another machine resumes
-    where the killed attempt left off: :meth:`restore` before an attempt fetches what the store has and
-    the local folder lacks; :meth:`sync` while it runs (at most every ``every_seconds``) and after it
-    uploads each file that changed. Files being written (a name starting with ``.`` or holding
-    ``.tmp``, as atomic writers name them) are left until they are renamed into place."""
+    where the killed attempt left off. :meth:`restore` before an attempt brings the folder to what the
+    store holds; :meth:`watching` while it runs sends each file that changed (from a thread, every
+    ``every_seconds``, so a slow upload never holds up the job's supervision) and, when it ends, what
+    is left. Subfolders are mirrored too; files being written (see :func:`_settled`) wait until they
+    are renamed into place, and a file written in place is sent once it stayed the same for one look.
+
+    What this machine last synced is kept beside the folder (``.<folder>.mirror.json``), so that a
+    retry that lands back here after another machine went further fetches the newer checkpoint instead
+    of resuming from (and sending back) its own older one."""
 
     def __init__(self, local: Path, remote: Any, every_seconds: float = 2.0):
         self.local, self.remote, self.every_seconds = local, remote, every_seconds
-        self._sent: dict[str, tuple[int, int]] = {}
-        self._last = 0.0
+        self._manifest = local.parent / f".{local.name}.mirror.json"
+        self._synced = self._load()
+        self._seen: dict[str, Stamp] = {}  # local stamps at the previous look
 
-    @staticmethod
-    def _settled(name: str) -> bool:
-        return not name.startswith(".") and ".tmp" not in name
+    def _load(self) -> dict[str, _Synced]:
+        import json
 
-    def restore(self) -> list[str]:
-        """The store's files missing here, fetched; returns their names."""
+        try:
+            rows = json.loads(self._manifest.read_text())
+            return {name: _Synced((int(size), int(mtime), int(inode)), str(version))
+                    for name, (size, mtime, inode, version) in rows.items()}
+        except (OSError, ValueError, TypeError):
+            return {}
+
+    def _save(self) -> None:
+        from carbon_aware.files import atomic_write_json
+
+        atomic_write_json(self._manifest, {name: [*synced.local, synced.remote]
+                                           for name, synced in self._synced.items()})
+
+    def _remote_files(self) -> dict[str, str]:
+        """Every settled file in the store's folder (relative path -> version)."""
         remote = fresh(self.remote)
         if not remote.exists():
-            return []
+            return {}
+        prefix = remote.path.rstrip("/") + "/"
+        files = {}
+        for item in remote.rglob("*"):
+            relative = item.path[len(prefix):]
+            if item.path.startswith(prefix) and _settled(relative) and item.is_file():
+                files[relative] = _version(item.stat())
+        return files
+
+    def _local_files(self) -> dict[str, Stamp]:
+        files = {}
+        for path in self.local.rglob("*") if self.local.is_dir() else []:
+            relative = path.relative_to(self.local).as_posix()
+            try:
+                if _settled(relative) and path.is_file():
+                    files[relative] = _stamp(path)
+            except FileNotFoundError:  # replaced between the listing and the look: the next look sees it
+                continue
+        return files
+
+    def restore(self) -> list[str]:
+        """Fetch each file the store holds that this folder lacks, or holds as this machine last synced
+        it while the store has a newer one (an attempt elsewhere went on); returns the fetched paths.
+        Nothing here is deleted: a file the store no longer has stays, and is not sent back."""
+        remote = self._remote_files()
         fetched = []
-        for item in remote.iterdir():
-            target = self.local / item.name
-            if self._settled(item.name) and item.is_file() and not target.exists():
-                get_file(item, target)
-                self._sent[item.name] = self._stamp(target)
-                fetched.append(item.name)
+        for relative, version in sorted(remote.items()):
+            target, known = self.local / relative, self._synced.get(relative)
+            if known is not None and known.remote == version and target.is_file():
+                continue  # the store has what this machine sent or fetched: the local copy is as new
+            get_file(self.remote / relative, target)
+            self._synced[relative] = _Synced(_stamp(target), version)
+            fetched.append(relative)
+        if fetched:
+            self._save()
         return fetched
 
-    def sync(self, force: bool = True) -> list[str]:
-        """Upload every settled file that changed since the last upload; returns their names."""
-        import time
-
-        if not force and time.monotonic() - self._last < self.every_seconds:
-            return []
-        self._last = time.monotonic()
+    def sync(self, final: bool = True) -> list[str]:
+        """Send every settled file that changed since this machine last synced it and delete from the
+        store what the job deleted here; returns the paths sent. Unless ``final`` (the job has exited),
+        a changed file waits until it looks the same twice."""
+        present = self._local_files()
         sent = []
-        for path in sorted(self.local.glob("*")) if self.local.is_dir() else []:
-            if not (path.is_file() and self._settled(path.name)):
+        for relative, stamp in sorted(present.items()):
+            known = self._synced.get(relative)
+            if known is not None and known.local == stamp:
                 continue
-            try:
-                stamp = self._stamp(path)
-                if self._sent.get(path.name) != stamp:
-                    put_file(path, self.remote / path.name)
-                    self._sent[path.name] = stamp
-                    sent.append(path.name)
-            except FileNotFoundError:  # replaced between the listing and the copy: the next sync sends it
-                continue
+            if (final or self._seen.get(relative) == stamp) and self._send(relative, stamp):
+                sent.append(relative)
+        self._seen = present
+        # A folder gone as a whole was removed from outside the job (a clean-up): the store keeps it.
+        gone = [name for name in self._synced if name not in present] if self.local.is_dir() else []
+        for relative in gone:
+            (self.remote / relative).unlink(missing_ok=True)
+            del self._synced[relative]
+        if sent or gone:
+            self._save()
         return sent
 
-    def tick(self) -> None:
-        self.sync(force=False)
+    def _send(self, relative: str, stamp: Stamp) -> bool:
+        """One file to the store; False when it changed while it was copied (sent again later)."""
+        path, target = self.local / relative, self.remote / relative
+        try:
+            put_file(path, target)
+            if _stamp(path) != stamp:
+                return False
+        except FileNotFoundError:  # replaced or deleted since the look: the next look sees what is there
+            return False
+        self._synced[relative] = _Synced(stamp, _version(fresh(target).stat()))
+        return True
 
-    @staticmethod
-    def _stamp(path: Path) -> tuple[int, int]:
-        info = path.stat()
-        return info.st_size, info.st_mtime_ns
+    @contextlib.contextmanager
+    def watching(self, warn: Callable[[str], None]) -> Iterator["FolderMirror"]:
+        """While the block runs (the job's attempt), a thread sends what changed; a store that fails is
+        tried again at the next look and never stops the job. When the block ends the job has exited:
+        everything left is sent (a failure then raises, unless the block is failing already)."""
+        stop = threading.Event()
+        thread = threading.Thread(target=self._watch, args=(stop, warn), name="checkpoint-mirror",
+                                  daemon=True)
+        thread.start()
+        failed = False
+        try:
+            yield self
+        except BaseException:
+            failed = True
+            raise
+        finally:
+            stop.set()
+            thread.join()
+            self._last_sync(warn if failed else None)
+
+    def _watch(self, stop: threading.Event, warn: Callable[[str], None]) -> None:
+        while not stop.wait(self.every_seconds):
+            try:
+                self.sync(final=False)
+            except Exception as error:  # the store is down a moment: the job goes on, the next look retries
+                warn(f"checkpoints not copied to {url(self.remote)} yet: {error!r}")
+
+    def _last_sync(self, warn: Callable[[str], None] | None) -> None:
+        if warn is None:
+            self.sync()
+            return
+        try:
+            self.sync()
+        except Exception as error:
+            warn(f"checkpoints not copied to {url(self.remote)}: {error!r}")

@@ -7,8 +7,9 @@ from pathlib import Path
 
 REPORT_NAME = "comparison_report.json"
 PLOT_NAME = "comparison.png"
-# Folders under the output root that are not runs: a run id never maps onto them.
-NOT_RUNS = {"baselines", "screenshots"}
+# Folders under the output root that are not runs (``objects``: the default object store, see
+# ``objects.DEFAULT_FOLDER``): no DAG or run id maps onto them.
+NOT_RUNS = {"baselines", "screenshots", "objects"}
 MAX_NAME = 200  # file systems allow 255 bytes a name
 SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 

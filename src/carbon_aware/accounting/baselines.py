@@ -136,12 +136,15 @@ def baseline_for_run(params: dict[str, Any], dag_id: str, run_id: str,
                      emit: Callable[[str], None] = print) -> dict[str, Any] | None:
     """:func:`train_or_reuse_baseline` as a DAG's baseline task runs it: in this machine's folder for
     the run, its energy in the records database (a retry elsewhere keeps counting it), the measured
-    summary kept there too."""
+    summary kept there too, whole; the one returned (to XCom) has a long timeline thinned."""
+    from carbon_aware.accounting.jobs import summary_for_xcom
     from carbon_aware.outputs import run_dir_for
     from carbon_aware.records.jobs import RecordsEnergyLog, save_summary
 
     baseline = train_or_reuse_baseline(params, run_id, run_dir_for(run_id, dag_id), emit=emit,
                                        energy_log=RecordsEnergyLog(dag_id, run_id, "baseline"))
-    if baseline is not None and baseline["kind"] == "measured":
+    if baseline is None:
+        return None
+    if baseline["kind"] == "measured":
         save_summary(dag_id, run_id, "baseline", baseline["summary"])
-    return baseline
+    return {**baseline, "summary": summary_for_xcom(baseline["summary"])}

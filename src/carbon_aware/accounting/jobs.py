@@ -90,11 +90,10 @@ def run_attempt(
     emit: Callable[[str], None] = print,
     on_start: Callable[[subprocess.Popen], None] | None = None,
     energy_log: EnergyLog | None = None,
-    tick: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """One launch of ``command``, measured into ``energy_log`` (default: the job folder's file). Stops
-    it with SIGTERM at ``until`` (real time) or when ``check(cumulative_kwh)`` names a reason; ``tick``
-    runs every poll while it runs (e.g. copying its checkpoints away). Returns the attempt's record."""
+    it with SIGTERM at ``until`` (real time) or when ``check(cumulative_kwh)`` names a reason. Returns
+    the attempt's record."""
     from carbon_aware.accounting.energy import EmissionsConfig, EnergyMeter
 
     job_dir.mkdir(parents=True, exist_ok=True)
@@ -113,7 +112,7 @@ def run_attempt(
     reader = _stream_output(process, tail, emit)
     stopped = None
     try:
-        stopped = _supervise(process, meter, until, check, grace_seconds, emit, tick)
+        stopped = _supervise(process, meter, until, check, grace_seconds, emit)
         code = process.wait()
     finally:
         _stop_if_running(process, grace_seconds)  # the task itself is being stopped
@@ -152,7 +151,7 @@ def _stream_output(process: subprocess.Popen, tail: deque[str],
 
 def _supervise(process: subprocess.Popen, meter, until: datetime | None,
                check: Callable[[float], str | None] | None, grace_seconds: float,
-               emit: Callable[[str], None], tick: Callable[[], None] | None = None) -> str | None:
+               emit: Callable[[str], None]) -> str | None:
     """Until the child exits: the meter marks its readings (a killed worker loses at most one interval),
     and the child is asked to stop (SIGTERM, SIGKILL after ``grace_seconds``) at ``until`` or when
     ``check`` names a reason. Returns that reason, None when it exited on its own."""
@@ -160,8 +159,6 @@ def _supervise(process: subprocess.Popen, meter, until: datetime | None,
     while process.poll() is None:
         time.sleep(POLL_SECONDS)
         meter.maybe_mark()
-        if tick is not None:
-            tick()
         if stopped is None:
             if until is not None and datetime.now(timezone.utc) >= until:
                 stopped = SLOT_END
@@ -277,8 +274,44 @@ def job_summary(
         "energy_error": None if energy else "no energy reading (CodeCarbon could not start?)",
         "energy_timeline": [{k: e[k] for k in ("time", "kwh", "label", "attempt")} for e in entries],
         "attempts": max(len(attempts), logged_attempts),
+        # The machines its attempts ran on, in order (readings from the records database name them).
+        "workers": list(dict.fromkeys(e["worker"] for e in entries if e.get("worker"))),
         "segments": segments,
         "wall_time_seconds": last["seconds"] if last else sum(a["seconds"] for a in attempts),
         "started_at": attempts[0]["started_at"] if attempts else None,
         "finished_at": attempts[-1]["ended_at"] if attempts else None,
     }
+
+
+# XCom hands a job's summary to the report; a long job's timeline (a reading every 10 s) would make it
+# megabytes. Past this size the copy in XCom keeps at most XCOM_TIMELINE_POINTS of its readings.
+XCOM_SUMMARY_BYTES = 100_000
+XCOM_TIMELINE_POINTS = 800
+
+
+def summary_for_xcom(summary: dict[str, Any]) -> dict[str, Any]:
+    """``summary`` as XCom carries it: whole when small; else with its energy timeline thinned and
+    ``energy_timeline_points`` saying how many readings the whole one (in the records) has. Each point
+    kept is an exact reading, every attempt's first and last and every labelled one (start, epochs, end)
+    among them, so pricing only sees fewer, longer intervals (still far shorter than a grid slot)."""
+    timeline = summary.get("energy_timeline") or []
+    small = len(json.dumps(summary, default=str)) <= XCOM_SUMMARY_BYTES
+    if small or len(timeline) <= XCOM_TIMELINE_POINTS:
+        return summary
+    return {**summary, "energy_timeline": thinned_timeline(timeline, XCOM_TIMELINE_POINTS),
+            "energy_timeline_points": len(timeline)}
+
+
+def thinned_timeline(timeline: list[dict[str, Any]], most: int) -> list[dict[str, Any]]:
+    """About ``most`` of the timeline's points, evenly spread; an attempt's first and last point and
+    every point labelled otherwise than ``reading`` always stay."""
+    stride = -(-len(timeline) // most)
+    kept = []
+    for k, point in enumerate(timeline):
+        before = timeline[k - 1] if k else None
+        after = timeline[k + 1] if k + 1 < len(timeline) else None
+        edge = any(other is None or other.get("attempt") != point.get("attempt")
+                   for other in (before, after))
+        if edge or point.get("label") != "reading" or k % stride == 0:
+            kept.append(point)
+    return kept

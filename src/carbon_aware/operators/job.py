@@ -8,6 +8,20 @@ budget; CarbonTrainerOperator: the built-in trainer as that command. The whole f
     report = CarbonReportOperator(task_id="report", job_task_id="train")
     plan >> wait >> train >> report
 
+A retry may run on another worker, with a disk of its own: nothing passes through a shared folder.
+Each task works in its own folder on its machine (``outputs.run_dir_for(run_id, dag_id) / run_name``,
+the command's ``$CARBON_JOB_DIR``). What a retry needs comes from Airflow's own services: the plan from
+XCom; every energy reading of every attempt, written while it runs, from the records database
+(``carbon_energy_readings``, keyed by DAG, run and ``run_name``, each with its worker's host name), so a
+killed attempt's energy still counts; and the checkpoints from object storage. That last part is a
+convention for the command: files it writes under ``$CARBON_JOB_DIR/checkpoints/`` (subfolders too;
+the built-in trainer writes ``checkpoints/last.pt``) are copied to ``$CARBON_CHECKPOINT_URL``
+(``<CARBON_OBJECTS_URL>/<dag>/<run>/<run_name>/checkpoints``) while it runs and when it exits, and put
+back in that folder before every attempt, wherever it runs, so it resumes by reading its own folder.
+Write them atomically (under a name starting with ``.`` or holding ``.tmp``, then rename), as the
+trainer does: a file half written is never copied. The job's summary goes to XCom (the report's
+hand-off; a long energy timeline there is thinned) and, whole, to the records (``carbon_job_summaries``).
+
 Nothing heavy is imported at DAG parse time: each ``execute`` imports what it needs.
 """
 
@@ -260,12 +274,10 @@ class CarbonJobOperator(BaseOperator):
         restored = job.checkpoints.restore()
         if restored:
             self.log.info("checkpoints from %s: %s", url(job.checkpoints.remote), ", ".join(restored))
-        try:
+        with job.checkpoints.watching(self.log.warning):
             return run_attempt(job.command, job.dir, self.run_name, emissions=self.emissions, env=job.env,
                                cwd=self.cwd, until=until, check=check, grace_seconds=job.grace,
-                               emit=self.log.info, energy_log=job.energy, tick=job.checkpoints.tick)
-        finally:
-            job.checkpoints.sync()
+                               emit=self.log.info, energy_log=job.energy)
 
     def _finish(self, context, job: "_Job", state: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:
         """The job is done (its summary, also in XCom) or stopped by the carbon budget (a failure)."""
@@ -285,15 +297,18 @@ class CarbonJobOperator(BaseOperator):
             )
         summary = job_summary(job.dir, self.run_name, job.command, state["segments"], energy_log=job.energy)
         summary["worker_region"] = job.worker_region
-        self._keep(context, job, summary)
-        return summary
+        return self._keep(context, job, summary)
 
-    def _keep(self, context, job: "_Job", summary: dict[str, Any]) -> None:
-        """The summary in XCom (the report's hand-off) and in the records database."""
+    def _keep(self, context, job: "_Job", summary: dict[str, Any]) -> dict[str, Any]:
+        """The summary in the records database, whole, and in XCom (the report's hand-off), with a long
+        energy timeline thinned (``accounting.jobs.summary_for_xcom``); returns the XCom copy."""
+        from carbon_aware.accounting.jobs import summary_for_xcom
         from carbon_aware.records.jobs import save_summary
 
-        context["ti"].xcom_push(key=JOB_XCOM_KEY, value=summary)
         save_summary(*job.key, self.run_name, summary)
+        handed = summary_for_xcom(summary)
+        context["ti"].xcom_push(key=JOB_XCOM_KEY, value=handed)
+        return handed
 
     def _job_params_file(self, context, job_dir: Path) -> dict[str, str]:
         """The DAG params named in ``job_params`` go to the command as data, never in its argv or
