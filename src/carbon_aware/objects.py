@@ -169,7 +169,8 @@ class FolderMirror:
     store holds; :meth:`watching` while it runs sends each file that changed (from a thread, every
     ``every_seconds``, so a slow upload never holds up the job's supervision) and, when it ends, what
     is left. Subfolders are mirrored too; files being written (see :func:`_settled`) wait until they
-    are renamed into place, and a file written in place is sent once it stayed the same for one look.
+    are renamed into place, a file written in place is sent once it stayed the same for one look, and
+    a file the job deletes (an older checkpoint it rotates out) is deleted from the store.
 
     What this machine last synced is kept beside the folder (``.<folder>.mirror.json``), so that a
     retry that lands back here after another machine went further fetches the newer checkpoint instead
