@@ -89,7 +89,7 @@ def _kill_machine_a(tmp_path: Path, wait: dict, stored: Path) -> list[dict]:
     while not (stored.exists() and len(log.read()) >= 3) and time.monotonic() < deadline:
         assert first.poll() is None, output.read_text()[-3000:]
         time.sleep(0.2)
-    assert stored.exists() and len(log.read()) >= 3, "machine A's checkpoint in the store, its readings"
+    assert stored.exists() and len(log.read()) >= 3, (stored.exists(), len(log.read()), output.read_text()[-3000:])
     os.killpg(first.pid, signal.SIGKILL)
     first.wait(timeout=30)
     return log.read()

@@ -15,6 +15,27 @@ def _version() -> str:
         return "0.0.0"
 
 
+def _option(description: str, example: str | None, default: str | None) -> dict:
+    return {"description": description, "version_added": "0.1.0", "type": "string",
+            "example": example, "default": default}
+
+
+# ``airflow config list`` shows these; carbon_aware.ledger.settings reads them.
+LEDGER_CONFIG = {"carbon_aware": {
+    "description": "The carbon ledger: per-task energy and emissions of opted-in DAGs, and what "
+                   "carbon-aware scheduling would have saved (shadow plans).",
+    "options": {
+        "ledger_tag": _option("A DAG with this tag is measured.", None, "carbon-ledger"),
+        "ledger_dag_ids": _option("DAG ids measured without the tag, comma-separated.", "etl,train", ""),
+        "ledger_deadlines": _option("dag_id=hours pairs: the shadow plan's deadline after a task starts "
+                                    "(default: the DAG's next scheduled run, else 24 h).", "train=12", ""),
+        "ledger_reading_seconds": _option("How often a running task's energy is written down.", None, "10"),
+        "ledger_providers": _option("The grid's provider specs as a JSON list; default: the regions "
+                                    "file's region named by CARBON_REGION, else the DAG's default.",
+                                    '[{"name": "uk"}]', ""),
+    }}}
+
+
 def get_provider_info() -> dict:
     from carbon_aware.hooks import CONNECTION_TYPES
 
@@ -26,5 +47,8 @@ def get_provider_info() -> dict:
         "versions": [_version()],
         "connection-types": CONNECTION_TYPES,
         "plugins": [{"name": "carbon_page",
-                     "plugin-class": "carbon_aware.plugins.carbon_page.CarbonPagePlugin"}],
+                     "plugin-class": "carbon_aware.plugins.carbon_page.CarbonPagePlugin"},
+                    {"name": "carbon_ledger",
+                     "plugin-class": "carbon_aware.plugins.carbon_ledger.CarbonLedgerPlugin"}],
+        "config": LEDGER_CONFIG,
     }

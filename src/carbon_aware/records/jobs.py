@@ -21,20 +21,22 @@ SUMMARIES = tables.job_summaries
 class RecordsEnergyLog:
     """A job's energy log in the records database (``accounting.energy.EnergyLog``)."""
 
-    def __init__(self, dag_id: str, run_id: str, job: str, worker: str | None = None):
+    def __init__(self, dag_id: str, run_id: str, job: str, worker: str | None = None,
+                 url: str | None = None):
         self.key = {"dag_id": dag_id, "run_id": run_id, "job": job}
         self.worker = worker or socket.gethostname()
+        self.url = url  # None: the deployment's records database, looked up at each use
 
     def read(self) -> list[dict[str, Any]]:
         c = READINGS.c
         query = (select(*(c[key] for key in ENTRY_KEYS), c.worker)
                  .where(*(c[name] == value for name, value in self.key.items())).order_by(c.id))
-        with engine_for().connect() as connection:
+        with engine_for(self.url).connect() as connection:
             return [dict(row._mapping) for row in connection.execute(query)]
 
     def append(self, entry: dict[str, Any]) -> None:
         row = {**self.key, **{key: entry[key] for key in ENTRY_KEYS}, "worker": self.worker[:200]}
-        with engine_for().begin() as connection:
+        with engine_for(self.url).begin() as connection:
             connection.execute(READINGS.insert().values(**row))
 
 

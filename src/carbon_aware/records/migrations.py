@@ -23,10 +23,16 @@ def _create_v2(connection: Connection) -> None:
     tables.task_state.create(connection, checkfirst=True)
 
 
+def _create_v3(connection: Connection) -> None:
+    for table in (tables.ledger_tasks, tables.ledger_forecasts):
+        table.create(connection, checkfirst=True)
+
+
 # (version, what it does, how): append only; never edit one that has shipped.
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "grid points, energy readings, job summaries, reports, baselines", _create_v1),
     (2, "task state between a rescheduled sensor's pokes", _create_v2),
+    (3, "the ledger: measured task tries, forecasts per region and hour", _create_v3),
 ]
 HEAD = MIGRATIONS[-1][0]
 LOCK_KEY = 0x6361726230  # "carb0": the advisory lock's key on PostgreSQL

@@ -9,6 +9,9 @@
 - ``carbon_baselines``: the cached baseline measurements, by what they depend on.
 - ``carbon_task_state`` (v2): a rescheduled sensor's state between its pokes (each poke may run on
   another worker).
+- ``carbon_ledger_tasks``, ``carbon_ledger_forecasts`` (v3): the ledger: every measured try of a task of
+  an opted-in DAG (its readings are in ``carbon_energy_readings``), and the one forecast per region per
+  hour its shadow plans use.
 """
 from __future__ import annotations
 
@@ -103,4 +106,36 @@ task_state = Table(
     Column("state", Text, nullable=False),  # JSON
     Column("updated_at", Float, nullable=False),
     UniqueConstraint("dag_id", "run_id", "task_id", "try_number", name="uq_carbon_task_state"),
+)
+
+ledger_tasks = Table(
+    "carbon_ledger_tasks", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("dag_id", String(ID_CHARS), nullable=False),
+    Column("run_id", String(ID_CHARS), nullable=False),
+    Column("task_id", String(ID_CHARS), nullable=False),
+    Column("map_index", Integer, nullable=False),
+    Column("try_number", Integer, nullable=False),
+    Column("worker", String(200), nullable=False),
+    Column("region", String(64), nullable=False),
+    Column("started_at", Float, nullable=False),  # epoch s
+    Column("ended_at", Float),  # None until the task says it ended (never, for a killed one)
+    Column("state", String(30), nullable=False),
+    Column("energy_error", Text),  # why the meter did not measure (energy unknown)
+    Column("deadline", Float, nullable=False),  # the shadow plan's latest end, epoch s
+    Column("priced", Text),  # JSON: the priced try, kept once it can no longer change
+    UniqueConstraint("dag_id", "run_id", "task_id", "map_index", "try_number", name="uq_carbon_ledger_try"),
+    Index("ix_carbon_ledger_started", "started_at"),
+)
+
+ledger_forecasts = Table(
+    "carbon_ledger_forecasts", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("region", String(64), nullable=False),
+    Column("hour", BigInteger, nullable=False),  # epoch s of the UTC hour it was fetched in
+    Column("source", String(200), nullable=False),
+    Column("anchor", Float, nullable=False),  # the real moment a replayed trace maps to its replay_start
+    Column("points", Text, nullable=False),  # JSON [[start epoch s, seconds, g/kWh], ...]
+    Column("fetched_at", Float, nullable=False),
+    UniqueConstraint("region", "hour", name="uq_carbon_ledger_forecast_hour"),
 )
