@@ -1,19 +1,37 @@
+import json
 
 import pytest
 
-from tests.conftest import CARBON_DIR, compression_for_wait
+from tests.conftest import CARBON_DIR, REPO_ROOT, compression_for_wait
 from tests.stack.services import cleared, running_stack
 
 NESO_TRACE = CARBON_DIR / "neso_carbon_intensity_api" / "neso_2023_national_intensity.csv"
 REPLAY_START = "2023-03-01T06:00:00Z"
 TEST_CONFIG = "test.yaml"  # a file in the config folder (CARBON_CONFIG_DIR)
+LOCAL_BUNDLE = "airflow.dag_processing.bundles.local.LocalDagBundle"
+LEDGER_DAGS = ("ordinary_ledger", "ordinary_untagged", "ordinary_spin")  # tests/stack/ledger_dags
+LEDGER_DEADLINE_HOURS = 12
+# The deployment's carbon-ledger settings: the replayed NESO trace is the grid, readings every second,
+# and a fixed shadow deadline (the DAG's next scheduled run would depend on the time of day).
+LEDGER_ENV = {
+    "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST": json.dumps([
+        {"name": "dags-folder", "classpath": LOCAL_BUNDLE, "kwargs": {"path": str(REPO_ROOT / "dags")}},
+        {"name": "ledger-dags", "classpath": LOCAL_BUNDLE,
+         "kwargs": {"path": str(REPO_ROOT / "tests" / "stack" / "ledger_dags")}}]),
+    "AIRFLOW__CARBON_AWARE__LEDGER_PROVIDERS": json.dumps(
+        [{"name": "trace", "path": str(NESO_TRACE), "replay_start": REPLAY_START}]),
+    "AIRFLOW__CARBON_AWARE__LEDGER_READING_SECONDS": "1",
+    "AIRFLOW__CARBON_AWARE__LEDGER_DEADLINES": f"ordinary_ledger={LEDGER_DEADLINE_HOURS}",
+}
 
 
 @pytest.fixture(scope="package")
 def stack():
     """One stack for the tests of this package: started once, every process stopped and the data
     removed when they are done (before the rest of the suite runs)."""
-    with running_stack("carbon-stack-") as airflow:
+    with running_stack("carbon-stack-", extra_env=LEDGER_ENV) as airflow:
+        for dag_id in LEDGER_DAGS:
+            airflow.unpause(dag_id)
         yield airflow
 
 

@@ -68,7 +68,10 @@ def _providers(text: str) -> list[dict[str, Any]] | None:
         raise LedgerSettingsError(f"[{SECTION}] ledger_providers: not JSON ({error.msg})") from None
     if not isinstance(specs, list) or not specs:
         raise LedgerSettingsError(f"[{SECTION}] ledger_providers: expected a non-empty JSON list")
-    return check_provider_specs(specs, f"[{SECTION}] ledger_providers")
+    try:
+        return check_provider_specs(specs, f"[{SECTION}] ledger_providers")
+    except ValueError as error:
+        raise LedgerSettingsError(f"[{SECTION}] ledger_providers: {error}") from None
 
 
 @dataclass(frozen=True)
