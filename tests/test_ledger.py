@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from datetime import datetime, timedelta, timezone
 
@@ -94,6 +95,17 @@ def ledger_rows(records_db: str):
         return connection.execute(select(tables.ledger_tasks)).all()
 
 
+def recorded(records_db: str, count: int, timeout: float = 60):
+    """The ledger's rows once ``count`` tries' meters have written their end."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        rows = ledger_rows(records_db)
+        if len([r for r in rows if r.ended_at is not None]) >= count:
+            return rows
+        time.sleep(0.2)
+    raise TimeoutError(f"{count} ended tries: {ledger_rows(records_db)}")
+
+
 def test_a_tagged_task_is_measured_and_priced_and_an_untagged_one_is_not(ledger_settings, records_db,
                                                                           tmp_path, monkeypatch):
     from carbon_aware.ledger import book, listener
@@ -104,17 +116,24 @@ def test_a_tagged_task_is_measured_and_priced_and_an_untagged_one_is_not(ledger_
     started = time.time()
     for ti in (tagged, plain):
         listener.on_task_instance_running(previous_state=None, task_instance=ti)
-    end = time.monotonic() + 5
+    end = time.monotonic() + 8
     while time.monotonic() < end:  # the task's own work, while the meter reads
         sum(i * i for i in range(10_000))
     for ti in (tagged, plain):
         listener.on_task_instance_success(previous_state=None, task_instance=ti)
-    assert time.time() - started < 15
+    assert time.time() - started < 8.5  # the hooks return at once
 
-    rows = ledger_rows(records_db)
+    rows = recorded(records_db, 1)
     assert [(r.dag_id, r.task_id, r.state) for r in rows] == [("nightly", "work", "success")]
+    assert rows[0].started_at == pytest.approx(started, abs=0.5) and rows[0].energy_error is None
     entry = book.ledger().entries[0]
-    assert entry.energy_kwh > 0 and entry.energy_note is None and entry.measured_seconds > 1
+    assert entry.energy_kwh > 0 and entry.measured_seconds > 1
+    late = entry.intervals[0].start.timestamp() - rows[0].started_at  # the meter's start-up, said as such
+    if late > 1:
+        shown = re.search(r"measured from ([0-9.]+) s after it started", entry.energy_note).group(1)
+        assert float(shown) == pytest.approx(late, abs=0.06)
+    else:
+        assert entry.energy_note is None
     grams = sum(i.kwh * i.g_per_kwh for i in entry.intervals)
     assert math.isclose(grams, entry.emissions_g, rel_tol=1e-12)
     assert all(i.source.startswith(("actual:replay:", "forecast:trace:")) for i in entry.intervals)
@@ -124,23 +143,50 @@ def test_a_tagged_task_is_measured_and_priced_and_an_untagged_one_is_not(ledger_
     assert book.ledger(may_read=lambda dag_id: dag_id != "nightly").entries == []
 
 
-def test_a_meter_that_cannot_start_records_unknown_energy_and_the_task_goes_on(ledger_settings, records_db,
-                                                                                 monkeypatch, caplog):
-    from carbon_aware.accounting import energy
-    from carbon_aware.ledger import book, listener
+def test_a_meter_that_cannot_start_records_unknown_energy(ledger_settings, records_db, monkeypatch):
+    import io
 
-    ledger_settings(ledger_reading_seconds="0.5", ledger_providers=json.dumps(TRACE_SPEC))
+    from carbon_aware.accounting import energy
+    from carbon_aware.ledger import book
+    from carbon_aware.ledger.meter import MeterOrder, TaskMeter, TryKey
+
+    ledger_settings(ledger_providers=json.dumps(TRACE_SPEC))
 
     def broken(self):
         raise RuntimeError("no RAPL, no NVML")
     monkeypatch.setattr(energy.EnergyMeter, "start", broken)
-    ti = runtime_ti("nightly", ["carbon-ledger"])
-    listener.on_task_instance_running(previous_state=None, task_instance=ti)
-    listener.on_task_instance_failed(previous_state=None, task_instance=ti, error=ValueError("its own"))
+    now = time.time()
+    order = MeterOrder(key=TryKey("nightly", "manual__1", "work", -1, 2), url=records_db, region="GB",
+                       specs=TRACE_SPEC, deadline=now + 3600, reading_seconds=0.5, started_at=now,
+                       worker="machine-a")
+    ended = io.StringIO(json.dumps({"state": "failed", "ended_at": now + 1}) + "\n")
+    TaskMeter(order, orders=ended).run()  # the meter process's own loop, here
     entry = book.ledger().entries[0]
     assert entry.energy_kwh is None and "no RAPL, no NVML" in entry.energy_note
-    assert entry.state == "failed" and entry.emissions_g is None
+    assert entry.state == "failed" and entry.emissions_g is None and entry.try_number == 2
+    assert entry.ended_at.timestamp() == pytest.approx(now + 1)
     assert book.ledger().tasks[0].unmeasured_tries == 1
+
+
+def test_a_try_whose_process_dies_is_recorded_as_killed_with_its_readings(ledger_settings, records_db):
+    import io
+
+    from carbon_aware.ledger import book
+    from carbon_aware.ledger.meter import MeterOrder, TaskMeter, TryKey
+
+    ledger_settings(ledger_providers=json.dumps(TRACE_SPEC))
+    now = time.time()
+    order = MeterOrder(key=TryKey("nightly", "manual__1", "work", -1, 1), url=records_db, region="GB",
+                       specs=TRACE_SPEC, deadline=now + 3600, reading_seconds=0.5, started_at=now,
+                       worker="machine-a")
+
+    class DiesLater(io.StringIO):  # the task's pipe: open for 4 s, then closed without a word
+        def __iter__(self):
+            time.sleep(4)
+            return iter(())
+    TaskMeter(order, orders=DiesLater()).run()
+    entry = book.ledger().entries[0]
+    assert entry.state == "killed" and entry.energy_kwh > 0 and entry.ended_at is not None
 
 
 def test_the_listener_never_raises_into_the_task(ledger_settings, monkeypatch, caplog):

@@ -88,7 +88,7 @@ def check_shadow(entry: dict, forecast_points, started: datetime) -> None:
 
 
 def test_an_ordinary_tagged_dag_is_measured_priced_and_shadowed_and_an_untagged_one_is_not(stack):
-    run_id = stack.trigger({"work_seconds": 4}, dag_id="ordinary_ledger")
+    run_id = stack.trigger({"work_seconds": 12}, dag_id="ordinary_ledger")
     untagged = stack.trigger({"work_seconds": 2}, dag_id="ordinary_untagged")
     stack.wait_for_run(run_id, timeout=300, dag_id="ordinary_ledger")
     stack.wait_for_run(untagged, timeout=300, dag_id="ordinary_untagged")

@@ -17,9 +17,10 @@ from sqlalchemy import select, update
 from carbon_aware.accounting.report import price_run, shifted
 from carbon_aware.grid.forecast import IntensityPoint
 from carbon_aware.ledger.forecasts import StoredForecast, forecast_at
-from carbon_aware.ledger.meter import TASKS, TryKey, utc
+from carbon_aware.ledger.meter import TryKey, utc
 from carbon_aware.ledger.models import Ledger, LedgerDay, LedgerTask, PricedInterval, Shadow, TaskLedger
 from carbon_aware.records import engine_for
+from carbon_aware.records.tables import ledger_tasks as TASKS
 
 log = logging.getLogger(__name__)
 Timeline = list[tuple[datetime, float]]
@@ -46,13 +47,13 @@ def entry(row: Any, url: str | None, now: datetime) -> LedgerTask:
     task = LedgerTask(dag_id=row.dag_id, run_id=row.run_id, task_id=row.task_id, map_index=row.map_index,
                       try_number=row.try_number, worker=row.worker, region=row.region,
                       started_at=utc(row.started_at), ended_at=utc(row.ended_at) if row.ended_at else None,
-                      state=_state(row, timeline, now), energy_kwh=timeline[-1][1] if readings else None,
-                      energy_note=_energy_note(row, readings))
-    if readings:
+                      state=_state(row, timeline, now), energy_note=_energy_note(row, readings),
+                      energy_kwh=timeline[-1][1] if readings and not row.energy_error else None)
+    if task.energy_kwh is not None:
         last = readings[-1]
         task.cpu_kwh, task.gpu_kwh, task.ram_kwh = last["cpu_kwh"], last["gpu_kwh"], last["ram_kwh"]
         task.measured_seconds = (timeline[-1][0] - timeline[0][0]).total_seconds()
-    if len(timeline) >= 2 and task.energy_kwh:
+    if task.energy_kwh and len(timeline) >= 2:
         _price(task, timeline, utc(row.deadline), url, now)
     if _final(task):
         _keep(key, task, url)
@@ -79,7 +80,10 @@ def _energy_note(row: Any, readings: list[dict[str, Any]]) -> str | None:
     if row.energy_error:
         return f"energy unknown: {row.energy_error}"
     if not readings:
-        return "energy unknown: no reading was written (the try ended before its meter started)"
+        return "energy unknown: no reading yet (its meter is starting)"
+    late = datetime.fromisoformat(readings[0]["time"]).timestamp() - row.started_at
+    if late > 1:
+        return f"measured from {late:.1f} s after it started (the time its meter took to start)"
     return None
 
 

@@ -1,11 +1,12 @@
-"""Airflow's listener interface on the worker: a try of a task of an opted-in DAG gets a
-:class:`~carbon_aware.ledger.meter.TaskMeter` when it starts running, stopped when it ends. Registered by
+"""Airflow's listener interface on the worker: a try of a task of an opted-in DAG gets a meter
+process (:class:`~carbon_aware.ledger.meter.MeterProcess`) when it starts running, told when it ends. Registered by
 the provider's plugin (:mod:`carbon_aware.plugins.carbon_ledger`). Every hook returns within
 milliseconds and never raises: Airflow logs a listener's exception, but the ledger must not even do that
 to a task."""
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 from datetime import datetime, timezone
 from typing import Any
@@ -52,21 +53,21 @@ def on_task_instance_running(previous_state, task_instance):
         dag = _measured_dag(task_instance)
         if dag is None:
             return
-        from carbon_aware.ledger.forecasts import keep_forecast
-        from carbon_aware.ledger.meter import TaskMeter
+        from carbon_aware.ledger.meter import MeterOrder, MeterProcess
         from carbon_aware.ledger.schedule import shadow_deadline
         from carbon_aware.ledger.settings import settings, worker_grid
         from carbon_aware.records import records_url
 
         now = datetime.now(timezone.utc)
         region, specs = worker_grid()
-        url = records_url()  # looked up here, in the task's thread (a connection, maybe)
         deadline = shadow_deadline(dag, now, settings().deadlines.get(task_instance.dag_id))
-        meter = TaskMeter(_key(task_instance), url, region, deadline, settings().reading_seconds,
-                          on_started=lambda: keep_forecast(url, region, specs, now))
-        with _lock:
-            _meters[meter.key] = meter
+        order = MeterOrder(key=_key(task_instance), url=records_url(), region=region, specs=specs,
+                           deadline=deadline.timestamp(), reading_seconds=settings().reading_seconds,
+                           started_at=now.timestamp(), worker=socket.gethostname())
+        meter = MeterProcess(order)
         meter.start()
+        with _lock:
+            _meters[order.key] = meter
     except Exception as error:  # never the task's problem
         _warn_once("the meter could not start", error)
 

@@ -1,28 +1,29 @@
-"""A task try's energy, measured beside it: CodeCarbon started, read every ``reading_seconds`` and
-stopped in a thread of the task's own process, every reading committed to the records database as it is
-taken. The task never waits for the meter to start (CodeCarbon takes seconds to find the hardware), and
-nothing the meter does can fail the task: a meter that cannot start logs one warning and the try's
-energy is recorded as unknown, with the reason."""
+"""A task try's energy, measured beside it by a meter process of its own: the task's process starts it
+(one fork and exec: the task never waits for CodeCarbon, which takes seconds to find the hardware, and
+never shares its interpreter with it) and tells it when the try ended; the meter reads CodeCarbon every
+``reading_seconds`` and commits each reading to the records database as it is taken, so a killed try
+keeps what was read before. A try whose process dies without saying so (its pipe closes) is recorded as
+killed then. Nothing the meter does can fail the task: a meter that cannot start records the try's
+energy as unknown, with the reason.
+
+    python -m carbon_aware.ledger.meter   (reads its order, one JSON line, on stdin)
+"""
 from __future__ import annotations
 
+import json
 import logging
 import shutil
-import socket
+import subprocess
+import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-
-from sqlalchemy import update
-
-from carbon_aware.records import engine_for, tables
-from carbon_aware.records.upsert import upsert
+from typing import Any
 
 log = logging.getLogger(__name__)
-TASKS = tables.ledger_tasks
-STOP_WAIT_SECONDS = 10.0  # at most this long at the end of a task for the meter's last reading
 
 
 @dataclass(frozen=True)
@@ -40,49 +41,72 @@ class TryKey:
         return f"ledger:{self.task_id}{index}:try-{self.try_number}"
 
     def where(self):
-        c = TASKS.c
+        from carbon_aware.records.tables import ledger_tasks as tasks
+
+        c = tasks.c
         return (c.dag_id == self.dag_id, c.run_id == self.run_id, c.task_id == self.task_id,
                 c.map_index == self.map_index, c.try_number == self.try_number)
 
 
-class TaskMeter:
-    """Measures one try. :meth:`start` returns at once; :meth:`stop` waits at most
-    ``STOP_WAIT_SECONDS`` for the last reading."""
+@dataclass(frozen=True)
+class MeterOrder:
+    """What a try's process hands its meter: small, serialisable, no secret on a command line."""
 
-    def __init__(self, key: TryKey, url: str, region: str, deadline: datetime, reading_seconds: float,
-                 on_started=None):
-        self.key, self.url, self.region, self.deadline = key, url, region, deadline
-        self.reading_seconds = reading_seconds
-        self.on_started = on_started  # called in the meter's thread once it measures (the forecast)
-        self.started_at = time.time()
-        self.worker = socket.gethostname()
-        self._stop = threading.Event()
-        self._state, self._ended_at = "running", None
-        self._thread = threading.Thread(target=self._run, name=f"carbon-ledger-{key.task_id}", daemon=True)
+    key: TryKey
+    url: str  # the records database
+    region: str
+    specs: list[dict[str, Any]]  # the region's provider specs, for the hour's forecast
+    deadline: float  # the shadow plan's latest end, epoch s
+    reading_seconds: float
+    started_at: float
+    worker: str
+
+
+class MeterProcess:
+    """The task's side: starts the meter, tells it the try's end. Neither waits on the meter."""
+
+    def __init__(self, order: MeterOrder):
+        self.order = order
+        self._process: subprocess.Popen | None = None
 
     def start(self) -> None:
-        self._thread.start()
+        self._process = subprocess.Popen([sys.executable, "-m", "carbon_aware.ledger.meter"],
+                                         stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                         stderr=subprocess.DEVNULL, text=True)
+        self._send({**asdict(self.order)})
 
     def stop(self, state: str) -> None:
-        self._state, self._ended_at = state, time.time()
-        self._stop.set()
-        self._thread.join(STOP_WAIT_SECONDS)
-        if self._thread.is_alive():
-            log.warning("carbon ledger: the meter did not finish within %.0f s; the energy of %s is the "
-                        "last reading's", STOP_WAIT_SECONDS, self.key.task_id)
+        self._send({"state": state, "ended_at": time.time()})
+        self._process.stdin.close()
 
-    # the meter's thread ------------------------------------------------------------------------------
-    def _run(self) -> None:
-        try:
-            self._write_row()
-        except Exception as error:  # no database: nothing to measure into
-            log.warning("carbon ledger: %s not recorded (%s)", self.key.task_id, _reason(error))
-            return
+    def wait(self, timeout: float) -> int | None:
+        """The meter's exit code once it has written everything (tests and the benchmark)."""
+        return self._process.wait(timeout)
+
+    def _send(self, message: dict[str, Any]) -> None:
+        self._process.stdin.write(json.dumps(message) + "\n")
+        self._process.stdin.flush()
+
+
+class TaskMeter:
+    """The meter's side, in its own process: the try's row, the readings, the end."""
+
+    def __init__(self, order: MeterOrder, orders=sys.stdin):
+        self.order, self.key, self._orders = order, order.key, orders
+        self._stopped = threading.Event()
+        self._state, self._ended_at = "killed", None  # what a closed pipe without a word means
+
+    def run(self) -> None:
+        from carbon_aware.ledger.forecasts import keep_forecast
+
+        threading.Thread(target=self._listen, daemon=True).start()
+        self._call(self._write_row)
         meter, scratch = self._meter()
         try:
-            if meter is not None and self.on_started is not None:
-                self._call(self.on_started)
-            while meter is not None and not self._stop.wait(self.reading_seconds):
+            if meter is not None:
+                self._call(lambda: keep_forecast(self.order.url, self.order.region, self.order.specs,
+                                                 utc(self.order.started_at)))
+            while meter is not None and not self._stopped.wait(self.order.reading_seconds):
                 self._call(lambda: meter.mark("reading"))
             if meter is not None:
                 self._call(meter.stop)
@@ -90,14 +114,23 @@ class TaskMeter:
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
 
+    def _listen(self) -> None:
+        """The try's word that it ended; the pipe closing without one: it was killed."""
+        for line in self._orders:
+            message = json.loads(line)
+            self._state, self._ended_at = message["state"], message["ended_at"]
+        self._ended_at = self._ended_at or time.time()
+        self._stopped.set()
+
     def _write_row(self) -> None:
-        values = {"dag_id": self.key.dag_id, "run_id": self.key.run_id, "task_id": self.key.task_id,
-                  "map_index": self.key.map_index, "try_number": self.key.try_number,
-                  "worker": self.worker[:200], "region": self.region[:64], "started_at": self.started_at,
-                  "ended_at": None, "state": "running", "energy_error": None,
-                  "deadline": self.deadline.timestamp(), "priced": None}
-        with engine_for(self.url).begin() as connection:
-            upsert(connection, TASKS, values,
+        from carbon_aware.records import engine_for, tables
+        from carbon_aware.records.upsert import upsert
+
+        values = {**asdict(self.key), "worker": self.order.worker[:200], "region": self.order.region[:64],
+                  "started_at": self.order.started_at, "ended_at": None, "state": "running",
+                  "energy_error": None, "deadline": self.order.deadline, "priced": None}
+        with engine_for(self.order.url).begin() as connection:
+            upsert(connection, tables.ledger_tasks, values,
                    keys=("dag_id", "run_id", "task_id", "map_index", "try_number"))
 
     def _meter(self):
@@ -105,31 +138,39 @@ class TaskMeter:
         from carbon_aware.records.jobs import RecordsEnergyLog
 
         scratch = Path(tempfile.mkdtemp(prefix="carbon-ledger-"))  # CodeCarbon's own CSV, not kept
-        config = EmissionsConfig(measure_power_secs=min(1.0, self.reading_seconds),
-                                 log_every_seconds=self.reading_seconds)
-        energy_log = RecordsEnergyLog(self.key.dag_id, self.key.run_id, self.key.job, self.worker, self.url)
+        seconds = self.order.reading_seconds
+        config = EmissionsConfig(measure_power_secs=min(1.0, seconds), log_every_seconds=seconds)
+        energy_log = RecordsEnergyLog(self.key.dag_id, self.key.run_id, self.key.job, self.order.worker,
+                                      self.order.url)
         try:
             meter = EnergyMeter(config, scratch, self.key.job, log=energy_log)
-            meter.start()  # logs its own warning when CodeCarbon cannot start
+            meter.start()  # CodeCarbon failing leaves meter.error set, never raises
             error = meter.error
         except Exception as failure:
             meter, error = None, f"the meter failed: {_reason(failure)}"
-        if error is not None or meter is None or not meter.active:
-            self._call(lambda: self._set(energy_error=(error or "the meter did not start")[:2000]))
+        if error is None and self._stopped.is_set():
+            error = (f"the try ended {self._ended_at - self.order.started_at:.1f} s after it started, "
+                     "before its meter could start")
+        if error is not None:
+            self._call(lambda: self._set(energy_error=error[:2000]))
             return None, scratch
         return meter, scratch
 
     def _finish(self) -> None:
-        self._set(ended_at=self._ended_at or time.time(), state=self._state)
+        self._set(ended_at=self._ended_at, state=self._state)
 
     def _set(self, **values) -> None:
-        with engine_for(self.url).begin() as connection:
-            connection.execute(update(TASKS).where(*self.key.where()).values(**values))
+        from sqlalchemy import update
+
+        from carbon_aware.records import engine_for, tables
+
+        with engine_for(self.order.url).begin() as connection:
+            connection.execute(update(tables.ledger_tasks).where(*self.key.where()).values(**values))
 
     def _call(self, action) -> None:
         try:
             action()
-        except Exception as error:
+        except Exception as error:  # one step failing (the database, a provider) costs that step only
             log.warning("carbon ledger: %s: %s", self.key.task_id, _reason(error))
 
 
@@ -139,3 +180,16 @@ def _reason(error: Exception) -> str:
 
 def utc(epoch: float) -> datetime:
     return datetime.fromtimestamp(epoch, tz=timezone.utc)
+
+
+def read_order(line: str) -> MeterOrder:
+    data = json.loads(line)
+    return MeterOrder(**{**data, "key": TryKey(**data["key"])})
+
+
+def main() -> None:
+    TaskMeter(read_order(sys.stdin.readline())).run()
+
+
+if __name__ == "__main__":
+    main()
