@@ -88,6 +88,7 @@ def _user_env(root: Path) -> dict[str, str]:
         "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
         "CARBON_HOME": str(root / "carbon"),
         "CARBON_DATA_DIR": str(SHARED_DATA),
+        "AIRFLOW__CARBON_AWARE__LEDGER_DAG_IDS": "users_job",  # in the carbon ledger, by the setting
     })
     return env
 
@@ -107,7 +108,7 @@ def test_the_wheel_installs_into_an_older_airflow_and_runs_a_users_dag(user_venv
     listed = _run([airflow, "providers", "list"], env)
     assert DISTRIBUTION in listed.stdout, listed.stdout[-3000:] + listed.stderr[-3000:]
     plugins = _run([airflow, "plugins", "-o", "json"], env)
-    assert "carbon_page" in plugins.stdout, plugins.stdout[-3000:] + plugins.stderr[-3000:]
+    assert "carbon_page" in plugins.stdout and "carbon_ledger" in plugins.stdout, plugins.stdout[-3000:]
 
     with FakeProviderServer() as server:
         server.script("/v3/carbon-intensity/latest", Reply(fixture("electricitymaps_latest")))
@@ -148,5 +149,16 @@ def test_the_wheel_installs_into_an_older_airflow_and_runs_a_users_dag(user_venv
         assert recomputed == pytest.approx(priced["emissions_g"], rel=1e-9)
         assert sum(i["kwh"] for i in priced["intervals"]) == pytest.approx(priced["energy_kwh"], rel=1e-9)
     assert report["sources"]["forecast"].startswith("trace:") and not report["no_real_signal"]
+
+    # The ledger's listener measured every try on Airflow 3.1 too (each meter writes the try's end).
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with sqlite3.connect(root / "carbon" / "output" / "carbon_records.db") as records:
+            tries = dict(records.execute("SELECT task_id, state FROM carbon_ledger_tasks "
+                                         "WHERE ended_at IS NOT NULL"))
+        if len(tries) == 4:
+            break
+        time.sleep(0.5)
+    assert tries == {"plan": "success", "wait": "success", "job": "success", "report": "success"}, tries
     assert report["replay"]["planned_start"].startswith("2023-03-01")  # the trace's own time
     assert report["job"]["status"] == "completed", report["job"]

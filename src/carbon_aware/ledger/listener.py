@@ -96,3 +96,17 @@ def on_task_instance_failed(previous_state, task_instance, error=None):
 @hookimpl(optionalhook=True)
 def on_task_instance_skipped(previous_state, task_instance):
     _stop(task_instance, "skipped")
+
+
+@hookimpl
+def before_stopping(component):
+    """The end of a try's process with no state hook: it deferred, or a sensor gave back its slot until
+    its next poke. Its meter stops here; the try's resumption (same try number) continues its readings."""
+    with _lock:
+        left = list(_meters.values())
+        _meters.clear()
+    for meter in left:
+        try:
+            meter.stop("deferred")
+        except Exception as error:
+            _warn_once("the meter could not stop", error)

@@ -123,15 +123,18 @@ class TaskMeter:
         self._stopped.set()
 
     def _write_row(self) -> None:
+        """The try's row; a try resumed after a deferral keeps its first start and its deadline."""
         from carbon_aware.records import engine_for, tables
-        from carbon_aware.records.upsert import upsert
+        from carbon_aware.records.upsert import insert_for
 
         values = {**asdict(self.key), "worker": self.order.worker[:200], "region": self.order.region[:64],
                   "started_at": self.order.started_at, "ended_at": None, "state": "running",
                   "energy_error": None, "deadline": self.order.deadline, "priced": None}
         with engine_for(self.order.url).begin() as connection:
-            upsert(connection, tables.ledger_tasks, values,
-                   keys=("dag_id", "run_id", "task_id", "map_index", "try_number"))
+            statement = insert_for(connection)(tables.ledger_tasks).values(**values)
+            resumed = {name: statement.excluded[name] for name in ("worker", "ended_at", "state", "priced")}
+            connection.execute(statement.on_conflict_do_update(index_elements=list(asdict(self.key)),
+                                                               set_=resumed))
 
     def _meter(self):
         from carbon_aware.accounting.energy import EmissionsConfig, EnergyMeter

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 from datetime import datetime
 from importlib.resources import files
-from typing import Any, Callable
+from typing import Annotated, Any, Callable
 from urllib.parse import quote
 
 import jinja2
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -436,6 +436,31 @@ def run_file(report_id: int, name: str, may_read: Callable[[str], bool] = Readab
     from carbon_aware.accounting.report import plot_png
 
     return Response(plot_png(report), media_type="image/png")
+
+
+# A DAG id to narrow the ledger to: a plain string (no control characters) up to Airflow's 250.
+LedgerDag = Annotated[str | None, Query(min_length=1, max_length=250, pattern=r"^[^\x00-\x1f\x7f]+$")]
+
+
+@app.get("/ledger", response_class=HTMLResponse)
+def ledger_page(request: Request, dag_id: LedgerDag = None, may_read: Callable[[str], bool] = ReadableDags
+                ) -> HTMLResponse:
+    """Every measured try of the DAGs the user may read, by DAG and task, then the latest tries."""
+    from carbon_aware.web import ledger_view
+
+    here = _here(request)
+    view = ledger_view.page(ledger_view.read(may_read, dag_id), here,
+                            lambda dag, run: _run_link(request, dag, run))
+    return _page("ledger.html", title="Carbon · ledger", here=here, dag_id=dag_id, **view)
+
+
+@app.get("/api/ledger")
+def ledger_json(dag_id: LedgerDag = None, may_read: Callable[[str], bool] = ReadableDags) -> JSONResponse:
+    """The ledger (:class:`carbon_aware.ledger.models.Ledger`) of the DAGs the caller may read, or of
+    ``dag_id`` alone (an unknown or unreadable one: empty lists). Energy in kWh, emissions in g CO2e."""
+    from carbon_aware.web import ledger_view
+
+    return JSONResponse(ledger_view.read(may_read, dag_id).model_dump(mode="json"))
 
 
 @app.get("/icon.svg")
