@@ -81,7 +81,8 @@ def runtime_ti(dag_id: str, tags: list[str], task_id: str = "work", try_number: 
     dag = DAG(dag_id, schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC"), tags=tags)
     ti_class = type("RuntimeTaskInstance", (), {})
     ti = ti_class()
-    ti.dag_id, ti.run_id, ti.task_id, ti.map_index, ti.try_number = dag_id, "manual__1", task_id, -1, try_number
+    ti.dag_id, ti.run_id, ti.task_id = dag_id, "manual__1", task_id
+    ti.map_index, ti.try_number = -1, try_number
     ti.task = _Task(dag)
     return ti
 
@@ -200,3 +201,50 @@ def test_the_listener_never_raises_into_the_task(ledger_settings, monkeypatch, c
     listener.on_task_instance_success(previous_state=None, task_instance=ti)
     assert "carbon ledger" in caplog.text and "ledger_deadlines" in caplog.text
     settings.settings.cache_clear()
+
+
+def test_a_run_as_one_unit_is_moved_whole_to_the_best_window_of_its_length(ledger_settings, records_db):
+    """Two tries 20 s apart, the run as the unit: one shift for both, the window of the run's length
+    with the lowest mean on the forecast kept when it began (checked by scanning every minute), and the
+    shifted energy priced at that forecast's slots."""
+    from carbon_aware.ledger.forecasts import forecast_at, keep_forecast
+    from carbon_aware.ledger.models import LedgerTask, PricedInterval
+    from carbon_aware.ledger.runs import run_ledgers, try_timeline
+
+    ledger_settings(ledger_run_units="nightly", ledger_providers=json.dumps(TRACE_SPEC))
+    began = datetime.now(timezone.utc).replace(microsecond=0)
+    keep_forecast(records_db, "GB", TRACE_SPEC, began)
+    forecast = forecast_at(records_db, "GB", began)
+
+    def task(task_id: str, offset_s: int) -> LedgerTask:
+        start = began + timedelta(seconds=offset_s)
+        value = next(p.value for p in forecast.points if p.start <= start < p.end)
+        intervals = [PricedInterval(start=start + timedelta(seconds=5 * k),
+                                    end=start + timedelta(seconds=5 * k + 5),
+                                    kwh=1e-5, g_per_kwh=value, source="forecast:trace") for k in range(2)]
+        return LedgerTask(dag_id="nightly", run_id="r1", task_id=task_id, try_number=1, worker="w",
+                          region="GB", started_at=start, ended_at=start + timedelta(seconds=10),
+                          deadline=began + timedelta(hours=12), state="success", energy_kwh=2e-5,
+                          emissions_g=2e-5 * value, intervals=intervals)
+    tries = [task("extract", 0), task("load", 20)]
+    (run,) = run_ledgers(tries + [task("other", 0).model_copy(update={"dag_id": "not_a_unit"})],
+                         records_db, began)
+    assert run.tries == 2 and run.energy_kwh == pytest.approx(4e-5)
+    assert (run.ended_at - run.started_at).total_seconds() == 30
+    shadow = run.shadow
+    assert shadow is not None, run.shadow_note
+    assert (shadow.end - shadow.start).total_seconds() == pytest.approx(30)
+
+    def value_at(moment):
+        return next(p.value for p in forecast.points if p.start <= moment < p.end)
+
+    def mean_at(start):
+        return sum(value_at(start + timedelta(seconds=s)) for s in range(0, 30, 3)) / 10
+    minutes = int((began + timedelta(hours=12) - began).total_seconds()) // 60 - 1
+    best = min(mean_at(began + timedelta(minutes=m)) for m in range(minutes))
+    assert mean_at(shadow.start) <= best + 1e-9
+    shift = shadow.start - run.started_at
+    moved = sum(i.kwh * value_at(i.start + shift) for t in tries for i in t.intervals)
+    assert shadow.emissions_g == pytest.approx(moved, rel=1e-9) and shadow.priced_on == "forecast"
+    assert shadow.saved_g == pytest.approx(run.emissions_g - moved, rel=1e-9)
+    assert try_timeline(tries[0])[-1][1] == pytest.approx(2e-5)

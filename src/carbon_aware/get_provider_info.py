@@ -29,6 +29,8 @@ LEDGER_CONFIG = {"carbon_aware": {
         "ledger_dag_ids": _option("DAG ids measured without the tag, comma-separated.", "etl,train", ""),
         "ledger_deadlines": _option("dag_id=hours pairs: the shadow plan's deadline after a task starts "
                                     "(default: the DAG's next scheduled run, else 24 h).", "train=12", ""),
+        "ledger_run_units": _option("DAG ids whose whole run, not each task, is the unit of the shadow "
+                                    "plan, comma-separated.", "nightly_etl", ""),
         "ledger_reading_seconds": _option("How often a running task's energy is written down.", None, "10"),
         "ledger_providers": _option("The grid's provider specs as a JSON list; default: the regions "
                                     "file's region named by CARBON_REGION, else the DAG's default.",

@@ -4,6 +4,7 @@ the chart, the download, and that a logged-out browser gets nothing. Screenshots
 import json
 import re
 import time
+from datetime import datetime
 from urllib.parse import quote
 
 import pytest
@@ -13,7 +14,7 @@ from selenium.webdriver.support import expected_conditions as ec
 
 from tests.stack.browser import chromium, click, link, log_in, screenshot, trigger_with_conf, wait_for
 from tests.stack.conftest import trace_conf
-from tests.stack.services import ADMIN, REPO_ROOT
+from tests.stack.services import ADMIN, REPO_ROOT, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.stack, pytest.mark.browser, pytest.mark.timeout(900)]
 
@@ -150,3 +151,39 @@ def test_carbon_page_in_the_browser(stack, browser):
     assert requests.get(download, timeout=30).status_code == 401
     assert page_shot.stat().st_size > 20_000
     print(f"browser test: {time.time() - started:.0f} s; screenshots in {SCREENSHOTS}")
+
+
+def test_the_ledger_view_in_the_browser_shows_a_try_as_the_database_holds_it(stack, browser):
+    """An ordinary tagged DAG's run, then the Ledger view: one try's row against its rows in the records
+    database (the try, its readings) and against the ledger's JSON."""
+    run_id = stack.trigger({"work_seconds": 8}, dag_id="ordinary_ledger")
+    stack.wait_for_run(run_id, timeout=300, dag_id="ordinary_ledger")
+    ended = "SELECT worker, state, started_at FROM carbon_ledger_tasks WHERE dag_id = 'ordinary_ledger' " \
+            "AND run_id = :run AND task_id = 'load' AND ended_at IS NOT NULL"
+    ((worker, state, started_at),) = wait_until(lambda: stack.records(ended, run=run_id), 120,
+                                                "the load task's meter to write its end")
+    ((kwh,),) = stack.records("SELECT max(kwh) FROM carbon_energy_readings WHERE dag_id = 'ordinary_ledger' "
+                              "AND run_id = :run AND job = 'ledger:load:try-1'", run=run_id)
+    (entry,) = [e for e in stack.get("/carbon/api/ledger", dag_id="ordinary_ledger")["entries"]
+                if e["run_id"] == run_id and e["task_id"] == "load"]
+
+    log_in(browser, stack.base_url, ADMIN, stack.password)
+    browser.get(f"{stack.base_url}/carbon/")
+    click(browser, lambda b: b.find_element(By.PARTIAL_LINK_TEXT, "Ledger"), what="the Ledger link")
+    row_css = f'tr.ledger-try[data-run-id="{run_id}"][data-task-id="load"]'
+    wait_for(browser, lambda b: b.find_elements(By.CSS_SELECTOR, row_css), message=f"no row for {run_id}")
+    cells = browser.execute_script(
+        "return Object.fromEntries([...document.querySelectorAll(arguments[0] + ' td')].map("
+        "td => [td.className.split(' ')[0], {value: td.dataset.value, text: td.innerText}]))", row_css)
+    screenshot(browser, SCREENSHOTS / "carbon-ledger.png")
+
+    assert cells["worker"]["text"] == worker and cells["state"]["text"] == state == "success"
+    assert float(cells["energy-kwh"]["value"]) == kwh > 0  # exactly the last reading
+    shown, rounding = shown_value(cells["energy-kwh"]["text"])
+    assert abs(shown - kwh) <= rounding * (1 + 1e-9), cells["energy-kwh"]
+    assert float(cells["emissions-g"]["value"]) == entry["emissions_g"]
+    shown, rounding = shown_value(cells["emissions-g"]["text"])
+    assert abs(shown - entry["emissions_g"] / 1000) <= rounding * (1 + 1e-9), cells["emissions-g"]
+    assert datetime.fromisoformat(cells["started-at"]["value"]).timestamp() == pytest.approx(started_at)
+    assert float(cells["would-have-saved-g"]["value"]) == entry["shadow"]["saved_g"]
+    assert "would have" in browser.page_source.lower()

@@ -12,7 +12,7 @@ from collections import defaultdict
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from carbon_aware.accounting.report import price_run, shifted
 from carbon_aware.grid.forecast import IntensityPoint
@@ -35,7 +35,12 @@ def ledger(may_read: Callable[[str], bool] = lambda dag_id: True, limit: int = 2
     with engine_for(url).connect() as connection:
         rows = connection.execute(select(TASKS).order_by(TASKS.c.started_at.desc()).limit(limit)).all()
     entries = [entry(row, url, now) for row in rows if may_read(row.dag_id)]
-    return Ledger(tasks=task_totals(entries), entries=entries)
+    from carbon_aware.ledger.runs import run_ledgers
+
+    with engine_for(url).connect() as connection:
+        counts = connection.execute(select(TASKS.c.dag_id, func.count()).group_by(TASKS.c.dag_id)).all()
+    return Ledger(tasks=task_totals(entries), entries=entries, runs=run_ledgers(entries, url, now),
+                  tries_total=sum(n for dag_id, n in counts if may_read(dag_id)))
 
 
 def entry(row: Any, url: str | None, now: datetime) -> LedgerTask:
@@ -43,10 +48,11 @@ def entry(row: Any, url: str | None, now: datetime) -> LedgerTask:
         return LedgerTask.model_validate_json(row.priced)
     key = TryKey(row.dag_id, row.run_id, row.task_id, row.map_index, row.try_number)
     readings = _readings(key, url)
-    timeline = [(datetime.fromisoformat(r["time"]), float(r["kwh"])) for r in readings]
+    timeline = _timeline(readings)
     task = LedgerTask(dag_id=row.dag_id, run_id=row.run_id, task_id=row.task_id, map_index=row.map_index,
                       try_number=row.try_number, worker=row.worker, region=row.region,
                       started_at=utc(row.started_at), ended_at=utc(row.ended_at) if row.ended_at else None,
+                      deadline=utc(row.deadline),
                       state=_state(row, timeline, now), energy_note=_energy_note(row, readings),
                       energy_kwh=timeline[-1][1] if readings and not row.energy_error else None)
     if task.energy_kwh is not None:
@@ -58,6 +64,15 @@ def entry(row: Any, url: str | None, now: datetime) -> LedgerTask:
     if _final(task):
         _keep(key, task, url)
     return task
+
+
+def _timeline(readings: list[dict[str, Any]]) -> Timeline:
+    """(time, cumulative kWh) from the meter's start (its first reading's time less the seconds it had
+    measured by then, at 0 kWh), so that every kWh read lies in an interval."""
+    timeline = [(datetime.fromisoformat(r["time"]), float(r["kwh"])) for r in readings]
+    if timeline and timeline[0][1] > 0:
+        timeline.insert(0, (timeline[0][0] - timedelta(seconds=float(readings[0]["seconds"])), 0.0))
+    return timeline
 
 
 def _readings(key: TryKey, url: str | None) -> list[dict[str, Any]]:
@@ -81,7 +96,7 @@ def _energy_note(row: Any, readings: list[dict[str, Any]]) -> str | None:
         return f"energy unknown: {row.energy_error}"
     if not readings:
         return "energy unknown: no reading yet (its meter is starting)"
-    late = datetime.fromisoformat(readings[0]["time"]).timestamp() - row.started_at
+    late = _timeline(readings)[0][0].timestamp() - row.started_at  # when the meter began measuring
     if late > 1:
         return f"measured from {late:.1f} s after it started (the time its meter took to start)"
     return None
@@ -166,7 +181,8 @@ def shadow_plan(timeline: Timeline, forecast: StoredForecast | None, deadline: d
     if moved is None or "error" in moved:
         return None, "its window could not be priced"
     saved = emissions_g - moved["emissions_g"]
-    return Shadow(deadline=deadline, start=utc(best), end=utc(best + seconds), forecast_source=forecast.source,
+    return Shadow(deadline=deadline, start=utc(best), end=utc(best + seconds),
+                  forecast_source=forecast.source,
                   forecast_issued=forecast.hour, emissions_g=moved["emissions_g"],
                   priced_on=moved["intensity_source"], saved_g=saved,
                   saved_pct=100 * saved / emissions_g if emissions_g else None), None

@@ -59,7 +59,7 @@ def keep_forecast(url: str | None, region: str, specs: list[dict[str, Any]], now
             return False
     anchor = anchor_of(url, region) or now
     forecast, _reasons = fetch_forecast(specs, now, HORIZON, now + timedelta(hours=1), anchor=anchor)
-    points = [[int(p.start.timestamp()), int(p.duration.total_seconds()), p.value] for p in forecast.points]
+    points = [[p.start.timestamp(), p.duration.total_seconds(), p.value] for p in forecast.points]
     row = {"region": region, "hour": _hour(now), "source": forecast.source[:200],
            "anchor": anchor.timestamp(), "points": json.dumps(points), "fetched_at": time.time()}
     with engine_for(url).begin() as connection:

@@ -1,8 +1,8 @@
 """Airflow's listener interface on the worker: a try of a task of an opted-in DAG gets a meter
-process (:class:`~carbon_aware.ledger.meter.MeterProcess`) when it starts running, told when it ends. Registered by
-the provider's plugin (:mod:`carbon_aware.plugins.carbon_ledger`). Every hook returns within
-milliseconds and never raises: Airflow logs a listener's exception, but the ledger must not even do that
-to a task."""
+process (:class:`~carbon_aware.ledger.meter.MeterProcess`) when it starts running, told when it ends.
+Registered by the provider's plugin (:mod:`carbon_aware.plugins.carbon_ledger`). Every hook returns
+within milliseconds and never raises: Airflow logs a listener's exception, but the ledger must not even
+do that to a task."""
 from __future__ import annotations
 
 import logging

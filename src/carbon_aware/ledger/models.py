@@ -52,6 +52,7 @@ class LedgerTask(BaseModel):
     region: str
     started_at: datetime
     ended_at: datetime | None  # None: still running, or killed before it could say (see ``state``)
+    deadline: datetime | None = None  # the shadow plan's latest end
     state: str  # running | success | failed | up_for_retry | skipped | ended unreported
     energy_kwh: float | None  # None: not measured (``energy_note`` says why)
     energy_note: str | None = None
@@ -93,7 +94,24 @@ class TaskLedger(BaseModel):
     trend: list[LedgerDay]
 
 
+class RunLedger(BaseModel):
+    """A DAG run as one unit (the DAGs named in ``ledger_run_units``): every try of it together, and the
+    window the planner would have moved the whole run to, its energy profile kept as measured."""
+
+    dag_id: str
+    run_id: str
+    started_at: datetime  # its first measured try's meter start
+    ended_at: datetime  # its last try's last reading
+    tries: int
+    energy_kwh: float
+    emissions_g: float
+    shadow: Shadow | None = None
+    shadow_note: str | None = None
+
+
 class Ledger(BaseModel):
     tasks: list[TaskLedger]
     entries: list[LedgerTask]  # newest first
+    runs: list[RunLedger] = Field(default_factory=list)  # DAGs whose run is the unit, newest first
+    tries_total: int = 0  # tries of the readable DAGs in the records (entries holds the newest ones)
     note: str = SHARED_MACHINE_NOTE

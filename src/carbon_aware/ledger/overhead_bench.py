@@ -98,7 +98,8 @@ def main(argv: list[str] | None = None) -> None:
         notes.add(note)
     plain_wall = statistics.median(r["wall"] for r in results["plain"])
     plain_work = statistics.median(r["work"] for r in results["plain"])
-    print(f"a task of {iterations:,} loop iterations (~{args.work_seconds:g} s), {args.runs} fresh processes "
+    print(f"a task of {iterations:,} loop iterations (~{args.work_seconds:g} s), "
+          f"{args.runs} fresh processes "
           "each, alternating")
     for variant, rows in results.items():
         wall, work = statistics.median(r["wall"] for r in rows), statistics.median(r["work"] for r in rows)

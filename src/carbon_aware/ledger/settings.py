@@ -6,6 +6,8 @@ process. Deployment settings, never DAG params: nothing here comes from a trigge
 - ``ledger_dag_ids``: DAG ids measured without a tag, comma-separated.
 - ``ledger_deadlines``: ``dag_id=hours`` pairs, comma-separated: the shadow plan's deadline after a
   task starts; default: the DAG's next scheduled run (24 h for a DAG without a schedule).
+- ``ledger_run_units``: DAG ids whose run, not each task, is the unit of the shadow plan (the whole
+  run moved as one), comma-separated.
 - ``ledger_reading_seconds`` (10): how often a running task's energy is written down (what a killed
   task can lose at most).
 - ``ledger_providers``: the grid's provider specs as JSON (a list, as the DAG's ``providers`` param);
@@ -49,7 +51,8 @@ def _deadlines(text: str) -> dict[str, float]:
         try:
             value = float(hours)
         except ValueError:
-            raise LedgerSettingsError(f"[{SECTION}] ledger_deadlines: {pair!r} is not dag_id=hours") from None
+            raise LedgerSettingsError(
+                f"[{SECTION}] ledger_deadlines: {pair!r} is not dag_id=hours") from None
         if not 0 < value <= MAX_SHADOW_HOURS:
             raise LedgerSettingsError(f"[{SECTION}] ledger_deadlines: {dag_id.strip()}: hours must be in "
                                       f"(0, {MAX_SHADOW_HOURS:g}]")
@@ -81,6 +84,7 @@ class LedgerSettings:
     deadlines: dict[str, float] = field(default_factory=dict)
     reading_seconds: float = 10.0
     providers: list[dict[str, Any]] | None = None
+    run_units: frozenset[str] = frozenset()
 
     def measures(self, dag_id: str, tags: Any) -> bool:
         return dag_id in self.dag_ids or self.tag in set(tags or ())
@@ -91,13 +95,15 @@ def read_settings() -> LedgerSettings:
     try:
         seconds = float(reading)
     except ValueError:
-        raise LedgerSettingsError(f"[{SECTION}] ledger_reading_seconds: {reading!r} is not a number") from None
+        raise LedgerSettingsError(
+            f"[{SECTION}] ledger_reading_seconds: {reading!r} is not a number") from None
     if not 0.1 <= seconds <= 3600:
         raise LedgerSettingsError(f"[{SECTION}] ledger_reading_seconds: expected 0.1 to 3600")
     return LedgerSettings(tag=_option("ledger_tag").strip() or DEFAULT_TAG,
                           dag_ids=_ids(_option("ledger_dag_ids")),
                           deadlines=_deadlines(_option("ledger_deadlines")),
-                          reading_seconds=seconds, providers=_providers(_option("ledger_providers")))
+                          reading_seconds=seconds, providers=_providers(_option("ledger_providers")),
+                          run_units=_ids(_option("ledger_run_units")))
 
 
 @lru_cache(maxsize=1)
