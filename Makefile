@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install system-deps test stack-test demo airflow bench bench-store lock clean
+.PHONY: install system-deps test stack-test demo airflow bench bench-store bench-ledger lock clean
 
 install: $(STAMP)
 
@@ -41,6 +41,10 @@ bench: install
 # SQLite file; BENCH_STORE_ARGS='--url postgresql+psycopg2://...' measures another database.
 bench-store: install
 	$(BIN)/python -m carbon_aware.grid.store_bench $(BENCH_STORE_ARGS)
+
+# The ledger's listener on a task of about one second of work, in fresh processes, against no listener.
+bench-ledger: install
+	$(BIN)/python -m carbon_aware.ledger.overhead_bench
 
 # Names in requirements-tracking.lock stay there; everything else installed goes to requirements.lock.
 lock:

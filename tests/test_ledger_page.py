@@ -1,7 +1,8 @@
 """The Carbon page's Ledger view (/carbon/ledger) and its JSON (/carbon/api/ledger), on a ledger a test
 builds from the models (the book that reads the records database stands in as a fake): the figures by DAG
-and task and per try, each with its unit; per-DAG visibility in both, even when the book would leak; the
-note on shared machines; unknown energy with its reason; hostile ids escaped. The ledger's own figures
+and task, per run measured as one unit and per try, each with its unit; per-DAG visibility in both, even
+when the book would leak; the note on shared machines; the line on totals of the newest tries only;
+unknown energy with its reason; hostile ids escaped. The ledger's own figures
 are tested in tests/test_ledger.py, and on the Celery stack in tests/stack/test_ledger.py."""
 import re
 import sys
@@ -14,7 +15,7 @@ from markupsafe import escape
 
 import carbon_aware.ledger as ledger_package
 from carbon_aware.ledger.models import (SHARED_MACHINE_NOTE, Ledger, LedgerDay, LedgerTask, PricedInterval,
-                                        Shadow, TaskLedger)
+                                        RunLedger, Shadow, TaskLedger)
 from carbon_aware.web import app as web
 from carbon_aware.web import ledger_view
 
@@ -24,6 +25,8 @@ HOSTILE = "<script>alert(1)</script>"
 RUN_23, RUN_22 = "scheduled__2026-11-23T00:00:00+00:00", "scheduled__2026-11-22T00:00:00+00:00"
 NO_METER = "the meter could not start: CodeCarbon found no hardware"
 MOCK_NOTE = "the forecast fell back to the mock curve: no shadow plan"
+RUN_NOTE = "a try of the run has no energy: no shadow plan for the run"
+RECORDED = {ETL: 2504, SECRET: 7919}  # tries of each DAG in the records (the entries: the newest only)
 
 
 def _interval(start: datetime, minutes: int, kwh: float, g_per_kwh: float, source: str) -> PricedInterval:
@@ -91,7 +94,37 @@ def _tasks() -> list[TaskLedger]:
     ]
 
 
+def _runs() -> list[RunLedger]:
+    """Runs as one unit, in no particular order: ETL's two (the later with a shadow plan, the earlier
+    without one) and one of the DAG some users may not read."""
+    later = RunLedger(
+        dag_id=ETL, run_id=RUN_23, started_at=T0 + timedelta(minutes=30),
+        ended_at=T0 + timedelta(hours=2, minutes=1), tries=3, energy_kwh=0.013, emissions_g=3.25,
+        shadow=Shadow(deadline=T0 + timedelta(hours=20), start=T0 + timedelta(hours=5),
+                      end=T0 + timedelta(hours=6, minutes=31), forecast_source="neso",
+                      forecast_issued=T0 + timedelta(minutes=15), emissions_g=2.6,
+                      priced_on="actual+forecast", saved_g=0.65, saved_pct=20.0))
+    earlier = RunLedger(
+        dag_id=ETL, run_id=RUN_22, started_at=T0 - timedelta(days=1),
+        ended_at=T0 - timedelta(days=1) + timedelta(minutes=5), tries=1, energy_kwh=0.008, emissions_g=2.4,
+        shadow_note=RUN_NOTE)
+    secret = RunLedger(
+        dag_id=SECRET, run_id="manual__secret-run", started_at=T0 + timedelta(hours=3),
+        ended_at=T0 + timedelta(hours=4), tries=3, energy_kwh=2.5, emissions_g=900.0,
+        shadow=Shadow(deadline=T0 + timedelta(hours=30), start=T0 + timedelta(hours=12),
+                      end=T0 + timedelta(hours=13), forecast_source="de", forecast_issued=T0,
+                      emissions_g=700.0, priced_on="forecast", saved_g=200.0, saved_pct=22.2))
+    return [earlier, secret, later]
+
+
 ASKED: list[str] = []  # the DAG ids the fake book asked may_read about
+
+
+def _ledger(shows) -> Ledger:
+    return Ledger(tasks=[t for t in _tasks() if shows(t.dag_id)],
+                  entries=[e for e in _entries() if shows(e.dag_id)],
+                  runs=[r for r in _runs() if shows(r.dag_id)],
+                  tries_total=sum(n for dag_id, n in RECORDED.items() if shows(dag_id)))
 
 
 def fake_ledger(may_read) -> Ledger:
@@ -102,13 +135,12 @@ def fake_ledger(may_read) -> Ledger:
         ASKED.append(dag_id)
         return may_read(dag_id)
 
-    return Ledger(tasks=[t for t in _tasks() if shows(t.dag_id)], entries=[e for e in _entries()
-                                                                             if shows(e.dag_id)])
+    return _ledger(shows)
 
 
 def leaky_ledger(may_read) -> Ledger:
     """A book that forgets to ask: the view must still leave out what the user may not read."""
-    return Ledger(tasks=_tasks(), entries=_entries())
+    return _ledger(lambda dag_id: True)
 
 
 def readable(*hidden: str):
@@ -205,6 +237,66 @@ def test_the_view_lists_each_task_and_try_with_its_figures_and_units(client):
     assert "would have saved (shadow plan)" in page.text and "never a saving achieved" in page.text
 
 
+def test_the_runs_as_one_unit_are_listed_with_their_figures_and_shadow_window(client):
+    page = client.get("/ledger").text
+    assert page.index('id="ledger-tasks"') < page.index('id="ledger-runs"') < page.index('id="ledger-tries"')
+    runs = [(_attrs(a), _cells(row)) for a, row in _rows(page, "ledger-run")]
+    assert [(r["dag-id"], r["run-id"]) for r, _ in runs] == [  # newest first
+        (SECRET, "manual__secret-run"), (ETL, RUN_23), (ETL, RUN_22)]
+    cells = runs[1][1]
+    assert cells["dag-id"][1] == ETL and cells["run-id"] == (RUN_23, RUN_23)
+    assert cells["started-at"] == ("2026-11-23T10:30:00+00:00", "2026-11-23 10:30:00 UTC")
+    assert cells["ended-at"] == ("2026-11-23T12:01:00+00:00", "2026-11-23 12:01:00 UTC")
+    assert cells["tries"] == ("3", "3")
+    assert cells["energy-kwh"] == ("0.013", "13 Wh") and cells["emissions-g"] == ("3.25", "3.25 g CO₂e")
+    assert cells["shadow-window"] == (
+        "2026-11-23T15:00:00+00:00/2026-11-23T16:31:00+00:00",
+        "2026-11-23 15:00 – 16:31 UTC forecast neso issued 2026-11-23 10:15 UTC; "
+        "deadline 2026-11-24 06:00 UTC")
+    assert cells["would-have-saved-g"] == (
+        "0.65", "650 mg CO₂e +20.0 % · would have emitted 2.6 g CO₂e · priced on actual+forecast")
+    assert cells["would-have-saved-pct"] == ("20.0", "+20.0 %")
+    run_link = f"/dags/{ETL}/runs/scheduled__2026-11-23T00%3A00%3A00%2B00%3A00"  # the Airflow run
+    row = next(row for a, row in _rows(page, "ledger-run") if RUN_23 in a)
+    assert f'<td class="run-id" data-value="{RUN_23}"><a href="{run_link}" target="_top">' in row
+    # "would have", never a saving achieved
+    section = page[page.index("Runs as one unit"):page.index('id="ledger-runs"')]
+    assert "<b>would have</b>" in section and "never a saving achieved" in section
+    headers = page[page.index('id="ledger-runs"'):page.index("</thead>", page.index('id="ledger-runs"'))]
+    assert "<th>shadow window (would have run)</th>" in headers
+    assert "<th>would have saved (shadow plan)</th>" in headers
+
+
+def test_a_run_without_a_shadow_plan_shows_why(client):
+    page = client.get("/ledger").text
+    earlier = next(_cells(row) for a, row in _rows(page, "ledger-run") if RUN_22 in a)
+    assert earlier["shadow-window"] == ("", RUN_NOTE)
+    assert earlier["would-have-saved-g"] == ("", "n/a") and earlier["would-have-saved-pct"] == ("", "n/a")
+    assert earlier["emissions-g"] == ("2.4", "2.4 g CO₂e")
+
+
+def test_without_runs_as_one_unit_there_is_no_runs_table(client, use_book):
+    use_book(lambda may_read: Ledger(tasks=_tasks(), entries=_entries()))
+    page = client.get("/ledger").text
+    assert 'id="ledger-runs"' not in page and "Runs as one unit" not in page
+    assert 'class="ledger-try"' in page
+
+
+def test_totals_of_the_newest_tries_only_say_so(client, use_book):
+    page = client.get("/ledger").text
+    line = re.search(r'<p class="note" id="ledger-partial"([^>]*)>(.*?)</p>', page, re.S)
+    total = sum(RECORDED.values())
+    assert _attrs(line.group(1)) == {"tries": "5", "tries-total": str(total)}
+    assert f"cover the newest 5 of {total} tries" in " ".join(line.group(2).split())
+    assert (page.index('id="ledger-note"') < page.index('id="ledger-partial"')
+            < page.index('id="ledger-tasks"'))
+    # Every try the records hold is in the entries: no such line.
+    use_book(lambda may_read: _ledger(lambda dag_id: True).model_copy(update={"tries_total": 5}))
+    assert 'id="ledger-partial"' not in client.get("/ledger").text
+    use_book(lambda may_read: Ledger(tasks=_tasks(), entries=_entries()))  # a count not given: 0
+    assert 'id="ledger-partial"' not in client.get("/ledger").text
+
+
 def test_unknown_energy_shows_why(client):
     page = client.get("/ledger").text
     load = next(_cells(row) for a, row in _rows(page, "ledger-try") if 'data-task-id="load"' in a)
@@ -226,14 +318,21 @@ def test_a_dag_the_user_may_not_read_is_in_neither_the_page_nor_the_json(client,
     web.app.dependency_overrides[web.readable_dags] = readable(SECRET)
     for response in (client.get("/ledger"), client.get("/api/ledger")):
         assert response.status_code == 200
-        for hidden in (SECRET, "gpu-secret-worker", "manual__secret-run", "900 g CO₂e", "900.0"):
+        for hidden in (SECRET, "gpu-secret-worker", "manual__secret-run", "900 g CO₂e", "900.0", "700.0",
+                       "200 g CO₂e", str(RECORDED[SECRET]), str(sum(RECORDED.values()))):
             assert hidden not in response.text, hidden
     body = client.get("/api/ledger").json()
     assert {t["dag_id"] for t in body["tasks"]} == {e["dag_id"] for e in body["entries"]} == {ETL}
+    assert {r["dag_id"] for r in body["runs"]} == {ETL} and len(body["runs"]) == 2
     assert len(body["entries"]) == 4
+    # A book that asked counts the readable DAGs' tries; one that leaked is not trusted with its count.
+    assert body["tries_total"] == (RECORDED[ETL] if book is fake_ledger else 4)
+    page = client.get("/ledger").text
+    assert {_attrs(a)["dag-id"] for a, _ in _rows(page, "ledger-run")} == {ETL}
     # Asked for by name: the same answer as a DAG that does not exist.
     named = client.get("/api/ledger", params={"dag_id": SECRET})
-    assert named.json() == {"tasks": [], "entries": [], "note": SHARED_MACHINE_NOTE}
+    assert named.json() == {"tasks": [], "entries": [], "runs": [], "tries_total": 0,
+                            "note": SHARED_MACHINE_NOTE}
     page = client.get("/ledger", params={"dag_id": SECRET}).text
     assert "No measured try you may read yet" in page and "gpu-secret-worker" not in page
     if book is fake_ledger:  # the book was asked with the user's own answer
@@ -241,17 +340,20 @@ def test_a_dag_the_user_may_not_read_is_in_neither_the_page_nor_the_json(client,
 
 
 def test_the_json_is_the_ledger_models_dump(client):
-    expected = Ledger(tasks=_tasks(), entries=_entries()).model_dump(mode="json")
+    everything = _ledger(lambda dag_id: True)
+    expected = everything.model_dump(mode="json")
     body = client.get("/api/ledger").json()
     assert body == expected and body["note"] == SHARED_MACHINE_NOTE
-    assert Ledger.model_validate(body) == Ledger(tasks=_tasks(), entries=_entries())
+    assert Ledger.model_validate(body) == everything and len(body["runs"]) == 3
     only = client.get("/api/ledger", params={"dag_id": ETL}).json()
     assert only == {**expected, "tasks": [t for t in expected["tasks"] if t["dag_id"] == ETL],
-                    "entries": [e for e in expected["entries"] if e["dag_id"] == ETL]}
+                    "entries": [e for e in expected["entries"] if e["dag_id"] == ETL],
+                    "runs": [r for r in expected["runs"] if r["dag_id"] == ETL],
+                    "tries_total": RECORDED[ETL]}
     assert ASKED and set(ASKED) <= {ETL, SECRET}
     unknown = client.get("/api/ledger", params={"dag_id": "no_such_dag"})
-    assert unknown.status_code == 200 and unknown.json() == {"tasks": [], "entries": [],
-                                                              "note": SHARED_MACHINE_NOTE}
+    assert unknown.status_code == 200 and unknown.json() == {"tasks": [], "entries": [], "runs": [],
+                                                              "tries_total": 0, "note": SHARED_MACHINE_NOTE}
 
 
 @pytest.mark.parametrize("dag_id", ["x" * 251, "", "a\x00b", "a\nb"])

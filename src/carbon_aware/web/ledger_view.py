@@ -1,5 +1,6 @@
 """The Carbon page's Ledger view: every measured task try of the DAGs the user may read, by DAG and task
-with a daily trend, then the latest tries with their shadow plans ("would have", never a saving achieved).
+with a daily trend, the DAG runs measured as one unit, then the latest tries with their shadow plans
+("would have", never a saving achieved).
 
 The ledger comes from :func:`carbon_aware.ledger.book.ledger`, asked for the readable DAGs only; the view
 drops any DAG ``may_read`` refuses once more before it shows or serves anything. This module turns the
@@ -10,7 +11,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable
 from urllib.parse import quote
 
-from carbon_aware.ledger.models import Ledger, LedgerDay, LedgerTask, TaskLedger
+from carbon_aware.ledger.models import Ledger, LedgerDay, LedgerTask, RunLedger, Shadow, TaskLedger
 from carbon_aware.web.app import duration, energy, intensity, mass, moment, percent, shown
 
 LATEST_TRIES = 200  # tries listed on the page, newest first (the JSON has all the ledger holds)
@@ -28,9 +29,15 @@ def read(may_read: Callable[[str], bool], dag_id: str | None = None) -> Ledger:
 
 
 def visible(ledger: Ledger, may_read: Callable[[str], bool]) -> Ledger:
-    """The ledger without any task total or try of a DAG ``may_read`` refuses."""
-    return ledger.model_copy(update={"tasks": [task for task in ledger.tasks if may_read(task.dag_id)],
-                                     "entries": [e for e in ledger.entries if may_read(e.dag_id)]})
+    """The ledger without any task total, run or try of a DAG ``may_read`` refuses. A book that left one
+    in did not ask ``may_read``, so its count of tries is not trusted either: only the tries kept count."""
+    tasks = [task for task in ledger.tasks if may_read(task.dag_id)]
+    entries = [e for e in ledger.entries if may_read(e.dag_id)]
+    runs = [run for run in ledger.runs if may_read(run.dag_id)]
+    leaked = (len(tasks), len(entries), len(runs)) != (len(ledger.tasks), len(ledger.entries),
+                                                        len(ledger.runs))
+    return ledger.model_copy(update={"tasks": tasks, "entries": entries, "runs": runs,
+                                     "tries_total": len(entries) if leaked else ledger.tries_total})
 
 
 # --- one value: its text with its unit (see app.shown) and its raw value for data-value --------------
@@ -152,10 +159,10 @@ def _emissions(entry: LedgerTask) -> dict[str, Any]:
     return shown("unknown" if entry.energy_kwh is None else "not priced")
 
 
-def _window(entry: LedgerTask) -> dict[str, Any]:
-    plan = entry.shadow
+def _window(plan: Shadow | None, note: str | None) -> dict[str, Any]:
+    """The shadow plan's window (the try's, or a whole run's), or why there is none."""
     if plan is None:
-        return shown(entry.shadow_note or "no shadow plan")
+        return shown(note or "no shadow plan")
     start, end = utc(plan.start), utc(plan.end)
     ends = f"{end:%H:%M}" if end.date() == start.date() else f"{end:%Y-%m-%d %H:%M}"
     issued, deadline = utc(plan.forecast_issued), utc(plan.deadline)
@@ -164,13 +171,17 @@ def _window(entry: LedgerTask) -> dict[str, Any]:
                      f"deadline {deadline:%Y-%m-%d %H:%M} UTC")
 
 
-def _would_have_saved(entry: LedgerTask) -> dict[str, Any]:
-    plan = entry.shadow
+def _would_have_saved(plan: Shadow | None) -> dict[str, Any]:
     if plan is None:
         return shown("n/a")
     return shown(grams(plan.saved_g), css=saving_class(plan.saved_g),
                  sub=f"{percent(plan.saved_pct)} · would have emitted {grams(plan.emissions_g)} · "
                      f"priced on {plan.priced_on}")
+
+
+def _shadow_cells(plan: Shadow | None, note: str | None) -> list[dict[str, Any]]:
+    return [cell("shadow-window", f"{raw(plan.start)}/{raw(plan.end)}" if plan else "", _window(plan, note)),
+            cell("would-have-saved-g", plan.saved_g if plan else None, _would_have_saved(plan), True)]
 
 
 def try_row(entry: LedgerTask, here: str, run_link: Callable[[str, str], str]) -> dict[str, Any]:
@@ -187,7 +198,8 @@ def try_row(entry: LedgerTask, here: str, run_link: Callable[[str, str], str]) -
                      link=f"{here}/ledger?dag_id={quote(entry.dag_id, safe='')}"),
                 cell("run-id", entry.run_id, shown(entry.run_id), link=run),
                 cell("task-id", entry.task_id,
-                     shown(entry.task_id, sub=f"map index {entry.map_index}" if entry.map_index >= 0 else ""),
+                     shown(entry.task_id,
+                           sub=f"map index {entry.map_index}" if entry.map_index >= 0 else ""),
                      link=task_link),
                 cell("try-number", entry.try_number, count(entry.try_number), True),
                 cell("worker", entry.worker, shown(entry.worker)),
@@ -201,15 +213,39 @@ def try_row(entry: LedgerTask, here: str, run_link: Callable[[str, str], str]) -
                      shown(intensity(entry.mean_intensity_g_per_kwh)), True),
                 cell("intensity-sources", entry.intensity_sources,
                      shown("; ".join(entry.intensity_sources) or "none")),
-                cell("shadow-window", f"{raw(plan.start)}/{raw(plan.end)}" if plan else "", _window(entry)),
-                cell("would-have-saved-g", plan.saved_g if plan else None, _would_have_saved(entry), True)]}
+                *_shadow_cells(plan, entry.shadow_note)]}
+
+
+# --- the DAG runs measured as one unit (ledger_run_units) ------------------------------------------------
+RUN_HEADERS = ("DAG", "run", "start", "end", "tries", "energy", "emissions",
+               "shadow window (would have run)", "would have saved (shadow plan)", "would have saved (%)")
+
+
+def run_row(run: RunLedger, here: str, run_link: Callable[[str, str], str]) -> dict[str, Any]:
+    plan = run.shadow
+    return {"dag_id": run.dag_id, "run_id": run.run_id,
+            "cells": [
+                cell("dag-id", run.dag_id, shown(run.dag_id),
+                     link=f"{here}/ledger?dag_id={quote(run.dag_id, safe='')}"),
+                cell("run-id", run.run_id, shown(run.run_id), link=run_link(run.dag_id, run.run_id)),
+                cell("started-at", run.started_at, at(run.started_at)),
+                cell("ended-at", run.ended_at, at(run.ended_at)),
+                cell("tries", run.tries, count(run.tries), True),
+                cell("energy-kwh", run.energy_kwh, shown(energy(run.energy_kwh)), True),
+                cell("emissions-g", run.emissions_g, shown(grams(run.emissions_g)), True),
+                *_shadow_cells(plan, run.shadow_note),
+                cell("would-have-saved-pct", plan.saved_pct if plan else None,
+                     shown(percent(plan.saved_pct) if plan else "n/a"), True)]}
 
 
 def page(ledger: Ledger, here: str, run_link: Callable[[str, str], str]) -> dict[str, Any]:
     """The template's context for a ledger already filtered by :func:`visible`."""
     entries = sorted(ledger.entries, key=lambda e: utc(e.started_at), reverse=True)
     tasks = sorted(ledger.tasks, key=lambda t: (t.dag_id, t.task_id))
+    runs = sorted(ledger.runs, key=lambda r: utc(r.started_at), reverse=True)
     return {"note": ledger.note, "tasks": [task_row(task, here) for task in tasks],
+            "runs": [run_row(run, here, run_link) for run in runs],
             "tries": [try_row(entry, here, run_link) for entry in entries[:LATEST_TRIES]],
-            "all_tries": len(entries), "task_headers": TASK_HEADERS, "day_headers": DAY_HEADERS,
+            "all_tries": len(entries), "tries_total": max(ledger.tries_total, len(entries)),
+            "task_headers": TASK_HEADERS, "day_headers": DAY_HEADERS, "run_headers": RUN_HEADERS,
             "try_headers": TRY_HEADERS}
