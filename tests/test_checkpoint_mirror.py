@@ -68,6 +68,21 @@ def test_a_checkpoint_written_after_the_last_copy_is_kept_and_sent(tmp_path, rem
     assert retry.sync() == ["last.pt"] and _stored(remote, "last.pt") == b"step 150"
 
 
+def test_a_checkpoint_renamed_into_place_at_every_look_is_sent_while_the_job_runs(tmp_path, remote):
+    """A job that checkpoints more often than the mirror looks never leaves its file the same twice: once
+    the mirror has seen it replaced by a rename (a whole file), each new version is sent at once."""
+    here = tmp_path / "a" / "checkpoints"
+    mirror = objects.FolderMirror(here, remote)
+    _write(here / "checkpoint.pt", b"step 50")
+    assert mirror.sync(final=False) == []  # a name seen for the first time waits one look
+    for step in (100, 150, 200):
+        _write(here / "checkpoint.pt", f"step {step}".encode())
+        assert mirror.sync(final=False) == ["checkpoint.pt"]
+        assert _stored(remote, "checkpoint.pt") == f"step {step}".encode()
+    (here / "checkpoint.pt").write_bytes(b"step 250")  # rewritten in place now: still sent, as the job
+    assert mirror.sync(final=False) == ["checkpoint.pt"]  # writes whole files under this name
+
+
 def test_a_file_written_in_place_is_sent_once_it_stays_the_same(tmp_path, remote):
     here = tmp_path / "a" / "checkpoints"
     here.mkdir(parents=True)

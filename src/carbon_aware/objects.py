@@ -169,7 +169,8 @@ class FolderMirror:
     store holds; :meth:`watching` while it runs sends each file that changed (from a thread, every
     ``every_seconds``, so a slow upload never holds up the job's supervision) and, when it ends, what
     is left. Subfolders are mirrored too; files being written (see :func:`_settled`) wait until they
-    are renamed into place, a file written in place is sent once it stayed the same for one look, and
+    are renamed into place, a file the job renames over an older one is sent at each change, a file
+    written in place once it stayed the same for one look (see :meth:`_complete`), and
     a file the job deletes (an older checkpoint it rotates out) is deleted from the store.
 
     What this machine last synced is kept beside the folder (``.<folder>.mirror.json``), so that a
@@ -181,6 +182,7 @@ class FolderMirror:
         self._manifest = local.parent / f".{local.name}.mirror.json"
         self._synced = self._load()
         self._seen: dict[str, Stamp] = {}  # local stamps at the previous look
+        self._renamed: set[str] = set()  # files the job writes by renaming a whole file into place
 
     def _load(self) -> dict[str, _Synced]:
         import json
@@ -249,7 +251,7 @@ class FolderMirror:
             known = self._synced.get(relative)
             if known is not None and known.local == stamp:
                 continue
-            if (final or self._seen.get(relative) == stamp) and self._send(relative, stamp):
+            if (final or self._complete(relative, stamp, known)) and self._send(relative, stamp):
                 sent.append(relative)
         self._seen = present
         # A folder gone as a whole was removed from outside the job (a clean-up): the store keeps it.
@@ -260,6 +262,17 @@ class FolderMirror:
         if sent or gone:
             self._save()
         return sent
+
+    def _complete(self, relative: str, stamp: Stamp, known: _Synced | None) -> bool:
+        """Whether a changed file can be sent while the job still runs. A file the job renames into
+        place (another inode than at the previous look or the last copy) is whole whenever it is seen:
+        once seen so, it is sent at every change, since a job that checkpoints more often than the
+        mirror looks never leaves it the same twice. Any other file waits until it stayed the same for
+        one look (written in place, it may be half written)."""
+        seen = self._seen.get(relative)
+        if any(old is not None and old[2] != stamp[2] for old in (seen, known and known.local)):
+            self._renamed.add(relative)
+        return relative in self._renamed or seen == stamp
 
     def _send(self, relative: str, stamp: Stamp) -> bool:
         """One file to the store; False when it changed while it was copied (sent again later)."""
