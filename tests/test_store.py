@@ -3,8 +3,10 @@ indexes, concurrent writers and migrating processes, seeding from a trace file, 
 and the fallback chain provider -> history forecaster on the store -> mock, against a real local HTTP
 server."""
 import multiprocessing
+import sqlite3
 import subprocess
 import sys
+import threading
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
@@ -159,6 +161,22 @@ def test_two_processes_starting_on_a_fresh_sqlite_file_both_succeed(tmp_path):
     assert GridStore(url).sources("GB") == {"worker0": 3.0, "worker1": 3.0}
     with engine_for(url).connect() as connection:
         assert connection.execute(text("SELECT count(*) FROM carbon_schema_version")).scalar() == HEAD
+
+
+def test_a_process_finding_a_new_file_mid_write_waits_to_switch_it_to_wal(tmp_path):
+    """SQLite answers a switch to WAL "database is locked" at once, busy timeout or not, while another
+    process holds a new file's write lock (the first of several processes starting on it)."""
+    path = tmp_path / "fresh.db"
+    first = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    first.execute("CREATE TABLE other (x)")
+    first.execute("BEGIN IMMEDIATE")
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        sqlite3.connect(path, timeout=5).execute("PRAGMA journal_mode=WAL")
+    threading.Timer(0.5, first.execute, ["COMMIT"]).start()
+    with engine_for(f"sqlite:///{path}").connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert connection.execute(text("SELECT max(version) FROM carbon_schema_version")).scalar() == HEAD
+    first.close()
 
 
 def test_the_benchmark_measures_each_age_and_leaves_a_shared_database_as_it_was(records_db, capsys):

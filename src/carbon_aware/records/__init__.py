@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 import threading
+import time
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -69,12 +71,12 @@ def engine_for(url: str | None = None) -> Engine:
 def new_engine(url: str) -> Engine:
     if not url.startswith("sqlite"):
         return create_engine(url, pool_pre_ping=True, pool_size=2, max_overflow=4)
-    engine = create_engine(url, connect_args={"timeout": 60})
+    engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_SECONDS})
 
     @event.listens_for(engine, "connect")
     def _connect(dbapi_connection, _record):
         dbapi_connection.isolation_level = None  # SQLAlchemy, not the driver, begins transactions
-        dbapi_connection.execute("PRAGMA journal_mode=WAL")
+        _use_wal(dbapi_connection)
         dbapi_connection.execute("PRAGMA synchronous=NORMAL")
 
     @event.listens_for(engine, "begin")
@@ -89,6 +91,22 @@ def new_engine(url: str) -> Engine:
 
 
 IMMEDIATE = "carbon_sqlite_immediate"
+SQLITE_BUSY_SECONDS = 60
+
+
+def _use_wal(dbapi_connection: sqlite3.Connection) -> None:
+    """Switch the file to WAL (it stays so). On a new file several processes switch it at once, and
+    SQLite answers the losers "database is locked" at once, without waiting out the busy timeout: so
+    try again until the winner has switched it or the busy timeout has passed."""
+    deadline = time.monotonic() + SQLITE_BUSY_SECONDS
+    while True:
+        try:
+            dbapi_connection.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 @contextmanager
