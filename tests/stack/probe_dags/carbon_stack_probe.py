@@ -1,6 +1,6 @@
 """carbon_stack_probe: two tasks on two workers, the default queue's and the training queue's, that
 hand a file over through the object store and open the records database, each returning where it ran.
-Only the stack of tests/stack/test_no_shared_disk.py loads it (a DAG bundle of its own)."""
+Only the stack of tests/stack_private/test_no_shared_disk.py loads it (a DAG bundle of its own)."""
 from __future__ import annotations
 
 import os
