@@ -1,4 +1,5 @@
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -23,6 +24,12 @@ AIRFLOW_ENV["CARBON_DATA_DIR"] = str(SHARED_DATA)
 os.environ.update(AIRFLOW_ENV)
 MNIST_DIR = SHARED_DATA / "mnist"
 CARBON_DIR = SHARED_DATA / "carbon"
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """The session's Airflow home and output go with it (``CARBON_KEEP_STACK=1`` keeps them)."""
+    if not os.environ.get("CARBON_KEEP_STACK"):
+        shutil.rmtree(_SESSION_DIR, ignore_errors=True)
 
 
 def compression_for_wait(plan: dict, wait_seconds: float) -> float:
