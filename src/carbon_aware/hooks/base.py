@@ -5,27 +5,10 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from carbon_aware.compat import BaseHook
 from carbon_aware.grid.clients.base import ConnectionSettings, Provider, http_session, provider_connection
 from carbon_aware.grid.forecast import ForecastError
 from carbon_aware.hooks import connection_form_widgets, ui_field_behaviour
-
-
-class ConnectionHook(BaseHook):
-    """A hook that reads its connection wherever Airflow runs it: in a task, in ``airflow connections
-    test``, in the API server."""
-
-    @classmethod
-    def get_connection(cls, conn_id: str) -> Any:
-        """The Task SDK's read; outside a task on Airflow 3.1.0 (``airflow connections test``, the API
-        server's Test button) that read fails to import the task runner's channel, and the connection
-        is read as Airflow's own commands read it there, from the secrets backends and the database."""
-        try:
-            return super().get_connection(conn_id)
-        except ImportError:
-            from airflow.models.connection import Connection
-
-            return Connection.get_connection_from_secrets(conn_id)
+from carbon_aware.hooks.connection import ConnectionHook
 
 
 class GridHook(ConnectionHook):

@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy.engine import URL
 
 from carbon_aware.compat import AirflowNotFoundException
-from carbon_aware.hooks.base import ConnectionHook
+from carbon_aware.hooks.connection import ConnectionHook
 
 
 class RecordsHook(ConnectionHook):

@@ -16,6 +16,7 @@ from sqlalchemy import func, select, update
 
 from carbon_aware.accounting.report import price_run, shifted
 from carbon_aware.grid.forecast import IntensityPoint
+from carbon_aware.ledger.actuals import actual_points
 from carbon_aware.ledger.forecasts import StoredForecast, forecast_at
 from carbon_aware.ledger.meter import TryKey, utc
 from carbon_aware.ledger.models import Ledger, LedgerDay, LedgerTask, PricedInterval, Shadow, TaskLedger
@@ -120,41 +121,6 @@ def _price(task: LedgerTask, timeline: Timeline, deadline: datetime, url: str | 
     task.mean_intensity_g_per_kwh = task.emissions_g / task.energy_kwh
     task.intensity_sources = sorted({i.source for i in task.intervals})
     task.shadow, task.shadow_note = shadow_plan(timeline, forecast, deadline, actual, task.emissions_g)
-
-
-def actual_points(url: str | None, region: str, anchor: datetime, start: datetime,
-                  end: datetime) -> tuple[list[IntensityPoint], str | None]:
-    """The region's measured intensity over [start, end): the grid store's (real sources), else what the
-    region's providers return (a replayed trace, anchored as its forecasts were)."""
-    from carbon_aware.grid.clients import build_provider, spec_region
-    from carbon_aware.grid.store import GridStore
-    from carbon_aware.ledger.settings import region_specs
-
-    specs = [spec for spec in region_specs(region) if spec.get("name") != "mock"]
-    store = GridStore(url)
-    for spec in specs:
-        where = spec_region(spec)
-        if where:
-            try:
-                rows = store.records("actual", where, since=start, until=end)
-            except OSError as error:
-                log.warning("ledger: %s", error)
-                rows = []
-            if rows:
-                source = max({r["source"] for r in rows}, key=lambda s: sum(r["seconds"] for r in rows
-                                                                            if r["source"] == s))
-                return [IntensityPoint(utc(r["start"]), timedelta(seconds=r["seconds"]), r["value"])
-                        for r in rows if r["source"] == source], source
-    for spec in specs:
-        try:
-            provider = build_provider(spec, anchor)
-            points = provider.actuals(start, end)
-        except Exception as error:  # one source down: the next, else the forecast prices it
-            log.warning("ledger: actuals from %s: %s", spec.get("name"), error)
-            continue
-        if points:
-            return points, provider.actuals_source
-    return [], None
 
 
 def shadow_plan(timeline: Timeline, forecast: StoredForecast | None, deadline: datetime,

@@ -55,7 +55,7 @@ def run_ledger(dag_id: str, run_id: str, tries: list[LedgerTask], url: str | Non
 
 def _run_shadow(run: RunLedger, first: LedgerTask, timelines, url, now) -> tuple[Shadow | None, str | None]:
     from carbon_aware.grid.forecast import points_to_arrays
-    from carbon_aware.ledger.book import actual_points
+    from carbon_aware.ledger.actuals import actual_points
     from carbon_aware.ledger.forecasts import forecast_at
     from carbon_aware.planning.planner import Curve, PlanningError, best_start
 

@@ -12,7 +12,7 @@ from typing import Any, Callable
 from urllib.parse import quote
 
 from carbon_aware.ledger.models import Ledger, LedgerDay, LedgerTask, RunLedger, Shadow, TaskLedger
-from carbon_aware.web.app import duration, energy, intensity, mass, moment, percent, shown
+from carbon_aware.web.formats import duration, energy, intensity, mass, moment, percent, shown
 
 LATEST_TRIES = 200  # tries listed on the page, newest first (the JSON has all the ledger holds)
 MAX_DAG_ID = 250  # Airflow's own limit on an id
@@ -40,9 +40,9 @@ def visible(ledger: Ledger, may_read: Callable[[str], bool]) -> Ledger:
                                      "tries_total": len(entries) if leaked else ledger.tries_total})
 
 
-# --- one value: its text with its unit (see app.shown) and its raw value for data-value --------------
+# --- one value: its text with its unit (see formats.shown) and its raw value for data-value --------------
 def grams(g: float | None) -> str:
-    """The ledger keeps grams; app.mass picks kg, g or mg."""
+    """The ledger keeps grams; formats.mass picks kg, g or mg."""
     return mass(None if g is None else g / 1000.0)
 
 
